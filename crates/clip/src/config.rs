@@ -1,0 +1,272 @@
+//! Model configuration in open_clip's JSON format (`src/open_clip/model_configs/*.json`):
+//! `embed_dim`, `vision_cfg`, `text_cfg`, `quick_gelu`, plus clipforge's projection-head choice.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::{ClipError, Result};
+
+/// Which projection maps a tower's pooled feature into the shared embedding space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjType {
+    /// One matrix, no bias: the paper's choice (`visual.proj`, `text_projection`).
+    #[default]
+    Linear,
+    /// `proj_layers` × (Linear → GELU), then a Linear to `embed_dim` (keys `visual.head.{i}`,
+    /// `text_head.{i}`, numbered as a PyTorch `nn.Sequential`).
+    Mlp,
+}
+
+fn default_head_width() -> usize {
+    64
+}
+fn default_mlp_ratio() -> f64 {
+    4.0
+}
+fn default_proj_layers() -> usize {
+    1
+}
+fn default_context_length() -> usize {
+    77
+}
+fn default_vocab_size() -> usize {
+    49408
+}
+fn default_text_width() -> usize {
+    512
+}
+fn default_text_heads() -> usize {
+    8
+}
+fn default_text_layers() -> usize {
+    12
+}
+
+/// open_clip's `CLIPVisionCfg`, the ViT subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VisionCfg {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub width: usize,
+    pub layers: usize,
+    /// Width of one attention head; heads = width / head_width.
+    #[serde(default = "default_head_width")]
+    pub head_width: usize,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default)]
+    pub proj_type: ProjType,
+    /// Hidden width of an `mlp` head (default: the tower's width).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj_hidden: Option<usize>,
+    /// Number of hidden (Linear → GELU) layers of an `mlp` head.
+    #[serde(default = "default_proj_layers")]
+    pub proj_layers: usize,
+}
+
+/// open_clip's `CLIPTextCfg`, the native-transformer subset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextCfg {
+    #[serde(default = "default_context_length")]
+    pub context_length: usize,
+    #[serde(default = "default_vocab_size")]
+    pub vocab_size: usize,
+    #[serde(default = "default_text_width")]
+    pub width: usize,
+    #[serde(default = "default_text_heads")]
+    pub heads: usize,
+    #[serde(default = "default_text_layers")]
+    pub layers: usize,
+    #[serde(default = "default_mlp_ratio")]
+    pub mlp_ratio: f64,
+    #[serde(default)]
+    pub proj_type: ProjType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proj_hidden: Option<usize>,
+    #[serde(default = "default_proj_layers")]
+    pub proj_layers: usize,
+}
+
+/// A whole CLIP model: two towers into one `embed_dim`-wide space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClipConfig {
+    pub embed_dim: usize,
+    /// QuickGELU x·σ(1.702x) (OpenAI's models) instead of exact GELU in the transformer MLPs.
+    #[serde(default)]
+    pub quick_gelu: bool,
+    pub vision_cfg: VisionCfg,
+    pub text_cfg: TextCfg,
+}
+
+/// The presets built into the binary, by name.
+pub const PRESETS: &[(&str, &str)] = &[
+    ("tiny", include_str!("../../../configs/models/tiny.json")),
+    ("small", include_str!("../../../configs/models/small.json")),
+    ("ViT-B-32", include_str!("../../../configs/models/ViT-B-32.json")),
+    ("ViT-B-16", include_str!("../../../configs/models/ViT-B-16.json")),
+    ("ViT-L-14", include_str!("../../../configs/models/ViT-L-14.json")),
+];
+
+impl VisionCfg {
+    pub fn heads(&self) -> usize {
+        self.width / self.head_width
+    }
+    /// Patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    pub fn mlp_width(&self) -> usize {
+        (self.width as f64 * self.mlp_ratio) as usize
+    }
+}
+
+impl TextCfg {
+    pub fn mlp_width(&self) -> usize {
+        (self.width as f64 * self.mlp_ratio) as usize
+    }
+}
+
+impl ClipConfig {
+    /// Parse a config from JSON text; `origin` names the file or preset in errors.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
+        let cfg: ClipConfig = serde_json::from_str(text).map_err(|e| ClipError::Config {
+            origin: origin.to_string(),
+            msg: e.to_string(),
+        })?;
+        cfg.validate().map_err(|msg| ClipError::Config { origin: origin.to_string(), msg })?;
+        Ok(cfg)
+    }
+
+    /// Read a config file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClipError::Io {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// A built-in preset by name (`tiny`, `small`, `ViT-B-32`, …).
+    pub fn preset(name: &str) -> Option<Self> {
+        PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(n, text)| Self::from_json_str(text, &format!("preset {n}")).expect("built-in preset is valid"))
+    }
+
+    /// A preset name, or else a path to a JSON file.
+    pub fn resolve(name_or_path: &str) -> Result<Self> {
+        if let Some(cfg) = Self::preset(name_or_path) {
+            return Ok(cfg);
+        }
+        let path = Path::new(name_or_path);
+        if path.exists() {
+            return Self::from_file(path);
+        }
+        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+        Err(ClipError::Config {
+            origin: name_or_path.to_string(),
+            msg: format!("neither a preset ({}) nor an existing config file", names.join(", ")),
+        })
+    }
+
+    /// Check that the shapes are possible; the message names the key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let v = &self.vision_cfg;
+        let t = &self.text_cfg;
+        let positive = [
+            ("embed_dim", self.embed_dim),
+            ("vision_cfg.image_size", v.image_size),
+            ("vision_cfg.patch_size", v.patch_size),
+            ("vision_cfg.width", v.width),
+            ("vision_cfg.layers", v.layers),
+            ("vision_cfg.head_width", v.head_width),
+            ("text_cfg.context_length", t.context_length),
+            ("text_cfg.vocab_size", t.vocab_size),
+            ("text_cfg.width", t.width),
+            ("text_cfg.heads", t.heads),
+            ("text_cfg.layers", t.layers),
+            ("vision_cfg.proj_layers", v.proj_layers),
+            ("text_cfg.proj_layers", t.proj_layers),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(format!("{key} must be positive, got 0"));
+            }
+        }
+        if v.image_size % v.patch_size != 0 {
+            return Err(format!(
+                "vision_cfg.image_size {} is not divisible by vision_cfg.patch_size {}",
+                v.image_size, v.patch_size
+            ));
+        }
+        if v.width % v.head_width != 0 {
+            return Err(format!(
+                "vision_cfg.width {} is not divisible by vision_cfg.head_width {}",
+                v.width, v.head_width
+            ));
+        }
+        if t.width % t.heads != 0 {
+            return Err(format!("text_cfg.width {} is not divisible by text_cfg.heads {}", t.width, t.heads));
+        }
+        if t.context_length < 3 {
+            return Err(format!("text_cfg.context_length must be at least 3, got {}", t.context_length));
+        }
+        for (key, r) in [("vision_cfg.mlp_ratio", v.mlp_ratio), ("text_cfg.mlp_ratio", t.mlp_ratio)] {
+            if !(r.is_finite() && r > 0.0) {
+                return Err(format!("{key} must be a positive number, got {r}"));
+            }
+        }
+        for (key, h) in [("vision_cfg.proj_hidden", v.proj_hidden), ("text_cfg.proj_hidden", t.proj_hidden)] {
+            if h == Some(0) {
+                return Err(format!("{key} must be positive, got 0"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_with_the_documented_shapes() {
+        let b32 = ClipConfig::preset("ViT-B-32").unwrap();
+        assert_eq!((b32.embed_dim, b32.vision_cfg.width, b32.vision_cfg.layers, b32.vision_cfg.patch_size), (512, 768, 12, 32));
+        assert_eq!(b32.vision_cfg.heads(), 12);
+        assert_eq!((b32.text_cfg.width, b32.text_cfg.heads, b32.text_cfg.layers, b32.text_cfg.context_length), (512, 8, 12, 77));
+        let l14 = ClipConfig::preset("ViT-L-14").unwrap();
+        assert_eq!((l14.embed_dim, l14.vision_cfg.width, l14.vision_cfg.layers, l14.vision_cfg.patch_size), (768, 1024, 24, 14));
+        assert_eq!((l14.text_cfg.width, l14.text_cfg.heads), (768, 12));
+        let tiny = ClipConfig::preset("tiny").unwrap();
+        assert_eq!((tiny.vision_cfg.image_size, tiny.vision_cfg.patch_size, tiny.vision_cfg.heads()), (32, 4, 4));
+        let small = ClipConfig::preset("small").unwrap();
+        assert_eq!((small.vision_cfg.heads(), small.text_cfg.heads, small.embed_dim), (6, 4, 256));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4, "colour": 3}, "text_cfg": {}}"#;
+        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
+        assert!(err.contains("x.json") && err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn impossible_shapes_are_named() {
+        let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 10, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {}}"#;
+        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
+        assert!(err.contains("vision_cfg.image_size 10 is not divisible"), "{err}");
+        let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {"width": 10, "heads": 4}}"#;
+        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
+        assert!(err.contains("text_cfg.width 10 is not divisible by text_cfg.heads 4"), "{err}");
+    }
+}

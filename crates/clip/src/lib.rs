@@ -1,0 +1,22 @@
+//! clipforge's model library: CLIP's towers, projection heads, contrastive loss, tokenizer,
+//! image transform and weights I/O, on candle. No training loop, data loading or CLI here.
+
+pub mod config;
+pub mod error;
+pub mod heads;
+pub mod init;
+pub mod loss;
+pub mod model;
+pub mod nn;
+pub mod text;
+pub mod tokenizer;
+pub mod transform;
+pub mod transformer;
+pub mod vision;
+pub mod weights;
+
+pub use config::{ClipConfig, ProjType};
+pub use error::{ClipError, Result};
+pub use loss::{clip_logits, clip_loss};
+pub use model::{clamp_logit_scale, Clip, ClipOutput};
+pub use tokenizer::Tokenizer;

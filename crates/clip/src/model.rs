@@ -1,0 +1,86 @@
+//! The CLIP model: an image tower and a text tower into one embedding space, and the learned
+//! temperature. Returns normalised embeddings and the raw logit scale; the loss lives in `loss`.
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::{Init, VarBuilder, VarMap};
+
+use crate::config::ClipConfig;
+use crate::nn::{l2_normalize, Activation};
+use crate::text::TextTransformer;
+use crate::vision::VisionTransformer;
+
+/// ln(1/0.07): the initial temperature parameter (paper §2.5).
+pub const LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778_4;
+/// ln(100): the largest allowed logit scale parameter.
+pub const LOGIT_SCALE_MAX: f64 = 4.605_170_185_988_092;
+
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub visual: VisionTransformer,
+    pub text: TextTransformer,
+    /// The temperature parameter t; logits are multiplied by exp(t).
+    pub logit_scale: Tensor,
+    pub config: ClipConfig,
+}
+
+/// What a forward pass returns: L2-normalised embeddings and the raw (log) logit scale.
+#[derive(Debug, Clone)]
+pub struct ClipOutput {
+    /// `[N, E]`, unit rows.
+    pub image_embeds: Tensor,
+    /// `[N, E]`, unit rows.
+    pub text_embeds: Tensor,
+    /// Scalar t (the loss multiplies by exp(t)).
+    pub logit_scale: Tensor,
+}
+
+impl Clip {
+    /// Build on a VarBuilder whose paths are open_clip's state-dict keys.
+    pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
+        let act = if cfg.quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
+        Ok(Self {
+            visual: VisionTransformer::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
+            text: TextTransformer::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,
+            logit_scale: vb.get_with_hints((), "logit_scale", Init::Const(LOGIT_SCALE_INIT))?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// A model whose parameters live in a fresh `VarMap` (trainable), all zero until
+    /// initialised (`init::init_parameters`) or loaded (`weights::load_into`).
+    pub fn with_varmap(cfg: &ClipConfig, device: &Device) -> Result<(Self, VarMap)> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = Self::new(vb, cfg)?;
+        Ok((model, varmap))
+    }
+
+    /// Pixels `[N, 3, H, W]` → unit image embeddings `[N, E]`.
+    pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        l2_normalize(&self.visual.forward(pixels)?)
+    }
+
+    /// Token ids `[N, T]` (u32) → unit text embeddings `[N, E]`.
+    pub fn encode_text(&self, ids: &Tensor) -> Result<Tensor> {
+        l2_normalize(&self.text.forward(ids)?)
+    }
+
+    pub fn forward(&self, pixels: &Tensor, ids: &Tensor) -> Result<ClipOutput> {
+        Ok(ClipOutput {
+            image_embeds: self.encode_image(pixels)?,
+            text_embeds: self.encode_text(ids)?,
+            logit_scale: self.logit_scale.clone(),
+        })
+    }
+}
+
+/// Clamp the temperature parameter to [0, ln 100] in place, as open_clip does after every
+/// optimiser step. `varmap` must hold `logit_scale`.
+pub fn clamp_logit_scale(varmap: &VarMap) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock");
+    if let Some(var) = data.get("logit_scale") {
+        let clamped = var.as_tensor().clamp(0f64, LOGIT_SCALE_MAX)?;
+        var.set(&clamped)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! CLIP's byte-level BPE tokenizer with OpenAI's vocabulary (49,408 ids; `<start_of_text>` 49406,
+//! `<end_of_text>` 49407) and the text cleaning of OpenAI's `simple_tokenizer.py`:
+//! ftfy.fix_text, HTML unescape twice, strip, collapse whitespace, lower-case.
+//!
+//! BPE itself is the `instant-clip-tokenizer` crate (vocabulary shipped inside it). ftfy is
+//! mirrored for the fixes that apply to well-formed text (HTML entities, curly quotes, Latin
+//! ligatures, full-width characters, C1 controls, line breaks, control characters, terminal
+//! escapes, NFC); ftfy's mojibake repair (`fix_encoding`) is not, so text that is already
+//! mis-decoded UTF-8 may tokenize differently from OpenAI's.
+
+use unicode_normalization::UnicodeNormalization;
+
+pub const VOCAB_SIZE: usize = 49408;
+pub const START_OF_TEXT: u32 = 49406;
+pub const END_OF_TEXT: u32 = 49407;
+
+pub struct Tokenizer {
+    bpe: instant_clip_tokenizer::Tokenizer,
+}
+
+impl Default for Tokenizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tokenizer {
+    /// Build from the vocabulary bundled with `instant-clip-tokenizer` (takes ~100 ms: share it).
+    pub fn new() -> Self {
+        Self { bpe: instant_clip_tokenizer::Tokenizer::new() }
+    }
+
+    /// BPE ids of one text after cleaning, without start/end markers.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let cleaned = clean_text(text);
+        let mut tokens = Vec::with_capacity(cleaned.len() / 2 + 1);
+        self.bpe.encode(&cleaned, &mut tokens);
+        tokens.into_iter().map(|t| u32::from(t.to_u16())).collect()
+    }
+
+    /// `<start_of_text> ids <end_of_text>`, padded with 0 to `context_length`; a text too long
+    /// is truncated and its last id forced to `<end_of_text>` (as OpenAI's `clip.tokenize`
+    /// with `truncate=True`, and open_clip's `tokenize`).
+    pub fn tokenize_one(&self, text: &str, context_length: usize) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(context_length);
+        ids.push(START_OF_TEXT);
+        ids.extend(self.encode(text));
+        ids.push(END_OF_TEXT);
+        if ids.len() > context_length {
+            ids.truncate(context_length);
+            if let Some(last) = ids.last_mut() {
+                *last = END_OF_TEXT;
+            }
+        }
+        ids.resize(context_length, 0);
+        ids
+    }
+
+    /// A batch: `texts.len()` rows of `context_length` ids.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], context_length: usize) -> Vec<Vec<u32>> {
+        texts.iter().map(|t| self.tokenize_one(t.as_ref(), context_length)).collect()
+    }
+
+    /// A batch as a `[N, context_length]` u32 tensor.
+    pub fn tokenize_tensor<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        context_length: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let flat: Vec<u32> = self.tokenize(texts, context_length).into_iter().flatten().collect();
+        candle_core::Tensor::from_vec(flat, (texts.len(), context_length), device)
+    }
+}
+
+/// OpenAI's `whitespace_clean(basic_clean(text)).lower()`.
+pub fn clean_text(text: &str) -> String {
+    let fixed = fix_text(text);
+    let once = html_escape::decode_html_entities(&fixed);
+    let twice = html_escape::decode_html_entities(&once);
+    let collapsed = collapse_whitespace(&twice);
+    collapsed.to_lowercase()
+}
+
+/// Python's `str.isspace()`: Unicode White_Space plus the ASCII separators 0x1C–0x1F.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// `re.sub(r"\s+", " ", text).strip()`.
+fn collapse_whitespace(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_space = false;
+    for c in text.chars() {
+        if is_py_space(c) {
+            pending_space = true;
+        } else {
+            if pending_space && !out.is_empty() {
+                out.push(' ');
+            }
+            pending_space = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// ftfy 6's `fix_text` with default settings, for well-formed text (see the module note):
+/// line by line, each line fixed repeatedly until it stops changing. As in ftfy, once a line
+/// contains `<` HTML entities are no longer unescaped in it or any later line.
+pub fn fix_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut unescape = true;
+    for segment in text.split_inclusive('\n') {
+        if segment.contains('<') {
+            unescape = false;
+        }
+        out.push_str(&fix_segment(segment, unescape));
+    }
+    out
+}
+
+/// ftfy `fix_and_explain`'s loop, in its order of fixes.
+fn fix_segment(segment: &str, unescape: bool) -> String {
+    let mut text = segment.to_string();
+    loop {
+        let mut t = if unescape { unescape_html_strict(&text) } else { text.clone() };
+        t = fix_c1_controls(&t);
+        t = t.chars().flat_map(fix_latin_ligature).collect();
+        t = fix_character_width(&t);
+        t = t.chars().map(uncurl_quote).collect();
+        t = fix_line_breaks(&t);
+        t = remove_terminal_escapes(&t);
+        t = t.chars().filter(|c| !is_removed_control(*c)).collect();
+        let next: String = t.nfc().collect();
+        if next == text {
+            return text;
+        }
+        text = next;
+    }
+}
+
+/// ftfy's `unescape_html`: only entities of the form `&name;` / `&#123;` (1–24 characters).
+fn unescape_html_strict(text: &str) -> String {
+    if !text.contains('&') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let tail = &rest[amp..];
+        let body_start = if tail[1..].starts_with('#') { 2 } else { 1 };
+        let body_len = tail[body_start..].bytes().take_while(|b| b.is_ascii_alphanumeric()).count();
+        let end = body_start + body_len;
+        if (1..=24).contains(&body_len) && tail[end..].starts_with(';') {
+            let entity = &tail[..=end];
+            let decoded = html_escape::decode_html_entities(entity);
+            if decoded != entity {
+                out.push_str(&decoded);
+            } else if body_start == 1 && entity == entity.to_uppercase() {
+                // ftfy also decodes all-caps names of lower-case entities: `&EACUTE;` → É.
+                let lower = entity.to_lowercase();
+                let decoded = html_escape::decode_html_entities(&lower);
+                if decoded != lower {
+                    out.push_str(&decoded.to_uppercase());
+                } else {
+                    out.push_str(entity);
+                }
+            } else {
+                out.push_str(entity);
+            }
+            rest = &tail[end + 1..];
+        } else {
+            out.push('&');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Strip ANSI terminal escapes `ESC [ … letter`.
+fn remove_terminal_escapes(text: &str) -> String {
+    if !text.contains('\u{1b}') {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            let mut lookahead = chars.clone();
+            lookahead.next();
+            let mut consumed = 1;
+            let mut ok = false;
+            for d in lookahead {
+                consumed += 1;
+                if d.is_ascii_digit() || d == ';' {
+                    continue;
+                }
+                ok = d.is_ascii_alphabetic();
+                break;
+            }
+            if ok {
+                for _ in 0..consumed {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// C1 controls U+0080–U+009F are decoded as Windows-1252 bytes (ftfy `fix_c1_controls`).
+fn fix_c1_controls(text: &str) -> String {
+    const CP1252: [char; 32] = [
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
+        '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+    ];
+    text.chars()
+        .map(|c| if ('\u{80}'..='\u{9f}').contains(&c) { CP1252[c as usize - 0x80] } else { c })
+        .collect()
+}
+
+/// ftfy `fix_latin_ligatures`.
+fn fix_latin_ligature(c: char) -> Vec<char> {
+    let s = match c {
+        'Ĳ' => "IJ",
+        'ĳ' => "ij",
+        'ŉ' => "ʼn",
+        'Ǳ' => "DZ",
+        'ǲ' => "Dz",
+        'ǳ' => "dz",
+        'Ǆ' => "DŽ",
+        'ǅ' => "Dž",
+        'ǆ' => "dž",
+        'Ǉ' => "LJ",
+        'ǈ' => "Lj",
+        'ǉ' => "lj",
+        'Ǌ' => "NJ",
+        'ǋ' => "Nj",
+        'ǌ' => "nj",
+        'ﬀ' => "ff",
+        'ﬁ' => "fi",
+        'ﬂ' => "fl",
+        'ﬃ' => "ffi",
+        'ﬄ' => "ffl",
+        'ﬅ' => "ſt",
+        'ﬆ' => "st",
+        _ => return vec![c],
+    };
+    s.chars().collect()
+}
+
+/// ftfy `fix_character_width`: full-width ASCII and the ideographic space to their plain
+/// forms, half-width katakana to full-width (NFKC on exactly those characters).
+fn fix_character_width(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let code = c as u32;
+            let wide = code == 0x3000 || (0xFF01..0xFFF0).contains(&code);
+            if wide {
+                std::iter::once(c).nfkc().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// ftfy `uncurl_quotes`.
+fn uncurl_quote(c: char) -> char {
+    match c {
+        '\u{2bc}' | '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' => '\'',
+        '\u{201c}' | '\u{201d}' | '\u{201e}' | '\u{201f}' => '"',
+        _ => c,
+    }
+}
+
+/// ftfy `fix_line_breaks`: CRLF, CR, U+2028, U+2029, U+0085 → LF.
+fn fix_line_breaks(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n")
+}
+
+/// ftfy `remove_control_chars`: C0 controls other than tab/LF/FF/CR, DEL, deprecated format
+/// characters, BOM, and interlinear annotation characters.
+fn is_removed_control(c: char) -> bool {
+    matches!(c as u32, 0x00..=0x08 | 0x0B | 0x0E..=0x1F | 0x7F | 0x206A..=0x206F | 0xFEFF | 0xFFF9..=0xFFFC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_ids_from_openai_readme() {
+        let tok = Tokenizer::new();
+        // open_clip: tokenize(["a diagram"]) starts [49406, 320, 22697, 49407, 0, …]
+        assert_eq!(&tok.tokenize_one("a diagram", 8), &[49406, 320, 22697, 49407, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn truncation_keeps_end_of_text_last() {
+        let tok = Tokenizer::new();
+        let ids = tok.tokenize_one(&"word ".repeat(100), 10);
+        assert_eq!(ids.len(), 10);
+        assert_eq!(ids[0], START_OF_TEXT);
+        assert_eq!(ids[9], END_OF_TEXT);
+        assert!(ids[1..9].iter().all(|&i| i != 0 && i != END_OF_TEXT));
+    }
+
+    #[test]
+    fn cleaning_collapses_space_and_unescapes() {
+        assert_eq!(clean_text("  A&amp;B \t\n  “Quote”  "), "a&b \"quote\"");
+        assert_eq!(clean_text("&amp;lt;"), "<");
+    }
+}

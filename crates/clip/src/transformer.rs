@@ -1,0 +1,130 @@
+//! The pre-LayerNorm transformer shared by both towers: open_clip's `ResidualAttentionBlock`
+//! and `Transformer` (`src/open_clip/transformer.py`), with PyTorch `nn.MultiheadAttention`'s
+//! packed `in_proj_weight` `[3W, W]`.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+use crate::nn::{Activation, LayerNorm, Linear};
+
+/// Multi-head self-attention with packed q/k/v projection (`attn.in_proj_*`, `attn.out_proj.*`).
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub in_proj_weight: Tensor,
+    pub in_proj_bias: Tensor,
+    pub out_proj: Linear,
+    pub heads: usize,
+}
+
+impl Attention {
+    pub fn new(vb: VarBuilder, width: usize, heads: usize) -> Result<Self> {
+        let in_proj_weight = vb.get_with_hints((3 * width, width), "in_proj_weight", Init::Const(0.))?;
+        let in_proj_bias = vb.get_with_hints(3 * width, "in_proj_bias", Init::Const(0.))?;
+        let out_proj = Linear::new(vb.pp("out_proj"), width, width, true)?;
+        Ok(Self { in_proj_weight, in_proj_bias, out_proj, heads })
+    }
+
+    /// x: `[B, T, W]`, mask: additive `[T, T]` or none → `[B, T, W]`.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, w) = x.dims3()?;
+        let h = self.heads;
+        let dh = w / h;
+        let x2 = x.reshape((b * t, w))?; // [B·T, W]
+        let qkv = x2.matmul(&self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?; // [B·T, 3W]
+        let qkv = qkv.reshape((b, t, 3, h, dh))?.permute((2, 0, 3, 1, 4))?; // [3, B, H, T, Dh]
+        let q = (qkv.get(0)?.contiguous()? * (dh as f64).powf(-0.5))?; // [B, H, T, Dh]
+        let k = qkv.get(1)?.contiguous()?; // [B, H, T, Dh]
+        let v = qkv.get(2)?.contiguous()?; // [B, H, T, Dh]
+        let mut scores = q.matmul(&k.t()?)?; // [B, H, T, T]
+        if let Some(m) = mask {
+            scores = scores.broadcast_add(m)?;
+        }
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?; // [B, H, T, T]
+        let ctx = probs.matmul(&v)?; // [B, H, T, Dh]
+        let ctx = ctx.transpose(1, 2)?.reshape((b, t, w))?; // [B, T, W]
+        self.out_proj.forward(&ctx)
+    }
+}
+
+/// `c_fc` → activation → `c_proj`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    pub c_fc: Linear,
+    pub c_proj: Linear,
+    pub act: Activation,
+}
+
+impl Mlp {
+    pub fn new(vb: VarBuilder, width: usize, hidden: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            c_fc: Linear::new(vb.pp("c_fc"), width, hidden, true)?,
+            c_proj: Linear::new(vb.pp("c_proj"), hidden, width, true)?,
+            act,
+        })
+    }
+
+    /// `[B, T, W]` → `[B, T, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.c_fc.forward(x)?; // [B, T, 4W]
+        self.c_proj.forward(&self.act.forward(&h)?)
+    }
+}
+
+/// x + attn(ln_1(x)); x + mlp(ln_2(x)).
+#[derive(Debug, Clone)]
+pub struct ResidualAttentionBlock {
+    pub ln_1: LayerNorm,
+    pub attn: Attention,
+    pub ln_2: LayerNorm,
+    pub mlp: Mlp,
+}
+
+impl ResidualAttentionBlock {
+    pub fn new(vb: VarBuilder, width: usize, heads: usize, mlp_width: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            ln_1: LayerNorm::new(vb.pp("ln_1"), width)?,
+            attn: Attention::new(vb.pp("attn"), width, heads)?,
+            ln_2: LayerNorm::new(vb.pp("ln_2"), width)?,
+            mlp: Mlp::new(vb.pp("mlp"), width, mlp_width, act)?,
+        })
+    }
+
+    /// `[B, T, W]` → `[B, T, W]`.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
+        &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
+    }
+}
+
+/// A stack of blocks under `{prefix}.resblocks.{i}`.
+#[derive(Debug, Clone)]
+pub struct Transformer {
+    pub resblocks: Vec<ResidualAttentionBlock>,
+}
+
+impl Transformer {
+    pub fn new(vb: VarBuilder, width: usize, layers: usize, heads: usize, mlp_width: usize, act: Activation) -> Result<Self> {
+        let vb = vb.pp("resblocks");
+        let resblocks = (0..layers)
+            .map(|i| ResidualAttentionBlock::new(vb.pp(i), width, heads, mlp_width, act))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { resblocks })
+    }
+
+    /// `[B, T, W]` → `[B, T, W]`.
+    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let mut x = x.clone();
+        for block in &self.resblocks {
+            x = block.forward(&x, mask)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Additive causal mask `[T, T]`: 0 on and below the diagonal, −∞ above (open_clip `build_causal_mask`).
+pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(data, (t, t), device)
+}
