@@ -16,7 +16,13 @@ pub const END_OF_TEXT: u32 = 49407;
 
 pub struct Tokenizer {
     bpe: instant_clip_tokenizer::Tokenizer,
+    words: regex::Regex,
 }
+
+/// OpenAI's word pattern (`simple_tokenizer.py`), with its own special-token spellings: the
+/// crate's `<start_of_text>` in user text must stay plain text, as it does for OpenAI.
+const WORD_PATTERN: &str =
+    r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 impl Default for Tokenizer {
     fn default() -> Self {
@@ -27,15 +33,30 @@ impl Default for Tokenizer {
 impl Tokenizer {
     /// Build from the vocabulary bundled with `instant-clip-tokenizer` (takes ~100 ms: share it).
     pub fn new() -> Self {
-        Self { bpe: instant_clip_tokenizer::Tokenizer::new() }
+        Self {
+            bpe: instant_clip_tokenizer::Tokenizer::new(),
+            words: regex::Regex::new(WORD_PATTERN).expect("valid word pattern"),
+        }
     }
 
     /// BPE ids of one text after cleaning, without start/end markers.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let cleaned = clean_text(text);
-        let mut tokens = Vec::with_capacity(cleaned.len() / 2 + 1);
-        self.bpe.encode(&cleaned, &mut tokens);
-        tokens.into_iter().map(|t| u32::from(t.to_u16())).collect()
+        let mut ids = Vec::with_capacity(cleaned.len() / 2 + 1);
+        let mut tokens = Vec::new();
+        for word in self.words.find_iter(&cleaned).map(|m| m.as_str()) {
+            match word {
+                "<|startoftext|>" => ids.push(START_OF_TEXT),
+                "<|endoftext|>" => ids.push(END_OF_TEXT),
+                _ => {
+                    // One OpenAI word is one word of the crate's identical pattern too.
+                    tokens.clear();
+                    self.bpe.encode(word, &mut tokens);
+                    ids.extend(tokens.iter().map(|t| u32::from(t.to_u16())));
+                }
+            }
+        }
+        ids
     }
 
     /// `<start_of_text> ids <end_of_text>`, padded with 0 to `context_length`; a text too long
