@@ -279,6 +279,26 @@ def tokenizer_case() -> None:
     print(f"tokenizer: {len(cases)} strings")
 
 
+def transform_case() -> None:
+    """open_clip's inference transform (PIL bicubic resize, centre crop, normalise) on two
+    RGB images, one wider and one taller than square."""
+    from PIL import Image
+    from open_clip.transform import image_transform
+
+    rng = np.random.default_rng(7)
+    out = {}
+    for name, (w, h) in {"wide": (45, 30), "tall": (29, 52)}.items():
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([xx * 255 / w, yy * 255 / h, (xx + yy) * 127 / (w + h)], -1)
+        pixels = np.clip(base + rng.normal(0, 25, base.shape), 0, 255).astype(np.uint8)
+        path = os.path.join(OUT, f"transform_{name}.png")
+        Image.fromarray(pixels, "RGB").save(path)
+        t = image_transform(24, is_train=False)(Image.open(path))
+        out[f"expect.{name}"] = t.contiguous()
+    save_file(out, os.path.join(OUT, "transform.safetensors"))
+    print("transform: 2 images")
+
+
 def main() -> None:
     gen = torch.Generator().manual_seed(42)
     tok = open_clip.get_tokenizer("ViT-B-32")
@@ -310,6 +330,7 @@ def main() -> None:
     run_case("mlphead", mlp, images, ids, "stored")
 
     tokenizer_case()
+    transform_case()
 
 
 if __name__ == "__main__":

@@ -39,21 +39,20 @@ pub fn to_rgb_on_white(img: &DynamicImage) -> RgbImage {
     out
 }
 
-/// Resize shortest side to `size` (bicubic) and centre-crop to `size`×`size`.
+/// Resize shortest side to `size` (bicubic) and centre-crop to `size`×`size`, with
+/// torchvision's arithmetic: long side `int(size · long / short)`, crop offset
+/// `round((len − size) / 2)` (round half to even).
 pub fn resize_center_crop(img: &RgbImage, size: usize) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let (nw, nh) = if w <= h {
-        (size, ((h * size) as f64 / w as f64).round().max(1.0) as usize)
-    } else {
-        (((w * size) as f64 / h as f64).round().max(1.0) as usize, size)
-    };
+    let long = |l: usize, s: usize| ((size as f64 * l as f64 / s as f64) as usize).max(size);
+    let (nw, nh) = if w <= h { (size, long(h, w)) } else { (long(w, h), size) };
     let resized = if (nw, nh) == (w, h) {
         img.clone()
     } else {
         image::imageops::resize(img, nw as u32, nh as u32, FilterType::CatmullRom)
     };
-    let left = (nw - size) / 2;
-    let top = (nh - size) / 2;
+    let offset = |len: usize| ((len - size) as f64 / 2.0).round_ties_even() as usize;
+    let (left, top) = (offset(nw), offset(nh));
     image::imageops::crop_imm(&resized, left as u32, top as u32, size as u32, size as u32).to_image()
 }
 
