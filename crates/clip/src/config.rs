@@ -106,9 +106,18 @@ pub struct ClipConfig {
 pub const PRESETS: &[(&str, &str)] = &[
     ("tiny", include_str!("../../../configs/models/tiny.json")),
     ("small", include_str!("../../../configs/models/small.json")),
-    ("ViT-B-32", include_str!("../../../configs/models/ViT-B-32.json")),
-    ("ViT-B-16", include_str!("../../../configs/models/ViT-B-16.json")),
-    ("ViT-L-14", include_str!("../../../configs/models/ViT-L-14.json")),
+    (
+        "ViT-B-32",
+        include_str!("../../../configs/models/ViT-B-32.json"),
+    ),
+    (
+        "ViT-B-16",
+        include_str!("../../../configs/models/ViT-B-16.json"),
+    ),
+    (
+        "ViT-L-14",
+        include_str!("../../../configs/models/ViT-L-14.json"),
+    ),
 ];
 
 impl VisionCfg {
@@ -137,7 +146,10 @@ impl ClipConfig {
             origin: origin.to_string(),
             msg: e.to_string(),
         })?;
-        cfg.validate().map_err(|msg| ClipError::Config { origin: origin.to_string(), msg })?;
+        cfg.validate().map_err(|msg| ClipError::Config {
+            origin: origin.to_string(),
+            msg,
+        })?;
         Ok(cfg)
     }
 
@@ -152,10 +164,9 @@ impl ClipConfig {
 
     /// A built-in preset by name (`tiny`, `small`, `ViT-B-32`, …).
     pub fn preset(name: &str) -> Option<Self> {
-        PRESETS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(n, text)| Self::from_json_str(text, &format!("preset {n}")).expect("built-in preset is valid"))
+        PRESETS.iter().find(|(n, _)| *n == name).map(|(n, text)| {
+            Self::from_json_str(text, &format!("preset {n}")).expect("built-in preset is valid")
+        })
     }
 
     /// A preset name, or else a path to a JSON file.
@@ -170,7 +181,10 @@ impl ClipConfig {
         let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
         Err(ClipError::Config {
             origin: name_or_path.to_string(),
-            msg: format!("neither a preset ({}) nor an existing config file", names.join(", ")),
+            msg: format!(
+                "neither a preset ({}) nor an existing config file",
+                names.join(", ")
+            ),
         })
     }
 
@@ -198,30 +212,42 @@ impl ClipConfig {
                 return Err(format!("{key} must be positive, got 0"));
             }
         }
-        if v.image_size % v.patch_size != 0 {
+        if !v.image_size.is_multiple_of(v.patch_size) {
             return Err(format!(
                 "vision_cfg.image_size {} is not divisible by vision_cfg.patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
-        if v.width % v.head_width != 0 {
+        if !v.width.is_multiple_of(v.head_width) {
             return Err(format!(
                 "vision_cfg.width {} is not divisible by vision_cfg.head_width {}",
                 v.width, v.head_width
             ));
         }
-        if t.width % t.heads != 0 {
-            return Err(format!("text_cfg.width {} is not divisible by text_cfg.heads {}", t.width, t.heads));
+        if !t.width.is_multiple_of(t.heads) {
+            return Err(format!(
+                "text_cfg.width {} is not divisible by text_cfg.heads {}",
+                t.width, t.heads
+            ));
         }
         if t.context_length < 3 {
-            return Err(format!("text_cfg.context_length must be at least 3, got {}", t.context_length));
+            return Err(format!(
+                "text_cfg.context_length must be at least 3, got {}",
+                t.context_length
+            ));
         }
-        for (key, r) in [("vision_cfg.mlp_ratio", v.mlp_ratio), ("text_cfg.mlp_ratio", t.mlp_ratio)] {
+        for (key, r) in [
+            ("vision_cfg.mlp_ratio", v.mlp_ratio),
+            ("text_cfg.mlp_ratio", t.mlp_ratio),
+        ] {
             if !(r.is_finite() && r > 0.0) {
                 return Err(format!("{key} must be a positive number, got {r}"));
             }
         }
-        for (key, h) in [("vision_cfg.proj_hidden", v.proj_hidden), ("text_cfg.proj_hidden", t.proj_hidden)] {
+        for (key, h) in [
+            ("vision_cfg.proj_hidden", v.proj_hidden),
+            ("text_cfg.proj_hidden", t.proj_hidden),
+        ] {
             if h == Some(0) {
                 return Err(format!("{key} must be positive, got 0"));
             }
@@ -241,32 +267,82 @@ mod tests {
     #[test]
     fn presets_parse_with_the_documented_shapes() {
         let b32 = ClipConfig::preset("ViT-B-32").unwrap();
-        assert_eq!((b32.embed_dim, b32.vision_cfg.width, b32.vision_cfg.layers, b32.vision_cfg.patch_size), (512, 768, 12, 32));
+        assert_eq!(
+            (
+                b32.embed_dim,
+                b32.vision_cfg.width,
+                b32.vision_cfg.layers,
+                b32.vision_cfg.patch_size
+            ),
+            (512, 768, 12, 32)
+        );
         assert_eq!(b32.vision_cfg.heads(), 12);
-        assert_eq!((b32.text_cfg.width, b32.text_cfg.heads, b32.text_cfg.layers, b32.text_cfg.context_length), (512, 8, 12, 77));
+        assert_eq!(
+            (
+                b32.text_cfg.width,
+                b32.text_cfg.heads,
+                b32.text_cfg.layers,
+                b32.text_cfg.context_length
+            ),
+            (512, 8, 12, 77)
+        );
         let l14 = ClipConfig::preset("ViT-L-14").unwrap();
-        assert_eq!((l14.embed_dim, l14.vision_cfg.width, l14.vision_cfg.layers, l14.vision_cfg.patch_size), (768, 1024, 24, 14));
+        assert_eq!(
+            (
+                l14.embed_dim,
+                l14.vision_cfg.width,
+                l14.vision_cfg.layers,
+                l14.vision_cfg.patch_size
+            ),
+            (768, 1024, 24, 14)
+        );
         assert_eq!((l14.text_cfg.width, l14.text_cfg.heads), (768, 12));
         let tiny = ClipConfig::preset("tiny").unwrap();
-        assert_eq!((tiny.vision_cfg.image_size, tiny.vision_cfg.patch_size, tiny.vision_cfg.heads()), (32, 4, 4));
+        assert_eq!(
+            (
+                tiny.vision_cfg.image_size,
+                tiny.vision_cfg.patch_size,
+                tiny.vision_cfg.heads()
+            ),
+            (32, 4, 4)
+        );
         let small = ClipConfig::preset("small").unwrap();
-        assert_eq!((small.vision_cfg.heads(), small.text_cfg.heads, small.embed_dim), (6, 4, 256));
+        assert_eq!(
+            (
+                small.vision_cfg.heads(),
+                small.text_cfg.heads,
+                small.embed_dim
+            ),
+            (6, 4, 256)
+        );
     }
 
     #[test]
     fn unknown_field_is_named() {
         let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4, "colour": 3}, "text_cfg": {}}"#;
-        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
+        let err = ClipConfig::from_json_str(text, "x.json")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("x.json") && err.contains("colour"), "{err}");
     }
 
     #[test]
     fn impossible_shapes_are_named() {
         let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 10, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {}}"#;
-        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
-        assert!(err.contains("vision_cfg.image_size 10 is not divisible"), "{err}");
+        let err = ClipConfig::from_json_str(text, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("vision_cfg.image_size 10 is not divisible"),
+            "{err}"
+        );
         let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {"width": 10, "heads": 4}}"#;
-        let err = ClipConfig::from_json_str(text, "x.json").unwrap_err().to_string();
-        assert!(err.contains("text_cfg.width 10 is not divisible by text_cfg.heads 4"), "{err}");
+        let err = ClipConfig::from_json_str(text, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("text_cfg.width 10 is not divisible by text_cfg.heads 4"),
+            "{err}"
+        );
     }
 }

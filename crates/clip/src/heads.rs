@@ -29,7 +29,11 @@ impl ProjectionHead {
         match kind {
             ProjType::Linear => {
                 let (vb, name) = linear_vb;
-                Ok(Self::Linear(vb.get_with_hints((width, embed_dim), name, Init::Const(0.))?))
+                Ok(Self::Linear(vb.get_with_hints(
+                    (width, embed_dim),
+                    name,
+                    Init::Const(0.),
+                )?))
             }
             ProjType::Mlp => {
                 let hidden = hidden.unwrap_or(width);

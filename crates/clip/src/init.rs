@@ -15,18 +15,32 @@ use crate::model::LOGIT_SCALE_INIT;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum InitRule {
     Const(f32),
-    Normal { std: f64 },
+    Normal {
+        std: f64,
+    },
     /// U(−bound, bound).
-    Uniform { bound: f64 },
+    Uniform {
+        bound: f64,
+    },
 }
 
 /// The rule for parameter `key` of shape `dims` under `cfg`.
 pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
     let is_visual = key.starts_with("visual.");
-    let width = if is_visual { cfg.vision_cfg.width } else { cfg.text_cfg.width } as f64;
-    let layers = if is_visual { cfg.vision_cfg.layers } else { cfg.text_cfg.layers } as f64;
+    let width = if is_visual {
+        cfg.vision_cfg.width
+    } else {
+        cfg.text_cfg.width
+    } as f64;
+    let layers = if is_visual {
+        cfg.vision_cfg.layers
+    } else {
+        cfg.text_cfg.layers
+    } as f64;
     // PyTorch nn.Linear / nn.Conv2d default: kaiming_uniform(a=√5) ⇒ U(±1/√fan_in), bias the same.
-    let torch_default = |fan_in: usize| InitRule::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
+    let torch_default = |fan_in: usize| InitRule::Uniform {
+        bound: 1.0 / (fan_in as f64).sqrt(),
+    };
     let leaf = key.rsplit('.').next().unwrap_or(key);
     let is_ln = key.contains("ln_");
 
@@ -43,8 +57,12 @@ pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
         let scale = width.powf(-0.5);
         return match key {
             "visual.conv1.weight" => torch_default(dims[1..].iter().product()),
-            "visual.class_embedding" | "visual.positional_embedding" | "visual.proj" => InitRule::Normal { std: scale },
-            _ if leaf == "in_proj_weight" => InitRule::Uniform { bound: (6.0 / (dims[0] + dims[1]) as f64).sqrt() },
+            "visual.class_embedding" | "visual.positional_embedding" | "visual.proj" => {
+                InitRule::Normal { std: scale }
+            }
+            _ if leaf == "in_proj_weight" => InitRule::Uniform {
+                bound: (6.0 / (dims[0] + dims[1]) as f64).sqrt(),
+            },
             _ if leaf == "weight" => torch_default(dims[1]),
             // A bias: fan-in of its layer is the width the layer reads; looked up by the caller.
             _ => InitRule::Uniform { bound: f64::NAN },
@@ -56,9 +74,13 @@ pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
     match key {
         "token_embedding.weight" => InitRule::Normal { std: 0.02 },
         "positional_embedding" => InitRule::Normal { std: 0.01 },
-        "text_projection" => InitRule::Normal { std: width.powf(-0.5) },
+        "text_projection" => InitRule::Normal {
+            std: width.powf(-0.5),
+        },
         _ if leaf == "in_proj_weight" => InitRule::Normal { std: attn_std },
-        _ if key.ends_with("out_proj.weight") || key.ends_with("mlp.c_proj.weight") => InitRule::Normal { std: proj_std },
+        _ if key.ends_with("out_proj.weight") || key.ends_with("mlp.c_proj.weight") => {
+            InitRule::Normal { std: proj_std }
+        }
         _ if key.ends_with("mlp.c_fc.weight") => InitRule::Normal { std: fc_std },
         _ if leaf == "weight" => torch_default(dims[1]),
         _ => InitRule::Uniform { bound: f64::NAN },
@@ -81,7 +103,9 @@ pub fn init_parameters(varmap: &VarMap, cfg: &ClipConfig, seed: u64) -> Result<(
                 // A Linear bias: PyTorch draws it U(±1/√fan_in) with fan_in from the weight.
                 let weight_key = format!("{}.weight", key.trim_end_matches(".bias"));
                 let fan_in = data.get(&weight_key).map(|w| w.dims()[1]).unwrap_or(n);
-                rule = InitRule::Uniform { bound: 1.0 / (fan_in as f64).sqrt() };
+                rule = InitRule::Uniform {
+                    bound: 1.0 / (fan_in as f64).sqrt(),
+                };
             }
         }
         let values: Vec<f32> = match rule {

@@ -5,13 +5,21 @@
 use candle_core::{DType, Result, Tensor};
 
 /// logits = exp(t) · I_e · T_eᵀ: `[N, E]`, `[N, E]`, scalar t → `[N, N]` (row i: image i vs all texts).
-pub fn clip_logits(image_embeds: &Tensor, text_embeds: &Tensor, logit_scale: &Tensor) -> Result<Tensor> {
+pub fn clip_logits(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    logit_scale: &Tensor,
+) -> Result<Tensor> {
     let sims = image_embeds.matmul(&text_embeds.t()?)?; // [N, N]
     sims.broadcast_mul(&logit_scale.exp()?)
 }
 
 /// The symmetric InfoNCE loss on L2-normalised embeddings; scalar.
-pub fn clip_loss(image_embeds: &Tensor, text_embeds: &Tensor, logit_scale: &Tensor) -> Result<Tensor> {
+pub fn clip_loss(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    logit_scale: &Tensor,
+) -> Result<Tensor> {
     let logits = clip_logits(image_embeds, text_embeds, logit_scale)?; // [N, N]
     let n = logits.dim(0)?;
     let labels = Tensor::arange(0u32, n as u32, logits.device())?; // [N]

@@ -37,7 +37,11 @@ pub struct ClipOutput {
 impl Clip {
     /// Build on a VarBuilder whose paths are open_clip's state-dict keys.
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
-        let act = if cfg.quick_gelu { Activation::QuickGelu } else { Activation::Gelu };
+        let act = if cfg.quick_gelu {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        };
         Ok(Self {
             visual: VisionTransformer::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
             text: TextTransformer::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,

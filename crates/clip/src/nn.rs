@@ -16,7 +16,11 @@ pub struct Linear {
 impl Linear {
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.))?;
-        let bias = if bias { Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.))?) } else { None };
+        let bias = if bias {
+            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.))?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -48,7 +52,11 @@ impl LayerNorm {
     pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.))?;
         let bias = vb.get_with_hints(dim, "bias", Init::Const(0.))?;
-        Ok(Self { weight, bias, eps: 1e-5 })
+        Ok(Self {
+            weight,
+            bias,
+            eps: 1e-5,
+        })
     }
 
     /// x: `[..., C]` → `[..., C]`, normalised over C (biased variance, as PyTorch).
@@ -57,7 +65,9 @@ impl LayerNorm {
         let xc = x.broadcast_sub(&mean)?; // [..., C]
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // [..., 1]
         let inv = (var + self.eps)?.sqrt()?.recip()?; // [..., 1]
-        xc.broadcast_mul(&inv)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        xc.broadcast_mul(&inv)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
     }
 }
 
@@ -81,11 +91,18 @@ impl Activation {
 
 /// L2-normalise rows: `[N, D]` → `[N, D]`, each row of unit norm (as `F.normalize`, eps 1e-12).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?; // [N, 1]
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?; // [N, 1]
     x.broadcast_div(&norm)
 }
 
 /// A scalar parameter or tensor as f32 on the host.
 pub fn to_f32_scalar(t: &Tensor) -> Result<f32> {
-    t.to_dtype(DType::F32)?.flatten_all()?.get(0)?.to_scalar::<f32>()
+    t.to_dtype(DType::F32)?
+        .flatten_all()?
+        .get(0)?
+        .to_scalar::<f32>()
 }

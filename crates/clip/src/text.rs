@@ -25,9 +25,24 @@ impl TextTransformer {
     pub fn new(vb: VarBuilder, cfg: &TextCfg, embed_dim: usize, act: Activation) -> Result<Self> {
         let w = cfg.width;
         Ok(Self {
-            token_embedding: vb.get_with_hints((cfg.vocab_size, w), "token_embedding.weight", Init::Const(0.))?,
-            positional_embedding: vb.get_with_hints((cfg.context_length, w), "positional_embedding", Init::Const(0.))?,
-            transformer: Transformer::new(vb.pp("transformer"), w, cfg.layers, cfg.heads, cfg.mlp_width(), act)?,
+            token_embedding: vb.get_with_hints(
+                (cfg.vocab_size, w),
+                "token_embedding.weight",
+                Init::Const(0.),
+            )?,
+            positional_embedding: vb.get_with_hints(
+                (cfg.context_length, w),
+                "positional_embedding",
+                Init::Const(0.),
+            )?,
+            transformer: Transformer::new(
+                vb.pp("transformer"),
+                w,
+                cfg.layers,
+                cfg.heads,
+                cfg.mlp_width(),
+                act,
+            )?,
             ln_final: LayerNorm::new(vb.pp("ln_final"), w)?,
             head: ProjectionHead::new(
                 (vb.clone(), "text_projection"),
@@ -46,15 +61,22 @@ impl TextTransformer {
     /// The pooled, pre-projection feature: ids `[B, T]` (u32) → `[B, width]`.
     pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let x = self.token_embedding.embedding(&ids.flatten_all()?)?.reshape((b, t, self.width))?; // [B, T, W]
+        let x = self
+            .token_embedding
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, self.width))?; // [B, T, W]
         let pos = self.positional_embedding.narrow(0, 0, t)?; // [T, W]
         let x = x.broadcast_add(&pos)?; // [B, T, W]
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?; // [T, T]
         let x = self.transformer.forward(&x, Some(&mask))?; // [B, T, W]
         let x = self.ln_final.forward(&x)?; // [B, T, W]
-        // End-of-text has the highest id: gather row b·T + argmax(ids[b]) on the device.
+                                            // End-of-text has the highest id: gather row b·T + argmax(ids[b]) on the device.
         let eot = ids.argmax(D::Minus1)?.to_dtype(DType::U32)?; // [B]
-        let offsets = Tensor::from_vec((0..b).map(|i| (i * t) as u32).collect::<Vec<_>>(), b, ids.device())?; // [B]
+        let offsets = Tensor::from_vec(
+            (0..b).map(|i| (i * t) as u32).collect::<Vec<_>>(),
+            b,
+            ids.device(),
+        )?; // [B]
         let rows = (eot + offsets)?; // [B]
         x.reshape((b * t, self.width))?.index_select(&rows, 0) // [B, W]
     }

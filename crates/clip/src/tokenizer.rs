@@ -21,8 +21,7 @@ pub struct Tokenizer {
 
 /// OpenAI's word pattern (`simple_tokenizer.py`), with its own special-token spellings: the
 /// crate's `<start_of_text>` in user text must stay plain text, as it does for OpenAI.
-const WORD_PATTERN: &str =
-    r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const WORD_PATTERN: &str = r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 impl Default for Tokenizer {
     fn default() -> Self {
@@ -79,7 +78,10 @@ impl Tokenizer {
 
     /// A batch: `texts.len()` rows of `context_length` ids.
     pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], context_length: usize) -> Vec<Vec<u32>> {
-        texts.iter().map(|t| self.tokenize_one(t.as_ref(), context_length)).collect()
+        texts
+            .iter()
+            .map(|t| self.tokenize_one(t.as_ref(), context_length))
+            .collect()
     }
 
     /// A batch as a `[N, context_length]` u32 tensor.
@@ -89,7 +91,11 @@ impl Tokenizer {
         context_length: usize,
         device: &candle_core::Device,
     ) -> candle_core::Result<candle_core::Tensor> {
-        let flat: Vec<u32> = self.tokenize(texts, context_length).into_iter().flatten().collect();
+        let flat: Vec<u32> = self
+            .tokenize(texts, context_length)
+            .into_iter()
+            .flatten()
+            .collect();
         candle_core::Tensor::from_vec(flat, (texts.len(), context_length), device)
     }
 }
@@ -145,7 +151,11 @@ pub fn fix_text(text: &str) -> String {
 fn fix_segment(segment: &str, unescape: bool) -> String {
     let mut text = segment.to_string();
     loop {
-        let mut t = if unescape { unescape_html_strict(&text) } else { text.clone() };
+        let mut t = if unescape {
+            unescape_html_strict(&text)
+        } else {
+            text.clone()
+        };
         t = fix_c1_controls(&t);
         t = t.chars().flat_map(fix_latin_ligature).collect();
         t = fix_character_width(&t);
@@ -172,7 +182,10 @@ fn unescape_html_strict(text: &str) -> String {
         out.push_str(&rest[..amp]);
         let tail = &rest[amp..];
         let body_start = if tail[1..].starts_with('#') { 2 } else { 1 };
-        let body_len = tail[body_start..].bytes().take_while(|b| b.is_ascii_alphanumeric()).count();
+        let body_len = tail[body_start..]
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric())
+            .count();
         let end = body_start + body_len;
         if (1..=24).contains(&body_len) && tail[end..].starts_with(';') {
             let entity = &tail[..=end];
@@ -237,11 +250,18 @@ fn remove_terminal_escapes(text: &str) -> String {
 /// C1 controls U+0080–U+009F are decoded as Windows-1252 bytes (ftfy `fix_c1_controls`).
 fn fix_c1_controls(text: &str) -> String {
     const CP1252: [char; 32] = [
-        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž', '\u{8f}',
-        '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}', 'ž', 'Ÿ',
+        '€', '\u{81}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{8d}', 'Ž',
+        '\u{8f}', '\u{90}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\u{9d}',
+        'ž', 'Ÿ',
     ];
     text.chars()
-        .map(|c| if ('\u{80}'..='\u{9f}').contains(&c) { CP1252[c as usize - 0x80] } else { c })
+        .map(|c| {
+            if ('\u{80}'..='\u{9f}').contains(&c) {
+                CP1252[c as usize - 0x80]
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -320,7 +340,10 @@ mod tests {
     fn known_ids_from_openai_readme() {
         let tok = Tokenizer::new();
         // open_clip: tokenize(["a diagram"]) starts [49406, 320, 22697, 49407, 0, …]
-        assert_eq!(&tok.tokenize_one("a diagram", 8), &[49406, 320, 22697, 49407, 0, 0, 0, 0]);
+        assert_eq!(
+            &tok.tokenize_one("a diagram", 8),
+            &[49406, 320, 22697, 49407, 0, 0, 0, 0]
+        );
     }
 
     #[test]

@@ -15,12 +15,17 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_6, 0.275_777_1];
 
 /// Decode an image file; the error names the file.
 pub fn open_image(path: &Path) -> Result<DynamicImage> {
-    let err = |msg: String| ClipError::Image { path: path.display().to_string(), msg };
+    let err = |msg: String| ClipError::Image {
+        path: path.display().to_string(),
+        msg,
+    };
     let reader = image::ImageReader::open(path)
         .map_err(|e| err(format!("cannot open: {e}")))?
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read: {e}")))?;
-    reader.decode().map_err(|e| err(format!("does not decode as an image: {e}")))
+    reader
+        .decode()
+        .map_err(|e| err(format!("does not decode as an image: {e}")))
 }
 
 /// RGB, with any alpha composited on white.
@@ -45,7 +50,11 @@ pub fn to_rgb_on_white(img: &DynamicImage) -> RgbImage {
 pub fn resize_center_crop(img: &RgbImage, size: usize) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let long = |l: usize, s: usize| ((size as f64 * l as f64 / s as f64) as usize).max(size);
-    let (nw, nh) = if w <= h { (size, long(h, w)) } else { (long(w, h), size) };
+    let (nw, nh) = if w <= h {
+        (size, long(h, w))
+    } else {
+        (long(w, h), size)
+    };
     let resized = if (nw, nh) == (w, h) {
         img.clone()
     } else {
@@ -53,7 +62,8 @@ pub fn resize_center_crop(img: &RgbImage, size: usize) -> RgbImage {
     };
     let offset = |len: usize| ((len - size) as f64 / 2.0).round_ties_even() as usize;
     let (left, top) = (offset(nw), offset(nh));
-    image::imageops::crop_imm(&resized, left as u32, top as u32, size as u32, size as u32).to_image()
+    image::imageops::crop_imm(&resized, left as u32, top as u32, size as u32, size as u32)
+        .to_image()
 }
 
 /// Normalised CHW floats of a `size`×`size` RGB image: `[3 · size · size]`.
@@ -62,7 +72,8 @@ pub fn normalize_chw(img: &RgbImage) -> Vec<f32> {
     let mut out = vec![0f32; 3 * w * h];
     for (x, y, p) in img.enumerate_pixels() {
         for c in 0..3 {
-            out[c * w * h + y as usize * w + x as usize] = (p[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
+            out[c * w * h + y as usize * w + x as usize] =
+                (p[c] as f32 / 255.0 - CLIP_MEAN[c]) / CLIP_STD[c];
         }
     }
     out
@@ -79,5 +90,9 @@ pub fn load_images(paths: &[impl AsRef<Path>], size: usize, device: &Device) -> 
     for p in paths {
         data.extend(preprocess(&open_image(p.as_ref())?, size));
     }
-    Ok(Tensor::from_vec(data, (paths.len(), 3, size, size), device)?)
+    Ok(Tensor::from_vec(
+        data,
+        (paths.len(), 3, size, size),
+        device,
+    )?)
 }

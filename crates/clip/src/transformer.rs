@@ -18,10 +18,16 @@ pub struct Attention {
 
 impl Attention {
     pub fn new(vb: VarBuilder, width: usize, heads: usize) -> Result<Self> {
-        let in_proj_weight = vb.get_with_hints((3 * width, width), "in_proj_weight", Init::Const(0.))?;
+        let in_proj_weight =
+            vb.get_with_hints((3 * width, width), "in_proj_weight", Init::Const(0.))?;
         let in_proj_bias = vb.get_with_hints(3 * width, "in_proj_bias", Init::Const(0.))?;
         let out_proj = Linear::new(vb.pp("out_proj"), width, width, true)?;
-        Ok(Self { in_proj_weight, in_proj_bias, out_proj, heads })
+        Ok(Self {
+            in_proj_weight,
+            in_proj_bias,
+            out_proj,
+            heads,
+        })
     }
 
     /// x: `[B, T, W]`, mask: additive `[T, T]` or none → `[B, T, W]`.
@@ -30,7 +36,9 @@ impl Attention {
         let h = self.heads;
         let dh = w / h;
         let x2 = x.reshape((b * t, w))?; // [B·T, W]
-        let qkv = x2.matmul(&self.in_proj_weight.t()?)?.broadcast_add(&self.in_proj_bias)?; // [B·T, 3W]
+        let qkv = x2
+            .matmul(&self.in_proj_weight.t()?)?
+            .broadcast_add(&self.in_proj_bias)?; // [B·T, 3W]
         let qkv = qkv.reshape((b, t, 3, h, dh))?.permute((2, 0, 3, 1, 4))?; // [3, B, H, T, Dh]
         let q = (qkv.get(0)?.contiguous()? * (dh as f64).powf(-0.5))?; // [B, H, T, Dh]
         let k = qkv.get(1)?.contiguous()?; // [B, H, T, Dh]
@@ -80,7 +88,13 @@ pub struct ResidualAttentionBlock {
 }
 
 impl ResidualAttentionBlock {
-    pub fn new(vb: VarBuilder, width: usize, heads: usize, mlp_width: usize, act: Activation) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        width: usize,
+        heads: usize,
+        mlp_width: usize,
+        act: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             ln_1: LayerNorm::new(vb.pp("ln_1"), width)?,
             attn: Attention::new(vb.pp("attn"), width, heads)?,
@@ -103,7 +117,14 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn new(vb: VarBuilder, width: usize, layers: usize, heads: usize, mlp_width: usize, act: Activation) -> Result<Self> {
+    pub fn new(
+        vb: VarBuilder,
+        width: usize,
+        layers: usize,
+        heads: usize,
+        mlp_width: usize,
+        act: Activation,
+    ) -> Result<Self> {
         let vb = vb.pp("resblocks");
         let resblocks = (0..layers)
             .map(|i| ResidualAttentionBlock::new(vb.pp(i), width, heads, mlp_width, act))

@@ -32,9 +32,20 @@ impl VisionTransformer {
         Ok(Self {
             conv1: vb.get_with_hints((w, 3, p, p), "conv1.weight", Init::Const(0.))?,
             class_embedding: vb.get_with_hints(w, "class_embedding", Init::Const(0.))?,
-            positional_embedding: vb.get_with_hints((tokens, w), "positional_embedding", Init::Const(0.))?,
+            positional_embedding: vb.get_with_hints(
+                (tokens, w),
+                "positional_embedding",
+                Init::Const(0.),
+            )?,
             ln_pre: LayerNorm::new(vb.pp("ln_pre"), w)?,
-            transformer: Transformer::new(vb.pp("transformer"), w, cfg.layers, cfg.heads(), cfg.mlp_width(), act)?,
+            transformer: Transformer::new(
+                vb.pp("transformer"),
+                w,
+                cfg.layers,
+                cfg.heads(),
+                cfg.mlp_width(),
+                act,
+            )?,
             ln_post: LayerNorm::new(vb.pp("ln_post"), w)?,
             head: ProjectionHead::new(
                 (vb.clone(), "proj"),
@@ -62,8 +73,13 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))? // [B, gh, gw, 3, P, P]
             .reshape((b * gh * gw, c * p * p))?; // [B·G, 3·P·P]
         let kernel = self.conv1.reshape((self.width, c * p * p))?; // [W, 3·P·P]
-        let x = patches.matmul(&kernel.t()?)?.reshape((b, gh * gw, self.width))?; // [B, G, W]
-        let cls = self.class_embedding.reshape((1, 1, self.width))?.broadcast_as((b, 1, self.width))?; // [B, 1, W]
+        let x = patches
+            .matmul(&kernel.t()?)?
+            .reshape((b, gh * gw, self.width))?; // [B, G, W]
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, self.width))?
+            .broadcast_as((b, 1, self.width))?; // [B, 1, W]
         let x = Tensor::cat(&[&cls, &x], 1)?; // [B, G+1, W]
         let x = x.broadcast_add(&self.positional_embedding)?; // [B, G+1, W]
         let x = self.ln_pre.forward(&x)?;

@@ -20,7 +20,10 @@ fn is_ignorable(key: &str) -> bool {
 
 /// Read every tensor of a safetensors file as f32 on `device`, keys as stored.
 pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let err = |msg: String| ClipError::Weights { path: path.display().to_string(), msg };
+    let err = |msg: String| ClipError::Weights {
+        path: path.display().to_string(),
+        msg,
+    };
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| err(format!("not a safetensors file ({e})")))?;
@@ -37,7 +40,9 @@ pub fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, 
 
 /// Does this state dict use Hugging Face `CLIPModel` names?
 pub fn is_hf_layout(tensors: &HashMap<String, Tensor>) -> bool {
-    tensors.keys().any(|k| k.starts_with("vision_model.") || k.starts_with("text_model."))
+    tensors
+        .keys()
+        .any(|k| k.starts_with("vision_model.") || k.starts_with("text_model."))
 }
 
 /// Rename one HF key's layer-local suffix (`layer_norm1.weight`) to open_clip's (`ln_1.weight`).
@@ -49,13 +54,21 @@ fn hf_block_suffix(suffix: &str) -> Option<String> {
         ("mlp.fc2.", "mlp.c_proj."),
         ("self_attn.out_proj.", "attn.out_proj."),
     ];
-    map.iter().find(|(from, _)| suffix.starts_with(from)).map(|(from, to)| format!("{to}{}", &suffix[from.len()..]))
+    map.iter()
+        .find(|(from, _)| suffix.starts_with(from))
+        .map(|(from, to)| format!("{to}{}", &suffix[from.len()..]))
 }
 
 /// Map a Hugging Face `CLIPModel` state dict onto open_clip keys: q/k/v projections are packed
 /// into `in_proj_*` (order q, k, v), projection matrices transposed (`[E, W]` → `[W, E]`).
-pub fn from_hf_layout(tensors: HashMap<String, Tensor>, origin: &str) -> Result<HashMap<String, Tensor>> {
-    let err = |msg: String| ClipError::Weights { path: origin.to_string(), msg };
+pub fn from_hf_layout(
+    tensors: HashMap<String, Tensor>,
+    origin: &str,
+) -> Result<HashMap<String, Tensor>> {
+    let err = |msg: String| ClipError::Weights {
+        path: origin.to_string(),
+        msg,
+    };
     let mut out = HashMap::new();
     // (open_clip block prefix, "weight"|"bias") → [q, k, v]
     let mut qkv: BTreeMap<(String, String), [Option<Tensor>; 3]> = BTreeMap::new();
@@ -65,12 +78,16 @@ pub fn from_hf_layout(tensors: HashMap<String, Tensor>, origin: &str) -> Result<
         } else if let Some(r) = key.strip_prefix("text_model.") {
             ("", r)
         } else {
-            let mapped = match key.as_str() {
-                "visual_projection.weight" => out.insert("visual.proj".into(), t.t()?.contiguous()?),
-                "text_projection.weight" => out.insert("text_projection".into(), t.t()?.contiguous()?),
+            // HF stores the projections as nn.Linear weights [E, W]; open_clip as matrices [W, E].
+            match key.as_str() {
+                "visual_projection.weight" => {
+                    out.insert("visual.proj".into(), t.t()?.contiguous()?)
+                }
+                "text_projection.weight" => {
+                    out.insert("text_projection".into(), t.t()?.contiguous()?)
+                }
                 _ => out.insert(key.clone(), t),
             };
-            drop(mapped);
             continue;
         };
         let name = match rest {
@@ -86,22 +103,33 @@ pub fn from_hf_layout(tensors: HashMap<String, Tensor>, origin: &str) -> Result<
             "final_layer_norm.bias" => "ln_final.bias".to_string(),
             r if r.starts_with("encoder.layers.") => {
                 let r = &r["encoder.layers.".len()..];
-                let (layer, suffix) = r.split_once('.').ok_or_else(|| err(format!("unexpected key {key}")))?;
+                let (layer, suffix) = r
+                    .split_once('.')
+                    .ok_or_else(|| err(format!("unexpected key {key}")))?;
                 let block = format!("{tower}transformer.resblocks.{layer}.");
-                let proj = ["self_attn.q_proj.", "self_attn.k_proj.", "self_attn.v_proj."]
-                    .iter()
-                    .position(|p| suffix.starts_with(p));
+                let proj = [
+                    "self_attn.q_proj.",
+                    "self_attn.k_proj.",
+                    "self_attn.v_proj.",
+                ]
+                .iter()
+                .position(|p| suffix.starts_with(p));
                 if let Some(i) = proj {
                     let leaf = suffix.rsplit('.').next().unwrap_or("").to_string();
                     qkv.entry((block, leaf)).or_default()[i] = Some(t);
                     continue;
                 }
-                let mapped = hf_block_suffix(suffix).ok_or_else(|| err(format!("unexpected key {key}")))?;
+                let mapped =
+                    hf_block_suffix(suffix).ok_or_else(|| err(format!("unexpected key {key}")))?;
                 out.insert(format!("{block}{mapped}"), t);
                 continue;
             }
             _ if rest.ends_with("position_ids") => continue,
-            _ => return Err(err(format!("unexpected key {key} in Hugging Face CLIP layout"))),
+            _ => {
+                return Err(err(format!(
+                    "unexpected key {key} in Hugging Face CLIP layout"
+                )))
+            }
         };
         out.insert(format!("{tower}{name}"), t);
     }
@@ -123,7 +151,10 @@ pub fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
     let origin = path.display().to_string();
     let device = {
         let data = varmap.data().lock().expect("varmap lock");
-        data.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu)
+        data.values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu)
     };
     let mut tensors = read_safetensors(path, &device)?;
     if is_hf_layout(&tensors) {
@@ -131,7 +162,12 @@ pub fn load_into(varmap: &VarMap, path: &Path) -> Result<()> {
     }
     let tensors: HashMap<String, Tensor> = tensors
         .into_iter()
-        .map(|(k, v)| (k.strip_prefix("module.").map(str::to_string).unwrap_or(k), v))
+        .map(|(k, v)| {
+            (
+                k.strip_prefix("module.").map(str::to_string).unwrap_or(k),
+                v,
+            )
+        })
         .filter(|(k, _)| !is_ignorable(k))
         .collect();
     assign(varmap, tensors, &origin)
@@ -147,20 +183,31 @@ pub fn assign(varmap: &VarMap, tensors: HashMap<String, Tensor>, origin: &str) -
         let want = data[*key].dims();
         match tensors.get(*key) {
             None => problems.push(format!("missing tensor {key} (expected shape {want:?})")),
-            Some(t) if t.dims() != want => {
-                problems.push(format!("tensor {key} has shape {:?}, expected {want:?}", t.dims()))
-            }
+            Some(t) if t.dims() != want => problems.push(format!(
+                "tensor {key} has shape {:?}, expected {want:?}",
+                t.dims()
+            )),
             Some(_) => {}
         }
     }
     let mut extra: Vec<&String> = tensors.keys().filter(|k| !data.contains_key(*k)).collect();
     extra.sort();
     for key in extra {
-        problems.push(format!("unexpected tensor {key} (shape {:?}) not in this model", tensors[key].dims()));
+        problems.push(format!(
+            "unexpected tensor {key} (shape {:?}) not in this model",
+            tensors[key].dims()
+        ));
     }
     if let Some(first) = problems.first() {
-        let more = if problems.len() > 1 { format!("; and {} more problem(s)", problems.len() - 1) } else { String::new() };
-        return Err(ClipError::Weights { path: origin.to_string(), msg: format!("{first}{more}") });
+        let more = if problems.len() > 1 {
+            format!("; and {} more problem(s)", problems.len() - 1)
+        } else {
+            String::new()
+        };
+        return Err(ClipError::Weights {
+            path: origin.to_string(),
+            msg: format!("{first}{more}"),
+        });
     }
     for key in expected {
         data[key].set(&tensors[key].to_dtype(data[key].dtype())?)?;
@@ -171,16 +218,23 @@ pub fn assign(varmap: &VarMap, tensors: HashMap<String, Tensor>, origin: &str) -
 /// Save every parameter under its open_clip key, atomically (temporary file, then rename).
 pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
     let data = varmap.data().lock().expect("varmap lock");
-    let tensors: HashMap<String, Tensor> = data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let tensors: HashMap<String, Tensor> = data
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
     drop(data);
     save_tensors(&tensors, path)
 }
 
 /// Write tensors to `path` through a temporary file in the same directory.
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let err = |msg: String| ClipError::Io { path: path.display().to_string(), msg };
+    let err = |msg: String| ClipError::Io {
+        path: path.display().to_string(),
+        msg,
+    };
     let tmp = path.with_extension("safetensors.tmp");
     candle_core::safetensors::save(tensors, &tmp).map_err(|e| err(format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(format!("cannot rename {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| err(format!("cannot rename {}: {e}", tmp.display())))?;
     Ok(())
 }

@@ -12,15 +12,24 @@ pub fn fixture_dir() -> PathBuf {
 
 pub fn load_fixture(name: &str) -> (HashMap<String, Tensor>, serde_json::Value) {
     let dir = fixture_dir();
-    let tensors = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("fixture {name}: {e} (regenerate with scripts/make_fixtures.sh)"));
+    let tensors =
+        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap_or_else(|e| {
+                panic!("fixture {name}: {e} (regenerate with scripts/make_fixtures.sh)")
+            });
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap())
+            .unwrap();
     (tensors, meta)
 }
 
 pub fn to_vec(t: &Tensor) -> Vec<f32> {
-    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 /// Element-wise: |a − b| ≤ tol · max(1, |b|) (absolute for small values, relative where large).
@@ -30,17 +39,29 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     let mut worst = (0f32, 0usize);
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let err = (a - b).abs() / b.abs().max(1.0);
-        if !(err <= worst.0) {
+        if err.is_nan() || err > worst.0 {
             worst = (err, i);
         }
     }
-    assert!(worst.0 <= tol, "{what}: error {} at {} (got {}, want {}), tolerance {tol}", worst.0, worst.1, g[worst.1], w[worst.1]);
+    assert!(
+        worst.0 <= tol,
+        "{what}: error {} at {} (got {}, want {}), tolerance {tol}",
+        worst.0,
+        worst.1,
+        g[worst.1],
+        w[worst.1]
+    );
 }
 
 /// Norm-relative: ‖a − b‖ / ‖b‖ ≤ tol (for gradients, whose entries can be tiny).
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     assert_eq!(got.len(), want.len());
-    let diff: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>().sqrt();
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
     if norm == 0.0 {
         diff

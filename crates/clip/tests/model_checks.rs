@@ -35,26 +35,50 @@ fn initialisation_follows_open_clip() {
         ("positional_embedding", 0.01),
         ("text_projection", w.powf(-0.5)),
         ("transformer.resblocks.0.attn.in_proj_weight", w.powf(-0.5)),
-        ("transformer.resblocks.3.attn.out_proj.weight", w.powf(-0.5) * 8f64.powf(-0.5)),
-        ("transformer.resblocks.1.mlp.c_fc.weight", (2.0 * w).powf(-0.5)),
-        ("transformer.resblocks.2.mlp.c_proj.weight", w.powf(-0.5) * 8f64.powf(-0.5)),
+        (
+            "transformer.resblocks.3.attn.out_proj.weight",
+            w.powf(-0.5) * 8f64.powf(-0.5),
+        ),
+        (
+            "transformer.resblocks.1.mlp.c_fc.weight",
+            (2.0 * w).powf(-0.5),
+        ),
+        (
+            "transformer.resblocks.2.mlp.c_proj.weight",
+            w.powf(-0.5) * 8f64.powf(-0.5),
+        ),
         ("visual.class_embedding", w.powf(-0.5)),
         ("visual.positional_embedding", w.powf(-0.5)),
         ("visual.proj", w.powf(-0.5)),
         // xavier_uniform over [3W, W]: bound √(6/4W), std bound/√3
-        ("visual.transformer.resblocks.0.attn.in_proj_weight", (6.0 / (4.0 * w)).sqrt() / 3f64.sqrt()),
+        (
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+            (6.0 / (4.0 * w)).sqrt() / 3f64.sqrt(),
+        ),
         // PyTorch Linear default U(±1/√fan_in): std 1/√(3·fan_in)
-        ("visual.transformer.resblocks.0.mlp.c_fc.weight", 1.0 / (3.0 * w).sqrt()),
+        (
+            "visual.transformer.resblocks.0.mlp.c_fc.weight",
+            1.0 / (3.0 * w).sqrt(),
+        ),
     ];
     for (key, want) in expect {
         let got = std_of(data[key].as_tensor());
-        assert!((got / want - 1.0).abs() < 0.05, "{key}: std {got}, expected {want}");
+        assert!(
+            (got / want - 1.0).abs() < 0.05,
+            "{key}: std {got}, expected {want}"
+        );
     }
     let ls: f32 = data["logit_scale"].as_tensor().to_scalar().unwrap();
-    assert!((ls as f64 - LOGIT_SCALE_INIT).abs() < 1e-6 && (LOGIT_SCALE_INIT.exp() - 1.0 / 0.07).abs() < 1e-9);
+    assert!(
+        (ls as f64 - LOGIT_SCALE_INIT).abs() < 1e-6
+            && (LOGIT_SCALE_INIT.exp() - 1.0 / 0.07).abs() < 1e-9
+    );
     let ln: Vec<f32> = data["ln_final.weight"].as_tensor().to_vec1().unwrap();
     assert!(ln.iter().all(|&x| x == 1.0));
-    let bias: Vec<f32> = data["visual.transformer.resblocks.0.attn.in_proj_bias"].as_tensor().to_vec1().unwrap();
+    let bias: Vec<f32> = data["visual.transformer.resblocks.0.attn.in_proj_bias"]
+        .as_tensor()
+        .to_vec1()
+        .unwrap();
     assert!(bias.iter().all(|&x| x == 0.0));
 }
 
@@ -65,7 +89,12 @@ fn initialisation_is_reproducible_by_seed() {
         let (_, vm) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
         init::init_parameters(&vm, &cfg, seed).unwrap();
         let d = vm.data().lock().unwrap();
-        d["visual.conv1.weight"].as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        d["visual.conv1.weight"]
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
     };
     assert_eq!(draw(3), draw(3));
     assert_ne!(draw(3), draw(4));
@@ -81,7 +110,10 @@ fn every_parameter_receives_a_gradient() {
         init::init_parameters(&varmap, &cfg, 1).unwrap();
         let pixels = Tensor::randn(0f32, 1., (4, 3, 16, 16), &dev).unwrap();
         let ids = Tensor::from_vec(
-            vec![62u32, 5, 63, 0, 0, 0, 0, 0, 62, 7, 8, 63, 0, 0, 0, 0, 62, 9, 10, 11, 63, 0, 0, 0, 62, 63, 0, 0, 0, 0, 0, 0],
+            vec![
+                62u32, 5, 63, 0, 0, 0, 0, 0, 62, 7, 8, 63, 0, 0, 0, 0, 62, 9, 10, 11, 63, 0, 0, 0,
+                62, 63, 0, 0, 0, 0, 0, 0,
+            ],
             (4, 8),
             &dev,
         )
@@ -90,7 +122,9 @@ fn every_parameter_receives_a_gradient() {
         let loss = clip_loss(&out.image_embeds, &out.text_embeds, &out.logit_scale).unwrap();
         let grads = loss.backward().unwrap();
         for (key, var) in varmap.data().lock().unwrap().iter() {
-            let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{head}: no gradient reaches {key}"));
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{head}: no gradient reaches {key}"));
             let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
             assert!(norm > 0.0, "{head}: zero gradient for {key}");
         }
@@ -101,7 +135,11 @@ fn every_parameter_receives_a_gradient() {
 fn logit_scale_is_clamped_to_ln_100() {
     let cfg = small_cfg("linear");
     let (model, varmap) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
-    let set = |v: f32| varmap.data().lock().unwrap()["logit_scale"].set(&Tensor::new(v, &Device::Cpu).unwrap()).unwrap();
+    let set = |v: f32| {
+        varmap.data().lock().unwrap()["logit_scale"]
+            .set(&Tensor::new(v, &Device::Cpu).unwrap())
+            .unwrap()
+    };
     set(7.0);
     clamp_logit_scale(&varmap).unwrap();
     let got: f32 = model.logit_scale.to_scalar().unwrap();
@@ -115,11 +153,16 @@ fn saved_state(cfg: &ClipConfig) -> HashMap<String, Tensor> {
     let (_, vm) = Clip::with_varmap(cfg, &Device::Cpu).unwrap();
     init::init_parameters(&vm, cfg, 0).unwrap();
     let d = vm.data().lock().unwrap();
-    d.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    d.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
 }
 
 fn load_error(state: &HashMap<String, Tensor>, cfg: &ClipConfig, tag: &str) -> String {
-    let path = std::env::temp_dir().join(format!("clipforge-{tag}-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "clipforge-{tag}-{}.safetensors",
+        std::process::id()
+    ));
     weights::save_tensors(state, &path).unwrap();
     let (_, vm) = Clip::with_varmap(cfg, &Device::Cpu).unwrap();
     let err = weights::load_into(&vm, &path).unwrap_err().to_string();
@@ -133,31 +176,50 @@ fn weight_errors_name_the_key_and_shapes() {
     let mut state = saved_state(&cfg);
     state.remove("visual.proj");
     let err = load_error(&state, &cfg, "missing");
-    assert!(err.contains("missing tensor visual.proj (expected shape [32, 16])"), "{err}");
+    assert!(
+        err.contains("missing tensor visual.proj (expected shape [32, 16])"),
+        "{err}"
+    );
 
     let mut state = saved_state(&cfg);
-    state.insert("text_projection".into(), Tensor::zeros((32, 8), DType::F32, &Device::Cpu).unwrap());
+    state.insert(
+        "text_projection".into(),
+        Tensor::zeros((32, 8), DType::F32, &Device::Cpu).unwrap(),
+    );
     let err = load_error(&state, &cfg, "shape");
-    assert!(err.contains("tensor text_projection has shape [32, 8], expected [32, 16]"), "{err}");
+    assert!(
+        err.contains("tensor text_projection has shape [32, 8], expected [32, 16]"),
+        "{err}"
+    );
 
     let mut state = saved_state(&cfg);
-    state.insert("visual.extra".into(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap());
+    state.insert(
+        "visual.extra".into(),
+        Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+    );
     let err = load_error(&state, &cfg, "extra");
     assert!(err.contains("unexpected tensor visual.extra"), "{err}");
 
-    let path = std::env::temp_dir().join(format!("clipforge-notst-{}.safetensors", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "clipforge-notst-{}.safetensors",
+        std::process::id()
+    ));
     std::fs::write(&path, b"this is not a safetensors file at all").unwrap();
     let (_, vm) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
     let err = weights::load_into(&vm, &path).unwrap_err().to_string();
     std::fs::remove_file(&path).ok();
-    assert!(err.contains("not a safetensors file") && err.contains("clipforge-notst"), "{err}");
+    assert!(
+        err.contains("not a safetensors file") && err.contains("clipforge-notst"),
+        "{err}"
+    );
 }
 
 #[test]
 fn saved_weights_round_trip() {
     let cfg = small_cfg("mlp");
     let state = saved_state(&cfg);
-    let path = std::env::temp_dir().join(format!("clipforge-rt-{}.safetensors", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("clipforge-rt-{}.safetensors", std::process::id()));
     weights::save_tensors(&state, &path).unwrap();
     let (_, vm) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
     weights::load_into(&vm, &path).unwrap();

@@ -16,12 +16,27 @@ fn matches_openai_tokenizer_exactly() {
     let mut mismatches = Vec::new();
     for case in cases {
         let s = case["text"].as_str().unwrap();
-        let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let got = tok.tokenize_one(s, ctx);
         if got != want {
             let n = want.iter().position(|&x| x == 0).unwrap_or(ctx);
-            mismatches.push(format!("{s:?}\n   got  {:?}\n   want {:?}", &got[..n.min(20)], &want[..n.min(20)]));
+            mismatches.push(format!(
+                "{s:?}\n   got  {:?}\n   want {:?}",
+                &got[..n.min(20)],
+                &want[..n.min(20)]
+            ));
         }
     }
-    assert!(mismatches.is_empty(), "{} of {} strings differ:\n{}", mismatches.len(), cases.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} strings differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
 }

@@ -10,7 +10,11 @@ use clip::transform;
 fn matches_open_clip_inference_transform() {
     let (fx, _) = {
         let dir = common::fixture_dir();
-        let t = candle_core::safetensors::load(dir.join("transform.safetensors"), &candle_core::Device::Cpu).unwrap();
+        let t = candle_core::safetensors::load(
+            dir.join("transform.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
         (t, ())
     };
     for name in ["wide", "tall"] {

@@ -7,10 +7,12 @@ use candle_core::{Device, Tensor};
 use clip::{transform, weights, Clip, ClipConfig, Tokenizer};
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  clipforge embed --model ViT-B-32 --weights open_clip_model.safetensors \\\n      --text \"a photo of a cat\" --image cat.jpg --json\n  clipforge embed --model my_config.json --weights run/checkpoint.safetensors --text a --text b\n\n\
+#[command(
+    after_help = "Examples:\n  clipforge embed --model ViT-B-32 --weights open_clip_model.safetensors \\\n      --text \"a photo of a cat\" --image cat.jpg --json\n  clipforge embed --model my_config.json --weights run/checkpoint.safetensors --text a --text b\n\n\
 Weights are safetensors with open_clip's state-dict keys, or Hugging Face CLIPModel keys.\n\
 Without --json, prints each embedding's first values and, when both kinds are given, the\n\
-image × text cosine similarities.")]
+image × text cosine similarities."
+)]
 pub struct Args {
     /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14) or an open_clip-format config JSON.
     #[arg(long)]
@@ -34,6 +36,14 @@ pub fn run(args: Args) -> Result<()> {
         bail!("nothing to embed: give at least one --text or --image");
     }
     let cfg = ClipConfig::resolve(&args.model)?;
+    if !args.texts.is_empty() && cfg.text_cfg.vocab_size < clip::tokenizer::VOCAB_SIZE {
+        bail!(
+            "model {}: text_cfg.vocab_size is {}, but the CLIP tokenizer produces ids up to {}",
+            args.model,
+            cfg.text_cfg.vocab_size,
+            clip::tokenizer::VOCAB_SIZE - 1
+        );
+    }
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg, &device)?;
     weights::load_into(&varmap, &args.weights)?;
@@ -41,7 +51,8 @@ pub fn run(args: Args) -> Result<()> {
     let text_embeds = if args.texts.is_empty() {
         None
     } else {
-        let ids = Tokenizer::new().tokenize_tensor(&args.texts, cfg.text_cfg.context_length, &device)?; // [N, T]
+        let ids =
+            Tokenizer::new().tokenize_tensor(&args.texts, cfg.text_cfg.context_length, &device)?; // [N, T]
         Some(model.encode_text(&ids).context("encoding texts")?) // [N, E]
     };
     let image_embeds = if args.images.is_empty() {
@@ -62,7 +73,13 @@ pub fn run(args: Args) -> Result<()> {
         println!("{out}");
         return Ok(());
     }
-    let head = |v: &[f32]| v.iter().take(6).map(|x| format!("{x:+.4}")).collect::<Vec<_>>().join(" ");
+    let head = |v: &[f32]| {
+        v.iter()
+            .take(6)
+            .map(|x| format!("{x:+.4}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     for (t, e) in args.texts.iter().zip(&texts) {
         println!("text  {t:?}: [{} …] ({} dims)", head(e), e.len());
     }
@@ -72,9 +89,17 @@ pub fn run(args: Args) -> Result<()> {
     if !texts.is_empty() && !images.is_empty() {
         println!("\ncosine similarity (rows: images, columns: texts)");
         for (p, ie) in args.images.iter().zip(&images) {
-            let sims: Vec<String> =
-                texts.iter().map(|te| format!("{:+.4}", ie.iter().zip(te).map(|(a, b)| a * b).sum::<f32>())).collect();
-            println!("{:>24}  {}", p.file_name().map(|s| s.to_string_lossy()).unwrap_or_default(), sims.join("  "));
+            let sims: Vec<String> = texts
+                .iter()
+                .map(|te| format!("{:+.4}", ie.iter().zip(te).map(|(a, b)| a * b).sum::<f32>()))
+                .collect();
+            println!(
+                "{:>24}  {}",
+                p.file_name()
+                    .map(|s| s.to_string_lossy())
+                    .unwrap_or_default(),
+                sims.join("  ")
+            );
         }
     }
     Ok(())

@@ -7,8 +7,10 @@ use candle_core::Device;
 use clip::{init, weights, Clip, ClipConfig};
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  clipforge init --model tiny --seed 0 --out tiny-init.safetensors\n\n\
-The file has open_clip's state-dict keys; the same seed gives the same weights.")]
+#[command(
+    after_help = "Example:\n  clipforge init --model tiny --seed 0 --out tiny-init.safetensors\n\n\
+The file has open_clip's state-dict keys; the same seed gives the same weights."
+)]
 pub struct Args {
     /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14) or an open_clip-format config JSON.
     #[arg(long)]
@@ -27,6 +29,11 @@ pub fn run(args: Args) -> Result<()> {
     init::init_parameters(&varmap, &cfg, args.seed)?;
     weights::save(&varmap, &args.out)?;
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
-    eprintln!("wrote {} ({} parameters, seed {})", args.out.display(), params, args.seed);
+    eprintln!(
+        "wrote {} ({} parameters, seed {})",
+        args.out.display(),
+        params,
+        args.seed
+    );
     Ok(())
 }

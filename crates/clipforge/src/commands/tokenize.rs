@@ -4,9 +4,11 @@ use anyhow::{bail, Result};
 use clip::Tokenizer;
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  clipforge tokenize --json \"a photo of a cat\" \"a dog\"\n\n\
+#[command(
+    after_help = "Example:\n  clipforge tokenize --json \"a photo of a cat\" \"a dog\"\n\n\
 Each row is <start_of_text>=49406, the BPE ids, <end_of_text>=49407, then 0 padding; a text\n\
-longer than the context is cut and its last id set to <end_of_text>.")]
+longer than the context is cut and its last id set to <end_of_text>."
+)]
 pub struct Args {
     /// Ids per row (77 for OpenAI's models; the `tiny` preset uses 32).
     #[arg(long, default_value_t = 77)]
@@ -21,7 +23,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.context_length < 3 {
-        bail!("--context-length must be at least 3 (start, one token, end), got {}", args.context_length);
+        bail!(
+            "--context-length must be at least 3 (start, one token, end), got {}",
+            args.context_length
+        );
     }
     let tok = Tokenizer::new();
     let rows = tok.tokenize(&args.texts, args.context_length);

@@ -1,0 +1,254 @@
+//! The `clipforge` binary end to end: tokenize and embed outputs, and one-line errors with a
+//! non-zero exit (never a panic) for bad configs, weights and images.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn clipforge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipforge"))
+        .args(args)
+        .output()
+        .expect("run clipforge")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("clipforge-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+/// Fails with exit code ≠ 0, one line on stderr that contains every `needle`, and no panic.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
+    }
+}
+
+fn init_weights(model: &str, name: &str) -> PathBuf {
+    let path = tmp(name);
+    let out = clipforge(&[
+        "init",
+        "--model",
+        model,
+        "--seed",
+        "1",
+        "--out",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+#[test]
+fn tokenize_prints_json_id_rows() {
+    let out = clipforge(&[
+        "tokenize",
+        "--context-length",
+        "6",
+        "--json",
+        "a diagram",
+        "a dog",
+    ]);
+    assert!(out.status.success());
+    let rows: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            vec![49406, 320, 22697, 49407, 0, 0],
+            vec![49406, 320, 1929, 49407, 0, 0]
+        ]
+    );
+}
+
+#[test]
+fn embed_prints_unit_embeddings_that_match_the_library() {
+    let weights = init_weights("tiny", "tiny.safetensors");
+    let image = fixture("transform_wide.png");
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "tiny",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--text",
+        "a red circle",
+        "--text",
+        "a dog",
+        "--image",
+        image.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let texts: Vec<Vec<f32>> = serde_json::from_value(v["text_embeds"].clone()).unwrap();
+    let images: Vec<Vec<f32>> = serde_json::from_value(v["image_embeds"].clone()).unwrap();
+    assert_eq!((texts.len(), images.len()), (2, 1));
+    for e in texts.iter().chain(&images) {
+        assert_eq!(e.len(), 128);
+        let norm: f32 = e.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+    assert_ne!(texts[0], texts[1]);
+
+    // The same numbers through the library.
+    let dev = candle_core::Device::Cpu;
+    let cfg = clip::ClipConfig::preset("tiny").unwrap();
+    let (model, varmap) = clip::Clip::with_varmap(&cfg, &dev).unwrap();
+    clip::weights::load_into(&varmap, &weights).unwrap();
+    let ids = clip::Tokenizer::new()
+        .tokenize_tensor(&["a red circle"], 32, &dev)
+        .unwrap();
+    let lib: Vec<Vec<f32>> = model.encode_text(&ids).unwrap().to_vec2().unwrap();
+    for (a, b) in lib[0].iter().zip(&texts[0]) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn unknown_config_field_is_a_one_line_error() {
+    let cfg = tmp("bad_field.json");
+    std::fs::write(&cfg, r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4, "depth": 2}, "text_cfg": {}}"#).unwrap();
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        cfg.to_str().unwrap(),
+        "--weights",
+        "x.safetensors",
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(&out, &["bad_field.json", "unknown field `depth`"]);
+}
+
+#[test]
+fn impossible_shape_is_a_one_line_error() {
+    let cfg = tmp("bad_shape.json");
+    std::fs::write(&cfg, r#"{"embed_dim": 8, "vision_cfg": {"image_size": 30, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {}}"#).unwrap();
+    let out = clipforge(&[
+        "init",
+        "--model",
+        cfg.to_str().unwrap(),
+        "--out",
+        tmp("never.safetensors").to_str().unwrap(),
+    ]);
+    assert_clean_error(
+        &out,
+        &[
+            "bad_shape.json",
+            "vision_cfg.image_size 30 is not divisible by vision_cfg.patch_size 4",
+        ],
+    );
+}
+
+#[test]
+fn unknown_model_name_is_a_one_line_error() {
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "ViT-Z-99",
+        "--weights",
+        "x.safetensors",
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(&out, &["ViT-Z-99", "neither a preset"]);
+}
+
+#[test]
+fn mismatched_weights_name_the_tensor_and_shapes() {
+    let weights = init_weights("tiny", "tiny_for_small.safetensors");
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "small",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(
+        &out,
+        &["tiny_for_small.safetensors", "has shape", "expected"],
+    );
+}
+
+#[test]
+fn weights_that_are_not_safetensors_are_named() {
+    let path = tmp("garbage.safetensors");
+    std::fs::write(&path, vec![0xffu8; 64]).unwrap();
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "tiny",
+        "--weights",
+        path.to_str().unwrap(),
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(&out, &["garbage.safetensors", "not a safetensors file"]);
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "tiny",
+        "--weights",
+        tmp("absent.safetensors").to_str().unwrap(),
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(&out, &["absent.safetensors", "cannot read"]);
+}
+
+#[test]
+fn an_image_that_does_not_decode_is_named() {
+    let weights = init_weights("tiny", "tiny_img.safetensors");
+    let bad = tmp("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        "tiny",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--image",
+        bad.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["broken.png", "does not decode"]);
+}
+
+#[test]
+fn too_small_vocabulary_for_text_is_explained() {
+    let cfg = tmp("small_vocab.json");
+    std::fs::write(&cfg, r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 8, "layers": 1, "head_width": 4}, "text_cfg": {"vocab_size": 100, "width": 8, "heads": 2, "layers": 1, "context_length": 8}}"#).unwrap();
+    let weights = init_weights(cfg.to_str().unwrap(), "small_vocab.safetensors");
+    let out = clipforge(&[
+        "embed",
+        "--model",
+        cfg.to_str().unwrap(),
+        "--weights",
+        weights.to_str().unwrap(),
+        "--text",
+        "a",
+    ]);
+    assert_clean_error(&out, &["vocab_size is 100"]);
+}
