@@ -14,6 +14,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train `tiny` on the built-in scenes, evaluate zero-shot, show the plots: start here.
+    Quickstart(commands::quickstart::Args),
+    /// Train a CLIP model, or resume a run.
+    Train(commands::train::Args),
+    /// Evaluate a trained run: zero-shot on held-out colour–shape combinations.
+    Eval(commands::eval::Args),
     /// Turn texts into CLIP token ids (OpenAI's BPE vocabulary, 49,408 ids).
     Tokenize(commands::tokenize::Args),
     /// Write a freshly initialised model's weights (open_clip's initialisation, seeded).
@@ -23,8 +29,15 @@ enum Command {
 }
 
 fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Quickstart(args) => commands::quickstart::run(args),
+        Command::Train(args) => commands::train::run(args),
+        Command::Eval(args) => commands::eval::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Init(args) => commands::init::run(args),

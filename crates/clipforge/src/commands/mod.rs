@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
 pub mod embed;
+pub mod eval;
 pub mod init;
+pub mod quickstart;
 pub mod tokenize;
+pub mod train;

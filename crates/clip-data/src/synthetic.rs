@@ -1,0 +1,388 @@
+//! The built-in dataset: procedurally rendered, captioned scenes (the seed's "cat sitting on
+//! sofa" in miniature). One or two coloured shapes, small or large, placed by a relation
+//! ("a small red circle to the left of a large blue square"), anti-aliased at any resolution on
+//! a noisy background, with several phrasings per caption. Deterministic by (seed, split, index).
+//!
+//! Some (colour, shape) combinations never appear in training: the `heldout` split is made of
+//! them, to test compositional zero-shot ("a green triangle" never seen, yet recognised).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub const SHAPES: [&str; 8] = ["circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon"];
+pub const COLOURS: [&str; 8] = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan"];
+const RGB: [[f32; 3]; 8] = [
+    [0.90, 0.12, 0.12],
+    [0.15, 0.75, 0.20],
+    [0.15, 0.30, 0.95],
+    [0.95, 0.90, 0.15],
+    [0.60, 0.20, 0.80],
+    [1.00, 0.55, 0.05],
+    [1.00, 0.55, 0.75],
+    [0.20, 0.90, 0.90],
+];
+pub const SIZES: [&str; 2] = ["small", "large"];
+
+/// Which scenes a split holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    /// Any scene whose objects avoid the held-out combinations.
+    Train,
+    /// Single objects of seen combinations (in-distribution check).
+    Test,
+    /// Single objects of held-out combinations only.
+    Heldout,
+}
+
+impl Split {
+    fn salt(self) -> u64 {
+        match self {
+            Split::Train => 0x7261_696e,
+            Split::Test => 0x7465_7374,
+            Split::Heldout => 0x6865_6c64,
+        }
+    }
+}
+
+/// One object: indices into SHAPES, COLOURS, SIZES, and its centre in [0, 1]².
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Object {
+    pub shape: usize,
+    pub colour: usize,
+    pub size: usize,
+    pub centre: (f32, f32),
+    pub angle: f32,
+}
+
+impl Object {
+    /// The (colour, shape) class id in 0..64: colour · 8 + shape.
+    pub fn class(&self) -> usize {
+        self.colour * SHAPES.len() + self.shape
+    }
+    fn phrase(&self) -> String {
+        format!("{} {} {}", SIZES[self.size], COLOURS[self.colour], SHAPES[self.shape])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relation {
+    LeftOf,
+    Above,
+}
+
+/// A scene: one object, or two related by `relation` (first is left of / above the second).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scene {
+    pub objects: Vec<Object>,
+    pub relation: Option<Relation>,
+    pub background: [f32; 3],
+    pub noise_seed: u64,
+    /// Which phrasing of the caption to use.
+    pub phrasing: usize,
+}
+
+/// Class names of the label view: "red circle", …, colour-major (class = colour · 8 + shape).
+pub fn class_names() -> Vec<String> {
+    COLOURS.iter().flat_map(|c| SHAPES.iter().map(move |s| format!("{c} {s}"))).collect()
+}
+
+/// Is this (colour, shape) combination held out of training? One shape per colour, 8 of 64.
+pub fn is_heldout(colour: usize, shape: usize) -> bool {
+    shape == (colour * 3 + 1) % SHAPES.len()
+}
+
+/// Zero-shot prompt templates for the built-in scenes.
+pub const TEMPLATES: [&str; 4] = ["a {}.", "a picture of a {}.", "there is a {}.", "a small or large {}."];
+
+/// The dataset: scenes by index, rendered at any resolution.
+#[derive(Debug, Clone)]
+pub struct Shapes {
+    pub seed: u64,
+    pub split: Split,
+}
+
+impl Shapes {
+    pub fn new(seed: u64, split: Split) -> Self {
+        Self { seed, split }
+    }
+
+    fn rng(&self, index: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(self.seed ^ self.split.salt().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
+    }
+
+    fn draw_object(&self, rng: &mut ChaCha8Rng, region: ((f32, f32), (f32, f32))) -> Object {
+        loop {
+            let colour = rng.random_range(0..COLOURS.len());
+            let shape = rng.random_range(0..SHAPES.len());
+            let ok = match self.split {
+                Split::Train | Split::Test => !is_heldout(colour, shape),
+                Split::Heldout => is_heldout(colour, shape),
+            };
+            if !ok {
+                continue;
+            }
+            let size = rng.random_range(0..2);
+            let r = object_radius(size);
+            let ((x0, x1), (y0, y1)) = region;
+            let cx = rng.random_range((x0 + r).min(x1 - r)..=(x1 - r).max(x0 + r));
+            let cy = rng.random_range((y0 + r).min(y1 - r)..=(y1 - r).max(y0 + r));
+            let angle = rng.random_range(-0.25f32..0.25);
+            return Object { shape, colour, size, centre: (cx, cy), angle };
+        }
+    }
+
+    /// Scene number `index` of this split.
+    pub fn scene(&self, index: u64) -> Scene {
+        let mut rng = self.rng(index);
+        let two = self.split == Split::Train && rng.random_bool(0.5);
+        let (objects, relation) = if two {
+            let relation = if rng.random_bool(0.5) { Relation::LeftOf } else { Relation::Above };
+            let (a_region, b_region) = match relation {
+                Relation::LeftOf => (((0.0, 0.5), (0.0, 1.0)), ((0.5, 1.0), (0.0, 1.0))),
+                Relation::Above => (((0.0, 1.0), (0.0, 0.5)), ((0.0, 1.0), (0.5, 1.0))),
+            };
+            let a = self.draw_object(&mut rng, a_region);
+            let mut b = self.draw_object(&mut rng, b_region);
+            while (b.colour, b.shape) == (a.colour, a.shape) {
+                b = self.draw_object(&mut rng, b_region);
+            }
+            (vec![a, b], Some(relation))
+        } else {
+            (vec![self.draw_object(&mut rng, ((0.0, 1.0), (0.0, 1.0)))], None)
+        };
+        let grey = rng.random_range(0.05f32..0.35);
+        let tint = [rng.random_range(-0.04f32..0.04), rng.random_range(-0.04f32..0.04), rng.random_range(-0.04f32..0.04)];
+        Scene {
+            objects,
+            relation,
+            background: [grey + tint[0], grey + tint[1], grey + tint[2]],
+            noise_seed: rng.random(),
+            phrasing: rng.random_range(0..1000),
+        }
+    }
+}
+
+fn object_radius(size: usize) -> f32 {
+    if size == 0 {
+        0.15
+    } else {
+        0.24
+    }
+}
+
+impl Scene {
+    /// The caption, in one of several phrasings.
+    pub fn caption(&self) -> String {
+        let p = self.phrasing;
+        match (self.objects.as_slice(), self.relation) {
+            ([a], _) => {
+                let forms = ["a {}", "a picture of a {}", "there is a {}", "a {} on a dark background", "the {}", "one {}"];
+                forms[p % forms.len()].replace("{}", &a.phrase())
+            }
+            ([a, b], Some(Relation::LeftOf)) => {
+                let (pa, pb) = (a.phrase(), b.phrase());
+                match p % 4 {
+                    0 => format!("a {pa} to the left of a {pb}"),
+                    1 => format!("a {pb} to the right of a {pa}"),
+                    2 => format!("a {pa} left of a {pb}"),
+                    _ => format!("a {pa} and a {pb}, the {} {} on the left", COLOURS[a.colour], SHAPES[a.shape]),
+                }
+            }
+            ([a, b], _) => {
+                let (pa, pb) = (a.phrase(), b.phrase());
+                match p % 4 {
+                    0 => format!("a {pa} above a {pb}"),
+                    1 => format!("a {pb} below a {pa}"),
+                    2 => format!("a {pa} on top of a {pb}"),
+                    _ => format!("a {pa} and a {pb}, the {} {} at the bottom", COLOURS[b.colour], SHAPES[b.shape]),
+                }
+            }
+            _ => unreachable!("scenes hold one or two objects"),
+        }
+    }
+
+    /// The label view: the class id of the first object (colour · 8 + shape).
+    pub fn label(&self) -> usize {
+        self.objects[0].class()
+    }
+
+    /// Render to `[size, size, 3]` RGB floats in [0, 1], row-major (y, x, channel).
+    pub fn render(&self, size: usize) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed);
+        let gx: f32 = rng.random_range(-0.08..0.08);
+        let gy: f32 = rng.random_range(-0.08..0.08);
+        let noise = rng.random_range(0.01f32..0.05);
+        let mut img = vec![0f32; size * size * 3];
+        let px = 1.0 / size as f32; // one pixel in scene units
+        for y in 0..size {
+            for x in 0..size {
+                let (u, v) = ((x as f32 + 0.5) * px, (y as f32 + 0.5) * px);
+                let shade = gx * (u - 0.5) + gy * (v - 0.5);
+                let mut rgb = [0f32; 3];
+                for c in 0..3 {
+                    rgb[c] = self.background[c] + shade + noise * (rng.random::<f32>() - 0.5) * 2.0;
+                }
+                for o in &self.objects {
+                    let d = sdf(o, u, v);
+                    // Anti-aliasing: coverage from the signed distance over one pixel.
+                    let cover = (0.5 - d / px).clamp(0.0, 1.0);
+                    if cover > 0.0 {
+                        for c in 0..3 {
+                            rgb[c] = rgb[c] * (1.0 - cover) + RGB[o.colour][c] * cover;
+                        }
+                    }
+                }
+                let i = (y * size + x) * 3;
+                for c in 0..3 {
+                    img[i + c] = rgb[c].clamp(0.0, 1.0);
+                }
+            }
+        }
+        img
+    }
+}
+
+/// Signed distance (scene units, negative inside) from (u, v) to the object.
+fn sdf(o: &Object, u: f32, v: f32) -> f32 {
+    let r = object_radius(o.size);
+    let (s, c) = o.angle.sin_cos();
+    let (dx, dy) = (u - o.centre.0, v - o.centre.1);
+    // Rotate into the object's frame; y up.
+    let (x, y) = (c * dx + s * dy, -(-s * dx + c * dy));
+    match SHAPES[o.shape] {
+        "circle" => (x * x + y * y).sqrt() - r,
+        "ring" => ((x * x + y * y).sqrt() - 0.75 * r).abs() - 0.25 * r,
+        "square" => {
+            let h = 0.8 * r;
+            let (qx, qy) = (x.abs() - h, y.abs() - h);
+            (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
+        }
+        "triangle" => polygon(&regular(3, r * 1.1, std::f32::consts::FRAC_PI_2), x, y + 0.2 * r),
+        "diamond" => polygon(&regular(4, r, std::f32::consts::FRAC_PI_2), x, y),
+        "hexagon" => polygon(&regular(6, r, 0.0), x, y),
+        "star" => polygon(&star(r), x, y),
+        "cross" => {
+            let (a, b) = (r, 0.33 * r);
+            let arm = |px: f32, py: f32| {
+                let (qx, qy) = (px.abs() - a, py.abs() - b);
+                (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
+            };
+            arm(x, y).min(arm(y, x))
+        }
+        other => unreachable!("unknown shape {other}"),
+    }
+}
+
+fn regular(n: usize, r: f32, start: f32) -> Vec<(f32, f32)> {
+    (0..n)
+        .map(|k| {
+            let t = start + k as f32 * std::f32::consts::TAU / n as f32;
+            (r * t.cos(), r * t.sin())
+        })
+        .collect()
+}
+
+fn star(r: f32) -> Vec<(f32, f32)> {
+    (0..10)
+        .map(|k| {
+            let t = std::f32::consts::FRAC_PI_2 + k as f32 * std::f32::consts::TAU / 10.0;
+            let rr = if k % 2 == 0 { r * 1.1 } else { r * 0.45 };
+            (rr * t.cos(), rr * t.sin())
+        })
+        .collect()
+}
+
+/// Signed distance to a simple polygon (negative inside).
+fn polygon(pts: &[(f32, f32)], x: f32, y: f32) -> f32 {
+    let mut d = f32::INFINITY;
+    let mut inside = false;
+    let n = pts.len();
+    for i in 0..n {
+        let (ax, ay) = pts[i];
+        let (bx, by) = pts[(i + 1) % n];
+        let (ex, ey) = (bx - ax, by - ay);
+        let (wx, wy) = (x - ax, y - ay);
+        let t = ((wx * ex + wy * ey) / (ex * ex + ey * ey)).clamp(0.0, 1.0);
+        let (qx, qy) = (wx - ex * t, wy - ey * t);
+        d = d.min((qx * qx + qy * qy).sqrt());
+        if (ay > y) != (by > y) && x < ax + (y - ay) * ex / ey {
+            inside = !inside;
+        }
+    }
+    if inside {
+        -d
+    } else {
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_by_seed_and_index() {
+        let ds = Shapes::new(7, Split::Train);
+        assert_eq!(ds.scene(3), ds.scene(3));
+        assert_eq!(ds.scene(3).render(16), ds.scene(3).render(16));
+        assert_ne!(ds.scene(3), ds.scene(4));
+        assert_ne!(Shapes::new(8, Split::Train).scene(3), ds.scene(3));
+    }
+
+    #[test]
+    fn heldout_combinations_never_appear_in_training() {
+        let train = Shapes::new(1, Split::Train);
+        let mut two = 0;
+        for i in 0..3000 {
+            let s = train.scene(i);
+            two += (s.objects.len() == 2) as usize;
+            for o in &s.objects {
+                assert!(!is_heldout(o.colour, o.shape), "scene {i}: {}", s.caption());
+            }
+        }
+        assert!(two > 1000 && two < 2000);
+        let held = Shapes::new(1, Split::Heldout);
+        for i in 0..500 {
+            let s = held.scene(i);
+            assert_eq!(s.objects.len(), 1);
+            assert!(is_heldout(s.objects[0].colour, s.objects[0].shape));
+        }
+        // Every colour and every shape is held out exactly once.
+        let held: Vec<(usize, usize)> = (0..8).flat_map(|c| (0..8).map(move |s| (c, s))).filter(|&(c, s)| is_heldout(c, s)).collect();
+        assert_eq!(held.len(), 8);
+        for k in 0..8 {
+            assert_eq!(held.iter().filter(|(c, _)| *c == k).count(), 1);
+            assert_eq!(held.iter().filter(|(_, s)| *s == k).count(), 1);
+        }
+    }
+
+    #[test]
+    fn captions_name_what_is_drawn() {
+        let ds = Shapes::new(2, Split::Train);
+        for i in 0..200 {
+            let s = ds.scene(i);
+            let cap = s.caption();
+            for o in &s.objects {
+                assert!(cap.contains(&o.phrase()), "{cap} lacks {}", o.phrase());
+            }
+        }
+    }
+
+    #[test]
+    fn objects_are_drawn_in_their_colour() {
+        let ds = Shapes::new(3, Split::Test);
+        for i in 0..50 {
+            let s = ds.scene(i);
+            let o = s.objects[0];
+            let img = s.render(32);
+            let (x, y) = ((o.centre.0 * 32.0) as usize, (o.centre.1 * 32.0) as usize);
+            // The centre of every shape but the ring is inside it.
+            if SHAPES[o.shape] != "ring" {
+                let p = &img[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3];
+                for c in 0..3 {
+                    assert!((p[c] - RGB[o.colour][c]).abs() < 0.2, "scene {i} {}: pixel {p:?}", s.caption());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! AdamW with decoupled weight decay, as PyTorch's `torch.optim.AdamW`, with two parameter
+//! groups: weights decay; gains, biases, `logit_scale` and embeddings do not. open_clip
+//! (`open_clip_train/main.py`) excludes `ndim < 2` or names with "bn"/"ln"/"bias"/"logit_scale";
+//! we also exclude the token and positional embeddings, as the paper's "weights only" reads.
+//! Its moments are plain tensors, so they checkpoint and resume exactly.
+
+use std::collections::HashMap;
+
+use candle_core::{backprop::GradStore, Result, Tensor, Var};
+use candle_nn::VarMap;
+
+/// Does open_clip exclude this parameter from weight decay?
+pub fn excluded_from_decay(name: &str, rank: usize) -> bool {
+    rank < 2
+        || name.contains("ln_")
+        || name.contains("bias")
+        || name.contains("logit_scale")
+        || name.contains("embedding")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWParams {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWParams {
+    /// The paper's ViT settings: β2 0.98, ε 1e-6, weight decay 0.2.
+    fn default() -> Self {
+        Self { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+    }
+}
+
+struct Slot {
+    name: String,
+    var: Var,
+    decay: bool,
+    m: Tensor,
+    v: Tensor,
+}
+
+pub struct AdamW {
+    slots: Vec<Slot>,
+    pub params: AdamWParams,
+    /// Optimiser steps taken (PyTorch's per-parameter `step`; shared here).
+    pub step: u64,
+}
+
+impl AdamW {
+    /// All of `varmap`'s parameters, in sorted name order, grouped by `excluded_from_decay`.
+    pub fn new(varmap: &VarMap, params: AdamWParams) -> Result<Self> {
+        let data = varmap.data().lock().expect("varmap lock");
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        let slots = names
+            .into_iter()
+            .map(|name| {
+                let var = data[name].clone();
+                Ok(Slot {
+                    name: name.clone(),
+                    decay: !excluded_from_decay(name, var.rank()),
+                    m: var.zeros_like()?,
+                    v: var.zeros_like()?,
+                    var,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { slots, params, step: 0 })
+    }
+
+    /// Names of the parameters that decay, for logging and tests.
+    pub fn decayed(&self) -> Vec<&str> {
+        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+    }
+
+    /// One update with learning rate `lr`; parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.step += 1;
+        let p = self.params;
+        let bc1 = 1.0 - p.beta1.powi(self.step as i32);
+        let bc2 = 1.0 - p.beta2.powi(self.step as i32);
+        for s in &mut self.slots {
+            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            s.m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let wd = if s.decay { p.weight_decay } else { 0.0 };
+            // θ ← θ·(1 − lr·wd) − (lr / bc1) · m / (√v / √bc2 + ε)
+            let theta = (s.var.as_tensor() * (1.0 - lr * wd))?;
+            let denom = ((s.v.sqrt()? / bc2.sqrt())? + p.eps)?;
+            let update = (s.m.div(&denom)? * (lr / bc1))?;
+            s.var.set(&(theta - update)?)?;
+        }
+        Ok(())
+    }
+
+    /// Moments under `m.{name}` / `v.{name}`, for checkpoints.
+    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for s in &self.slots {
+            out.insert(format!("m.{}", s.name), s.m.clone());
+            out.insert(format!("v.{}", s.name), s.v.clone());
+        }
+        out
+    }
+
+    /// Restore moments saved by `state_tensors`; every slot must be present with its shape.
+    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> std::result::Result<(), String> {
+        for s in &mut self.slots {
+            for (prefix, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
+                let key = format!("{prefix}.{}", s.name);
+                let t = tensors.get(&key).ok_or_else(|| format!("optimiser state lacks {key}"))?;
+                if t.dims() != slot.dims() {
+                    return Err(format!("optimiser state {key} has shape {:?}, expected {:?}", t.dims(), slot.dims()));
+                }
+                *slot = t.clone();
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// Scale all gradients so their global L2 norm is at most `max_norm` (PyTorch
+/// `clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_grad_norm(varmap: &VarMap, grads: &mut GradStore, max_norm: f64) -> Result<f64> {
+    let vars = varmap.all_vars();
+    let mut total = 0f64;
+    for v in &vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for v in &vars {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}

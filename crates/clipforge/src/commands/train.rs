@@ -1,0 +1,145 @@
+//! `clipforge train`: train a CLIP model (flags, or `--config train.json`), or `--resume` one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clip::ClipConfig;
+use clip_train::{DataSpec, StepMetrics, TrainConfig, Trainer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(clap::Args, Clone)]
+#[command(after_help = "Examples:\n  clipforge train --model tiny --steps 600 --batch-size 128 --out runs/tiny\n  \
+clipforge train --config runs/tiny/config.json --out runs/tiny-again\n  \
+clipforge train --resume runs/tiny            # continue from its latest checkpoint\n  \
+clipforge train --resume runs/tiny --steps 1200   # and train longer\n\n\
+The run directory gets config.json, metrics.jsonl (step, loss, lr, logit scale, samples/s),\n\
+checkpoints/step_N/ (weights with open_clip keys, optimiser state), loss.png and the\n\
+similarity matrices similarity_start.png / similarity_end.png. Data: the built-in scenes.")]
+pub struct Args {
+    /// Model preset (tiny, small, ViT-B-32, …) or an open_clip-format config JSON.
+    #[arg(long, default_value = "tiny")]
+    pub model: String,
+    /// A training config JSON (a run's config.json); flags given explicitly are ignored.
+    #[arg(long, conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue a run directory (or a checkpoint directory) exactly where it stopped.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Run directory.
+    #[arg(long, default_value = "runs/train")]
+    pub out: PathBuf,
+    /// Optimiser steps in total.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Pairs per step: the N of the N×N logits.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Split each step into this many micro-batches, keeping all N² pairs (saves memory).
+    #[arg(long, default_value_t = 1)]
+    pub accum_freq: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Weight decay (weights only; not gains, biases, embeddings, logit scale).
+    #[arg(long, default_value_t = 0.2)]
+    pub wd: f64,
+    /// Warm-up steps (default: a tenth of the steps).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Clip the gradient norm (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub grad_clip: f64,
+    /// Seed of initialisation and data.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 200)]
+    pub checkpoint_every: u64,
+    /// Train on bare class names ("red circle") instead of captions: the label view.
+    #[arg(long)]
+    pub labels_only: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// A progress bar showing step/total, loss, lr, samples/s and ETA.
+pub struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    pub fn new(quiet: bool, total: u64, done: u64) -> Self {
+        if quiet {
+            return Self(None);
+        }
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]")
+                .expect("valid template")
+                .progress_chars("█▉▊▋▌▍▎▏ "),
+        );
+        bar.set_position(done);
+        Self(Some(bar))
+    }
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish();
+        }
+    }
+}
+
+impl clip_train::Observer for Progress {
+    fn on_step(&mut self, m: &StepMetrics, _total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_position(m.step + 1);
+            b.set_message(format!("loss {:.4}  lr {:.2e}  scale {:.1}  {:.0} samples/s", m.loss, m.lr, m.logit_scale, m.samples_per_s));
+        } else if m.step % 50 == 0 {
+            tracing::info!(step = m.step, loss = m.loss, lr = m.lr, "training");
+        }
+    }
+}
+
+/// Build the training config from flags.
+pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> {
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: TrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))?;
+        let mut cfg = cfg;
+        if let Some(s) = args.steps {
+            cfg.steps = s;
+        }
+        return Ok(cfg);
+    }
+    let model = ClipConfig::resolve(&args.model)?;
+    let steps = args.steps.unwrap_or(default_steps);
+    let mut cfg = TrainConfig::new(&args.model, model, steps);
+    cfg.data = DataSpec::Builtin { seed: args.seed, labels_only: args.labels_only };
+    cfg.batch_size = args.batch_size;
+    cfg.accum_freq = args.accum_freq;
+    cfg.lr = args.lr;
+    cfg.adamw.weight_decay = args.wd;
+    if let Some(w) = args.warmup {
+        cfg.warmup = w;
+    }
+    cfg.grad_clip = args.grad_clip;
+    cfg.seed = args.seed;
+    cfg.checkpoint_every = args.checkpoint_every;
+    Ok(cfg)
+}
+
+/// Train (or resume) and return the trainer at the end.
+pub fn train(args: &Args, default_steps: u64) -> Result<Trainer> {
+    let mut trainer = match &args.resume {
+        Some(path) => Trainer::resume(path, args.steps)?,
+        None => Trainer::new(config_from_args(args, default_steps)?, Path::new(&args.out))?,
+    };
+    let mut progress = Progress::new(args.quiet, trainer.cfg.steps, trainer.step);
+    trainer.run(&mut progress)?;
+    progress.finish();
+    Ok(trainer)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let trainer = train(&args, 1000)?;
+    eprintln!("run directory: {}", trainer.run_dir.display());
+    Ok(())
+}
