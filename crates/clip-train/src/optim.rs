@@ -83,6 +83,9 @@ impl AdamW {
         let bc2 = 1.0 - p.beta2.powi(self.step as i32);
         for s in &mut self.slots {
             let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            // A gradient may still carry a backward graph (candle detaches most, not all);
+            // the moments must not, or every step's activations stay alive through them.
+            let g = &g.detach();
             s.m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
             s.v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
             let wd = if s.decay { p.weight_decay } else { 0.0 };

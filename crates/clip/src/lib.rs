@@ -8,6 +8,7 @@ pub mod init;
 pub mod loss;
 pub mod model;
 pub mod nn;
+pub mod ops;
 pub mod text;
 pub mod tokenizer;
 pub mod transform;

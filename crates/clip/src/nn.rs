@@ -1,7 +1,8 @@
 //! Small differentiable building blocks: linear layer, LayerNorm, activations.
 //!
-//! LayerNorm is written out of element-wise ops on purpose: candle 0.11's fused
-//! `candle_nn::LayerNorm` has no backward pass and silently drops gradients (DESIGN.md).
+//! LayerNorm and the activations run as our fused ops with explicit backward (`ops`):
+//! candle 0.11's fused `candle_nn::LayerNorm` has no backward pass and silently drops
+//! gradients (DESIGN.md), and its differentiable version is a slow chain of element-wise ops.
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -83,8 +84,8 @@ pub enum Activation {
 impl Activation {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Gelu => x.gelu_erf(),
-            Activation::QuickGelu => x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?),
+            Activation::Gelu => crate::ops::gelu(x),
+            Activation::QuickGelu => crate::ops::quick_gelu(x),
         }
     }
 }

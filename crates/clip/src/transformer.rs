@@ -2,7 +2,7 @@
 //! and `Transformer` (`src/open_clip/transformer.py`), with PyTorch `nn.MultiheadAttention`'s
 //! packed `in_proj_weight` `[3W, W]`.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::nn::{Activation, LayerNorm, Linear};
@@ -47,7 +47,7 @@ impl Attention {
         if let Some(m) = mask {
             scores = scores.broadcast_add(m)?;
         }
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?; // [B, H, T, T]
+        let probs = crate::ops::softmax_last_dim(&scores)?; // [B, H, T, T]
         let ctx = probs.matmul(&v)?; // [B, H, T, Dh]
         let ctx = ctx.transpose(1, 2)?.reshape((b, t, w))?; // [B, T, W]
         self.out_proj.forward(&ctx)

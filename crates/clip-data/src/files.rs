@@ -1,0 +1,270 @@
+//! Image–caption pairs from files: a CSV/TSV or JSONL listing (open_clip's `--csv-img-key` /
+//! `--csv-caption-key` idea) with image paths relative to the listing, and WebDataset tar
+//! shards (`shard-{000000..000127}.tar`: `KEY.jpg|png|webp` + `KEY.txt` or `KEY.json`), read
+//! and written. Bad samples are skipped and counted, never a crash.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::DataError;
+
+/// Where one sample's image bytes come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageSource {
+    File(PathBuf),
+    Bytes(std::sync::Arc<Vec<u8>>),
+}
+
+/// One pair before decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSample {
+    /// Where it came from, for error messages (`list.csv:12`, `shard-000003.tar:cat_01`).
+    pub origin: String,
+    pub image: ImageSource,
+    pub caption: String,
+}
+
+/// What was skipped while reading, by reason.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SkipCounts {
+    pub empty_caption: usize,
+    pub missing_image: usize,
+    pub corrupt_image: usize,
+    pub truncated_shard: usize,
+    pub incomplete_sample: usize,
+}
+
+impl SkipCounts {
+    pub fn total(&self) -> usize {
+        self.empty_caption + self.missing_image + self.corrupt_image + self.truncated_shard + self.incomplete_sample
+    }
+    pub fn add(&mut self, o: &SkipCounts) {
+        self.empty_caption += o.empty_caption;
+        self.missing_image += o.missing_image;
+        self.corrupt_image += o.corrupt_image;
+        self.truncated_shard += o.truncated_shard;
+        self.incomplete_sample += o.incomplete_sample;
+    }
+}
+
+/// Read a CSV/TSV (by extension; `.tsv` is tab-separated) with a header naming `img_key` and
+/// `caption_key`. Rows with an empty caption or a missing image file are skipped and counted.
+pub fn read_csv(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
+    let sep = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .from_path(path)
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let headers = reader.headers().map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?.clone();
+    let col = |key: &str| {
+        headers.iter().position(|h| h == key).ok_or_else(|| {
+            DataError::Input(format!(
+                "{}: no column {key:?} in the header (columns: {})",
+                path.display(),
+                headers.iter().collect::<Vec<_>>().join(", ")
+            ))
+        })
+    };
+    let (ic, cc) = (col(img_key)?, col(caption_key)?);
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    let mut skips = SkipCounts::default();
+    for (i, rec) in reader.records().enumerate() {
+        let line = i + 2;
+        let rec = rec.map_err(|e| DataError::Input(format!("{}:{line}: {e}", path.display())))?;
+        let (img, cap) = (rec.get(ic).unwrap_or(""), rec.get(cc).unwrap_or("").trim());
+        push_listed(&mut out, &mut skips, base, img, cap, format!("{}:{line}", path.display()));
+    }
+    Ok((out, skips))
+}
+
+/// Read JSONL: one object per line with `img_key` and `caption_key` string fields.
+pub fn read_jsonl(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
+    let text = std::fs::read_to_string(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    let mut skips = SkipCounts::default();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let at = format!("{}:{}", path.display(), i + 1);
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| DataError::Input(format!("{at}: not JSON ({e})")))?;
+        let field = |k: &str| {
+            v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| DataError::Input(format!("{at}: no string field {k:?}")))
+        };
+        let (img, cap) = (field(img_key)?, field(caption_key)?);
+        push_listed(&mut out, &mut skips, base, &img, cap.trim(), at);
+    }
+    Ok((out, skips))
+}
+
+fn push_listed(out: &mut Vec<RawSample>, skips: &mut SkipCounts, base: &Path, img: &str, cap: &str, origin: String) {
+    if cap.is_empty() {
+        skips.empty_caption += 1;
+        return;
+    }
+    let p = base.join(img);
+    if !p.is_file() {
+        skips.missing_image += 1;
+        return;
+    }
+    out.push(RawSample { origin, image: ImageSource::File(p), caption: cap.to_string() });
+}
+
+/// Expand one `{000..127}` range in a shard pattern (zero-padded as written); several
+/// patterns may be joined with `::`, as WebDataset does.
+pub fn expand_shards(pattern: &str) -> Result<Vec<String>, DataError> {
+    let mut out = Vec::new();
+    for part in pattern.split("::") {
+        match (part.find('{'), part.find('}')) {
+            (Some(a), Some(b)) if a < b => {
+                let inner = &part[a + 1..b];
+                let (lo, hi) = inner
+                    .split_once("..")
+                    .ok_or_else(|| DataError::Input(format!("shard pattern {part:?}: expected {{START..END}}")))?;
+                let width = lo.len();
+                let parse = |s: &str| s.parse::<u64>().map_err(|_| DataError::Input(format!("shard pattern {part:?}: {s:?} is not a number")));
+                let (lo_n, hi_n) = (parse(lo)?, parse(hi)?);
+                if hi_n < lo_n {
+                    return Err(DataError::Input(format!("shard pattern {part:?}: range runs backwards")));
+                }
+                for n in lo_n..=hi_n {
+                    out.push(format!("{}{:0width$}{}", &part[..a], n, &part[b + 1..]));
+                }
+            }
+            _ => out.push(part.to_string()),
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve a shard pattern to existing files; an error if none exist.
+pub fn shard_files(pattern: &str) -> Result<Vec<PathBuf>, DataError> {
+    let names = expand_shards(pattern)?;
+    let found: Vec<PathBuf> = names.iter().map(PathBuf::from).filter(|p| p.is_file()).collect();
+    if found.is_empty() {
+        return Err(DataError::Input(format!("shard pattern {pattern:?} matches no file ({} names tried, first {:?})", names.len(), names[0])));
+    }
+    Ok(found)
+}
+
+const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
+
+/// Read one WebDataset shard: samples grouped by key (the name up to its first dot), image from
+/// `.jpg/.jpeg/.png/.webp`, caption from `.txt` or the `caption` field of `.json`. A truncated
+/// or damaged tar yields the samples before the damage and counts one `truncated_shard`.
+pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let mut groups: BTreeMap<String, (Option<Vec<u8>>, Option<String>)> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut skips = SkipCounts::default();
+    let entries = archive.entries().map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    for entry in entries {
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(_) => {
+                skips.truncated_shard += 1;
+                break;
+            }
+        };
+        let name = match entry.path() {
+            Ok(p) => p.to_string_lossy().to_string(),
+            Err(_) => continue,
+        };
+        let file_name = name.rsplit('/').next().unwrap_or(&name).to_string();
+        let Some((stem, ext)) = file_name.split_once('.') else { continue };
+        let key = format!("{}{stem}", &name[..name.len() - file_name.len()]);
+        let mut bytes = Vec::new();
+        if entry.read_to_end(&mut bytes).is_err() {
+            skips.truncated_shard += 1;
+            break;
+        }
+        let ext = ext.to_ascii_lowercase();
+        let slot = groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            (None, None)
+        });
+        if IMAGE_EXTS.contains(&ext.as_str()) {
+            slot.0 = Some(bytes);
+        } else if ext == "txt" {
+            slot.1 = Some(String::from_utf8_lossy(&bytes).trim().to_string());
+        } else if ext == "json" {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                if let Some(c) = v.get("caption").and_then(|c| c.as_str()) {
+                    slot.1 = Some(c.trim().to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for key in order {
+        let (img, cap) = groups.remove(&key).unwrap_or_default();
+        match (img, cap) {
+            (Some(img), Some(cap)) if !cap.is_empty() => out.push(RawSample {
+                origin: format!("{}:{key}", path.display()),
+                image: ImageSource::Bytes(std::sync::Arc::new(img)),
+                caption: cap,
+            }),
+            (Some(_), Some(_)) => skips.empty_caption += 1,
+            _ => skips.incomplete_sample += 1,
+        }
+    }
+    Ok((out, skips))
+}
+
+/// Writes samples into numbered shards of at most `per_shard` samples:
+/// `{dir}/{prefix}-000000.tar`, each sample `KEY.{ext}` + `KEY.txt`.
+pub struct ShardWriter {
+    dir: PathBuf,
+    prefix: String,
+    per_shard: usize,
+    count: usize,
+    current: Option<tar::Builder<std::fs::File>>,
+    pub written: Vec<PathBuf>,
+}
+
+impl ShardWriter {
+    pub fn new(dir: &Path, prefix: &str, per_shard: usize) -> Result<Self, DataError> {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::Input(format!("{}: {e}", dir.display())))?;
+        Ok(Self { dir: dir.to_path_buf(), prefix: prefix.to_string(), per_shard: per_shard.max(1), count: 0, current: None, written: Vec::new() })
+    }
+
+    fn append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) -> std::io::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data)
+    }
+
+    /// Add one sample: image bytes with their extension (`png`, `jpg`, `webp`) and a caption.
+    pub fn write(&mut self, image: &[u8], ext: &str, caption: &str) -> Result<(), DataError> {
+        if self.count % self.per_shard == 0 {
+            self.finish_shard()?;
+            let path = self.dir.join(format!("{}-{:06}.tar", self.prefix, self.count / self.per_shard));
+            let f = std::fs::File::create(&path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+            self.current = Some(tar::Builder::new(f));
+            self.written.push(path);
+        }
+        let key = format!("{:09}", self.count);
+        let b = self.current.as_mut().expect("shard open");
+        let err = |e: std::io::Error| DataError::Input(format!("writing shard: {e}"));
+        Self::append(b, &format!("{key}.{ext}"), image).map_err(err)?;
+        Self::append(b, &format!("{key}.txt"), caption.as_bytes()).map_err(err)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn finish_shard(&mut self) -> Result<(), DataError> {
+        if let Some(b) = self.current.take() {
+            b.into_inner().map_err(|e| DataError::Input(format!("finishing shard: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Close the last shard; returns the shard paths.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>, DataError> {
+        self.finish_shard()?;
+        Ok(std::mem::take(&mut self.written))
+    }
+}

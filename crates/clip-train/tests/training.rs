@@ -1,0 +1,132 @@
+//! Training-loop guarantees: exact resume, accumulation that equals the full batch, the loss
+//! falling well below chance on the built-in scenes, and AdamW's parameter groups.
+
+use std::path::PathBuf;
+
+use clip::ClipConfig;
+use clip_train::{StepMetrics, TrainConfig, Trainer};
+
+fn micro_config(steps: u64) -> TrainConfig {
+    let model = ClipConfig::from_json_str(
+        r#"{"embed_dim": 32,
+            "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}"#,
+        "micro",
+    )
+    .unwrap();
+    let mut cfg = TrainConfig::new("micro", model, steps);
+    cfg.batch_size = 16;
+    cfg.warmup = 2;
+    cfg.checkpoint_every = 1000;
+    cfg
+}
+
+fn run_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clipforge-train-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap())
+        .map(|m| (m.step, m.loss))
+        .collect()
+}
+
+#[test]
+fn resume_continues_exactly() {
+    let cfg = micro_config(8);
+    let straight = run_dir("straight");
+    Trainer::new(cfg.clone(), &straight).unwrap().run(&mut ()).unwrap();
+
+    let split = run_dir("split");
+    let mut first = Trainer::new(cfg, &split).unwrap();
+    for _ in 0..3 {
+        let b = first.batch_for(first.step).unwrap();
+        let m = first.train_step(&b).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(split.join("metrics.jsonl"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{}\n", serde_json::to_string(&m).unwrap()).as_bytes()))
+            .unwrap();
+    }
+    first.save_checkpoint().unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&split, None).unwrap();
+    assert_eq!(resumed.step, 3);
+    resumed.run(&mut ()).unwrap();
+
+    let (a, b) = (losses(&straight), losses(&split));
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, b, "every loss after resuming must equal the uninterrupted run's");
+    for d in [straight, split] {
+        for f in ["loss.png", "similarity_start.png", "similarity_end.png", "config.json"] {
+            assert!(d.join(f).is_file(), "{} lacks {f}", d.display());
+        }
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+#[test]
+fn accumulation_gives_the_full_batch_gradient() {
+    let mut cfg = micro_config(1);
+    cfg.batch_size = 32;
+    let dir = run_dir("accum");
+    let full = Trainer::new(cfg.clone(), &dir).unwrap();
+    cfg.accum_freq = 4;
+    let accum = Trainer::new(cfg, &dir).unwrap();
+    let batch = full.batch_for(0).unwrap();
+    let (l1, g1) = full.loss_and_grads(&batch).unwrap();
+    let (l4, g4) = accum.loss_and_grads(&batch).unwrap();
+    assert!((l1 - l4).abs() < 1e-6, "loss {l1} vs {l4}");
+    let vars1 = full.varmap.data().lock().unwrap();
+    let vars4 = accum.varmap.data().lock().unwrap();
+    let mut checked = 0;
+    for (name, v1) in vars1.iter() {
+        let a: Vec<f32> = g1.get(v1.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = g4.get(vars4[name].as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let diff = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+        let norm = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(diff <= 1e-5 * norm.max(1e-3), "{name}: |Δ| {diff}, |g| {norm}");
+        checked += 1;
+    }
+    assert!(checked > 10);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn weight_decay_applies_to_weights_only() {
+    let cfg = micro_config(1);
+    let dir = run_dir("groups");
+    let t = Trainer::new(cfg, &dir).unwrap();
+    let decayed = t.optim.decayed();
+    assert!(decayed.contains(&"visual.transformer.resblocks.0.attn.in_proj_weight"));
+    assert!(decayed.contains(&"text_projection"));
+    for name in ["logit_scale", "token_embedding.weight", "positional_embedding", "ln_final.weight", "visual.class_embedding", "transformer.resblocks.0.mlp.c_fc.bias"] {
+        assert!(!decayed.contains(&name), "{name} must not decay");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn tiny_loss_falls_well_below_chance() {
+    let mut cfg = TrainConfig::new("tiny", ClipConfig::preset("tiny").unwrap(), 150);
+    cfg.batch_size = 16;
+    cfg.lr = 2e-3;
+    cfg.warmup = 15;
+    cfg.checkpoint_every = 1000;
+    let dir = run_dir("tiny");
+    let mut t = Trainer::new(cfg, &dir).unwrap();
+    t.run(&mut ()).unwrap();
+    let l = losses(&dir);
+    let chance = 16f64.ln();
+    let first: f64 = l[..10].iter().map(|x| x.1).sum::<f64>() / 10.0;
+    let last: f64 = l[l.len() - 10..].iter().map(|x| x.1).sum::<f64>() / 10.0;
+    assert!(first > 0.8 * chance, "starts near ln N: {first} vs {chance}");
+    assert!(last < 0.5 * chance, "after 150 steps the loss {last} should be well below ln N = {chance}");
+    std::fs::remove_dir_all(dir).ok();
+}
