@@ -46,6 +46,15 @@ impl SceneBatcher {
         Self { dataset, image_size, context_length, labels_only, tokenizer: Tokenizer::new() }
     }
 
+}
+
+impl crate::BatchSource for SceneBatcher {
+    fn batch(&self, start: u64, n: usize, device: &Device) -> Result<Batch> {
+        SceneBatcher::batch(self, start, n, device)
+    }
+}
+
+impl SceneBatcher {
     /// Scenes `start .. start + n` as one batch.
     pub fn batch(&self, start: u64, n: usize, device: &Device) -> Result<Batch> {
         let s = self.image_size;

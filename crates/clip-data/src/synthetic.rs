@@ -91,8 +91,16 @@ pub fn is_heldout(colour: usize, shape: usize) -> bool {
     shape == (colour * 3 + 1) % SHAPES.len()
 }
 
-/// Zero-shot prompt templates for the built-in scenes.
-pub const TEMPLATES: [&str; 4] = ["a {}.", "a picture of a {}.", "there is a {}.", "a small or large {}."];
+/// Zero-shot prompt templates for the built-in scenes: a class name carries no size, so the
+/// ensemble averages over both sizes (as CLIP's 80 ImageNet templates average over styles).
+pub const TEMPLATES: [&str; 6] = [
+    "a small {}",
+    "a large {}",
+    "a picture of a small {}",
+    "a picture of a large {}",
+    "there is a small {}",
+    "there is a large {}",
+];
 
 /// The dataset: scenes by index, rendered at any resolution.
 #[derive(Debug, Clone)]
@@ -164,9 +172,9 @@ impl Shapes {
 
 fn object_radius(size: usize) -> f32 {
     if size == 0 {
-        0.15
+        0.17
     } else {
-        0.24
+        0.27
     }
 }
 

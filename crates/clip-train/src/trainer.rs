@@ -5,13 +5,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use clip::{clamp_logit_scale, clip_loss, Clip, ClipConfig};
-use clip_data::{Batch, SceneBatcher, Shapes, Split};
+use clip_data::{Batch, BatchSource, FileBatcher, SceneBatcher, Shapes, Split};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
@@ -25,6 +26,54 @@ use crate::schedule::cosine_lr;
 pub enum DataSpec {
     /// The built-in captioned scenes; `labels_only` trains on bare class names instead.
     Builtin { seed: u64, labels_only: bool },
+    /// A CSV (or `.tsv`) listing with image paths relative to it.
+    Csv { path: PathBuf, img_key: String, caption_key: String },
+    /// A JSONL listing, one object per line.
+    Jsonl { path: PathBuf, img_key: String, caption_key: String },
+    /// WebDataset tar shards, e.g. `data/shard-{000000..000127}.tar`.
+    Wds { pattern: String },
+}
+
+impl DataSpec {
+    /// The seed of the data (built-in scenes) or of the shuffling (files).
+    pub fn builtin_seed(&self) -> Option<u64> {
+        match self {
+            DataSpec::Builtin { seed, .. } => Some(*seed),
+            _ => None,
+        }
+    }
+}
+
+/// Build the batch source a config names.
+pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
+    let (size, ctx) = (cfg.model.vision_cfg.image_size, cfg.model.text_cfg.context_length);
+    let files = |(samples, skips): (Vec<clip_data::RawSample>, clip_data::SkipCounts), origin: String| -> Result<Arc<dyn BatchSource>> {
+        if samples.len() < 2 {
+            return Err(TrainError::Input(format!("{origin}: {} usable samples (skipped {}); at least 2 are needed", samples.len(), skips.total())));
+        }
+        tracing::info!(samples = samples.len(), skipped = skips.total(), "{origin}");
+        Ok(Arc::new(FileBatcher::new(samples, skips, cfg.seed, size, ctx)))
+    };
+    let data_err = |e: clip_data::DataError| TrainError::Input(e.to_string());
+    match &cfg.data {
+        DataSpec::Builtin { seed, labels_only } => Ok(Arc::new(SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only))),
+        DataSpec::Csv { path, img_key, caption_key } => {
+            files(clip_data::files::read_csv(path, img_key, caption_key).map_err(data_err)?, path.display().to_string())
+        }
+        DataSpec::Jsonl { path, img_key, caption_key } => {
+            files(clip_data::files::read_jsonl(path, img_key, caption_key).map_err(data_err)?, path.display().to_string())
+        }
+        DataSpec::Wds { pattern } => {
+            let mut all = Vec::new();
+            let mut skips = clip_data::SkipCounts::default();
+            for shard in clip_data::files::shard_files(pattern).map_err(data_err)? {
+                let (s, k) = clip_data::files::read_shard(&shard).map_err(data_err)?;
+                all.extend(s);
+                skips.add(&k);
+            }
+            files((all, skips), pattern.clone())
+        }
+    }
 }
 
 /// Everything a run is: saved as the run directory's `config.json`.
@@ -117,7 +166,7 @@ pub struct Trainer {
     pub device: Device,
     /// The next step to run (steps done so far).
     pub step: u64,
-    batcher: SceneBatcher,
+    source: Arc<dyn BatchSource>,
 }
 
 /// The fixed batch whose similarity matrix is plotted: held-out-free test scenes.
@@ -127,6 +176,7 @@ impl Trainer {
     /// A fresh run in `run_dir` (created; `config.json` written).
     pub fn new(cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
         cfg.validate()?;
+        let _ = make_source(&cfg)?; // bad data fails before anything is written
         let device = Device::Cpu;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
@@ -134,9 +184,9 @@ impl Trainer {
         std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
         std::fs::write(run_dir.join("config.json"), json).map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
-        let batcher = Self::batcher(&cfg);
+        let source = make_source(&cfg)?;
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
-        Ok(Self { cfg, model, varmap, optim, run_dir: run_dir.to_path_buf(), device, step: 0, batcher })
+        Ok(Self { cfg, model, varmap, optim, run_dir: run_dir.to_path_buf(), device, step: 0, source })
     }
 
     /// Continue the run a checkpoint (or a run directory's latest checkpoint) belongs to.
@@ -170,24 +220,14 @@ impl Trainer {
             let body = if kept.is_empty() { String::new() } else { kept.join("\n") + "\n" };
             std::fs::write(&metrics, body).map_err(|e| TrainError::Io(format!("{}: {e}", metrics.display())))?;
         }
-        let batcher = Self::batcher(&cfg);
-        Ok(Self { cfg, model, varmap, optim, run_dir, device, step: state.step, batcher })
-    }
-
-    fn batcher(cfg: &TrainConfig) -> SceneBatcher {
-        let DataSpec::Builtin { seed, labels_only } = cfg.data;
-        SceneBatcher::new(
-            Shapes::new(seed, Split::Train),
-            cfg.model.vision_cfg.image_size,
-            cfg.model.text_cfg.context_length,
-            labels_only,
-        )
+        let source = make_source(&cfg)?;
+        Ok(Self { cfg, model, varmap, optim, run_dir, device, step: state.step, source })
     }
 
     /// The training batch of step `step` (a pure function of the step: exact resume).
     pub fn batch_for(&self, step: u64) -> Result<Batch> {
         let b = self.cfg.batch_size;
-        Ok(self.batcher.batch(step * b as u64, b, &self.device)?)
+        Ok(self.source.batch(step * b as u64, b, &self.device)?)
     }
 
     /// Loss and summed gradients of one batch, split into `accum_freq` micro-batches.
@@ -272,14 +312,16 @@ impl Trainer {
 
     /// Cosine similarities `[n][n]` of the fixed plotting batch, and its captions.
     pub fn similarity_of_fixed_batch(&self) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
-        let DataSpec::Builtin { seed, .. } = self.cfg.data;
-        let fixed = SceneBatcher::new(
-            Shapes::new(seed ^ 0x5eed, Split::Train),
-            self.cfg.model.vision_cfg.image_size,
-            self.cfg.model.text_cfg.context_length,
-            false,
-        );
-        let b = fixed.batch(0, PLOT_BATCH, &self.device)?;
+        let b = match self.cfg.data.builtin_seed() {
+            Some(seed) => SceneBatcher::new(
+                Shapes::new(seed ^ 0x5eed, Split::Train),
+                self.cfg.model.vision_cfg.image_size,
+                self.cfg.model.text_cfg.context_length,
+                false,
+            )
+            .batch(0, PLOT_BATCH, &self.device)?,
+            None => self.source.batch(0, PLOT_BATCH, &self.device)?,
+        };
         let out = self.model.forward(&b.pixels, &b.ids)?;
         let sims = out.image_embeds.matmul(&out.text_embeds.t()?)?; // [n, n]
         Ok((sims.to_vec2()?, b.captions))
@@ -300,7 +342,7 @@ impl Trainer {
 
         // Batches are made ahead on another thread while the model trains.
         let (tx, rx) = std::sync::mpsc::sync_channel::<candle_core::Result<Batch>>(2);
-        let batcher = Self::batcher(&self.cfg);
+        let batcher = Arc::clone(&self.source);
         let (first, last, bsz, device) = (self.step, self.cfg.steps, self.cfg.batch_size, self.device.clone());
         let producer = std::thread::spawn(move || {
             for s in first..last {
@@ -312,6 +354,11 @@ impl Trainer {
         while self.step < self.cfg.steps {
             let t0 = Instant::now();
             let batch = rx.recv().map_err(|_| TrainError::Io("batch thread stopped".into()))??;
+            if batch.captions.len() < 2 {
+                tracing::warn!(step = self.step, "batch has fewer than 2 usable pairs; skipped");
+                self.step += 1;
+                continue;
+            }
             let mut m = self.train_step(&batch)?;
             m.samples_per_s = self.cfg.batch_size as f64 / t0.elapsed().as_secs_f64();
             writeln!(metrics, "{}", serde_json::to_string(&m).expect("metrics serialise"))
@@ -324,6 +371,14 @@ impl Trainer {
         }
         drop(rx);
         producer.join().ok();
+        if let Some(skips) = self.source.skipped() {
+            if skips.total() > 0 {
+                tracing::warn!(?skips, "skipped bad samples");
+            }
+            let path = self.run_dir.join("skipped.json");
+            std::fs::write(&path, serde_json::to_string_pretty(&skips).expect("serialises"))
+                .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        }
         self.write_plots()?;
         Ok(())
     }

@@ -63,10 +63,10 @@ fn resume_continues_exactly() {
     let (a, b) = (losses(&straight), losses(&split));
     assert_eq!(a.len(), 8);
     assert_eq!(a, b, "every loss after resuming must equal the uninterrupted run's");
+    for f in ["loss.png", "similarity_start.png", "similarity_end.png", "config.json", "checkpoints/latest"] {
+        assert!(straight.join(f).is_file(), "{} lacks {f}", straight.display());
+    }
     for d in [straight, split] {
-        for f in ["loss.png", "similarity_start.png", "similarity_end.png", "config.json"] {
-            assert!(d.join(f).is_file(), "{} lacks {f}", d.display());
-        }
         std::fs::remove_dir_all(d).ok();
     }
 }

@@ -33,7 +33,7 @@ pub fn run(args: Args) -> Result<()> {
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
-    let clip_train::DataSpec::Builtin { seed, .. } = cfg.data;
+    let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
     let report = clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images, &device)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     targs.steps = Some(args.steps);
     targs.batch_size = args.batch_size;
     targs.seed = args.seed;
-    targs.lr = 2e-3;
+    targs.lr = 3e-3;
     targs.wd = 0.1;
     targs.checkpoint_every = 200;
     targs.quiet = args.json;

@@ -14,7 +14,12 @@ clipforge train --resume runs/tiny            # continue from its latest checkpo
 clipforge train --resume runs/tiny --steps 1200   # and train longer\n\n\
 The run directory gets config.json, metrics.jsonl (step, loss, lr, logit scale, samples/s),\n\
 checkpoints/step_N/ (weights with open_clip keys, optimiser state), loss.png and the\n\
-similarity matrices similarity_start.png / similarity_end.png. Data: the built-in scenes.")]
+similarity matrices similarity_start.png / similarity_end.png.\n\n\
+Data (--data): builtin (captioned scenes, the default), csv:LIST.csv, tsv:LIST.tsv,\n\
+jsonl:LIST.jsonl (image paths relative to the list; columns/keys by --csv-img-key and\n\
+--csv-caption-key), or wds:'shards/shard-{000000..000127}.tar' (WebDataset: KEY.jpg|png|webp\n\
+with KEY.txt or KEY.json's \"caption\"). Images that do not decode, empty captions and\n\
+truncated shards are skipped, counted, and reported in skipped.json.")]
 pub struct Args {
     /// Model preset (tiny, small, ViT-B-32, …) or an open_clip-format config JSON.
     #[arg(long, default_value = "tiny")]
@@ -58,6 +63,15 @@ pub struct Args {
     /// Train on bare class names ("red circle") instead of captions: the label view.
     #[arg(long)]
     pub labels_only: bool,
+    /// Training pairs: builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN.
+    #[arg(long, default_value = "builtin")]
+    pub data: String,
+    /// Image column (CSV/TSV) or key (JSONL).
+    #[arg(long, default_value = "filepath")]
+    pub csv_img_key: String,
+    /// Caption column (CSV/TSV) or key (JSONL).
+    #[arg(long, default_value = "title")]
+    pub csv_caption_key: String,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -112,7 +126,7 @@ pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> 
     let model = ClipConfig::resolve(&args.model)?;
     let steps = args.steps.unwrap_or(default_steps);
     let mut cfg = TrainConfig::new(&args.model, model, steps);
-    cfg.data = DataSpec::Builtin { seed: args.seed, labels_only: args.labels_only };
+    cfg.data = data_spec(args)?;
     cfg.batch_size = args.batch_size;
     cfg.accum_freq = args.accum_freq;
     cfg.lr = args.lr;
@@ -124,6 +138,19 @@ pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> 
     cfg.seed = args.seed;
     cfg.checkpoint_every = args.checkpoint_every;
     Ok(cfg)
+}
+
+/// Parse `--data`.
+fn data_spec(args: &Args) -> Result<DataSpec> {
+    let (img_key, caption_key) = (args.csv_img_key.clone(), args.csv_caption_key.clone());
+    let spec = match args.data.split_once(':') {
+        None if args.data == "builtin" => DataSpec::Builtin { seed: args.seed, labels_only: args.labels_only },
+        Some(("csv" | "tsv", p)) => DataSpec::Csv { path: p.into(), img_key, caption_key },
+        Some(("jsonl", p)) => DataSpec::Jsonl { path: p.into(), img_key, caption_key },
+        Some(("wds", p)) => DataSpec::Wds { pattern: p.to_string() },
+        _ => anyhow::bail!("--data {:?}: expected builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN", args.data),
+    };
+    Ok(spec)
 }
 
 /// Train (or resume) and return the trainer at the end.

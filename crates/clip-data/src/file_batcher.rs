@@ -1,0 +1,113 @@
+//! Batches from file-listed or sharded samples: each epoch a seeded permutation; batch k of the
+//! run is a pure function of k (exact resume). Images are decoded and augmented in parallel;
+//! one that does not decode is dropped from its batch and counted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use candle_core::{Device, Result, Tensor};
+use clip::Tokenizer;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::augment::{decode, random_resized_crop};
+use crate::files::{RawSample, SkipCounts};
+use crate::{Batch, BatchSource};
+
+pub struct FileBatcher {
+    samples: Arc<Vec<RawSample>>,
+    seed: u64,
+    image_size: usize,
+    context_length: usize,
+    tokenizer: Tokenizer,
+    /// Images that failed to decode so far (shared by clones of this batcher).
+    corrupt: Arc<AtomicUsize>,
+    /// What was skipped while reading the listing or shards.
+    pub read_skips: SkipCounts,
+}
+
+impl FileBatcher {
+    pub fn new(samples: Vec<RawSample>, read_skips: SkipCounts, seed: u64, image_size: usize, context_length: usize) -> Self {
+        Self {
+            samples: Arc::new(samples),
+            seed,
+            image_size,
+            context_length,
+            tokenizer: Tokenizer::new(),
+            corrupt: Arc::new(AtomicUsize::new(0)),
+            read_skips,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Sample indices `start .. start + n` of the endless sequence of shuffled epochs.
+    fn indices(&self, start: u64, n: usize) -> Vec<usize> {
+        let len = self.samples.len() as u64;
+        let mut out = Vec::with_capacity(n);
+        let mut epoch_cache: Option<(u64, Vec<usize>)> = None;
+        for i in start..start + n as u64 {
+            let (epoch, pos) = (i / len, (i % len) as usize);
+            if epoch_cache.as_ref().map(|c| c.0) != Some(epoch) {
+                let mut perm: Vec<usize> = (0..len as usize).collect();
+                perm.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+                epoch_cache = Some((epoch, perm));
+            }
+            out.push(epoch_cache.as_ref().expect("set above").1[pos]);
+        }
+        out
+    }
+
+    /// Everything skipped so far: reading, plus images that did not decode.
+    pub fn skips(&self) -> SkipCounts {
+        let mut s = self.read_skips.clone();
+        s.corrupt_image += self.corrupt.load(Ordering::Relaxed);
+        s
+    }
+}
+
+impl BatchSource for FileBatcher {
+    fn batch(&self, start: u64, n: usize, device: &Device) -> Result<Batch> {
+        let size = self.image_size;
+        let idx = self.indices(start, n);
+        let decoded: Vec<Option<(Vec<f32>, String)>> = idx
+            .par_iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let s = &self.samples[i];
+                let img = decode(&s.image)?;
+                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (start + k as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                Some((random_resized_crop(&img, size, &mut rng), s.caption.clone()))
+            })
+            .collect();
+        let mut pixels = Vec::with_capacity(n * 3 * size * size);
+        let mut captions = Vec::with_capacity(n);
+        for d in decoded {
+            match d {
+                Some((p, c)) => {
+                    pixels.extend(p);
+                    captions.push(c);
+                }
+                None => {
+                    self.corrupt.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let m = captions.len();
+        let pixels = Tensor::from_vec(pixels, (m, 3, size, size), device)?; // [m, 3, S, S]
+        let ids = self.tokenizer.tokenize_tensor(&captions, self.context_length, device)?; // [m, T]
+        Ok(Batch { pixels, ids, captions, labels: Vec::new() })
+    }
+
+    fn skipped(&self) -> Option<SkipCounts> {
+        Some(self.skips())
+    }
+}
