@@ -11,7 +11,12 @@ use crate::files::ImageSource;
 /// Decode an image from a file or bytes; `None` if it does not decode.
 pub fn decode(src: &ImageSource) -> Option<DynamicImage> {
     match src {
-        ImageSource::File(p) => image::ImageReader::open(p).ok()?.with_guessed_format().ok()?.decode().ok(),
+        ImageSource::File(p) => image::ImageReader::open(p)
+            .ok()?
+            .with_guessed_format()
+            .ok()?
+            .decode()
+            .ok(),
         ImageSource::Bytes(b) => image::load_from_memory(b).ok(),
     }
 }
@@ -38,9 +43,15 @@ pub fn random_resized_crop(img: &DynamicImage, size: usize, rng: &mut ChaCha8Rng
     }
     let (x, y, cw, ch) = crop.unwrap_or_else(|| {
         let s = w.min(h);
-        (((w - s) / 2.0) as u32, ((h - s) / 2.0) as u32, s as u32, s as u32)
+        (
+            ((w - s) / 2.0) as u32,
+            ((h - s) / 2.0) as u32,
+            s as u32,
+            s as u32,
+        )
     });
     let cropped = image::imageops::crop_imm(&rgb, x, y, cw, ch).to_image();
-    let resized = image::imageops::resize(&cropped, size as u32, size as u32, FilterType::CatmullRom);
+    let resized =
+        image::imageops::resize(&cropped, size as u32, size as u32, FilterType::CatmullRom);
     clip::transform::normalize_chw(&resized)
 }

@@ -42,10 +42,20 @@ pub struct SceneBatcher {
 }
 
 impl SceneBatcher {
-    pub fn new(dataset: Shapes, image_size: usize, context_length: usize, labels_only: bool) -> Self {
-        Self { dataset, image_size, context_length, labels_only, tokenizer: Tokenizer::new() }
+    pub fn new(
+        dataset: Shapes,
+        image_size: usize,
+        context_length: usize,
+        labels_only: bool,
+    ) -> Self {
+        Self {
+            dataset,
+            image_size,
+            context_length,
+            labels_only,
+            tokenizer: Tokenizer::new(),
+        }
     }
-
 }
 
 impl crate::BatchSource for SceneBatcher {
@@ -72,13 +82,26 @@ impl SceneBatcher {
             });
         }
         let pixels = Tensor::from_vec(pixels, (n, 3, s, s), device)?; // [B, 3, S, S]
-        let ids = self.tokenizer.tokenize_tensor(&captions, self.context_length, device)?; // [B, T]
-        Ok(Batch { pixels, ids, captions, labels })
+        let ids = self
+            .tokenizer
+            .tokenize_tensor(&captions, self.context_length, device)?; // [B, T]
+        Ok(Batch {
+            pixels,
+            ids,
+            captions,
+            labels,
+        })
     }
 }
 
 /// Write a grid of scenes as a PNG (for looking at the data).
-pub fn preview_png(dataset: &Shapes, size: usize, cols: usize, rows: usize, path: &std::path::Path) -> image::ImageResult<Vec<String>> {
+pub fn preview_png(
+    dataset: &Shapes,
+    size: usize,
+    cols: usize,
+    rows: usize,
+    path: &std::path::Path,
+) -> image::ImageResult<Vec<String>> {
     let mut canvas = image::RgbImage::new((cols * (size + 2)) as u32, (rows * (size + 2)) as u32);
     let mut captions = Vec::new();
     for k in 0..cols * rows {
@@ -89,7 +112,11 @@ pub fn preview_png(dataset: &Shapes, size: usize, cols: usize, rows: usize, path
         for y in 0..size {
             for x in 0..size {
                 let i = (y * size + x) * 3;
-                let px = image::Rgb([(img[i] * 255.0) as u8, (img[i + 1] * 255.0) as u8, (img[i + 2] * 255.0) as u8]);
+                let px = image::Rgb([
+                    (img[i] * 255.0) as u8,
+                    (img[i + 1] * 255.0) as u8,
+                    (img[i + 2] * 255.0) as u8,
+                ]);
                 canvas.put_pixel((ox + x) as u32, (oy + y) as u32, px);
             }
         }

@@ -29,7 +29,13 @@ pub struct FileBatcher {
 }
 
 impl FileBatcher {
-    pub fn new(samples: Vec<RawSample>, read_skips: SkipCounts, seed: u64, image_size: usize, context_length: usize) -> Self {
+    pub fn new(
+        samples: Vec<RawSample>,
+        read_skips: SkipCounts,
+        seed: u64,
+        image_size: usize,
+        context_length: usize,
+    ) -> Self {
         Self {
             samples: Arc::new(samples),
             seed,
@@ -58,7 +64,9 @@ impl FileBatcher {
             let (epoch, pos) = (i / len, (i % len) as usize);
             if epoch_cache.as_ref().map(|c| c.0) != Some(epoch) {
                 let mut perm: Vec<usize> = (0..len as usize).collect();
-                perm.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+                perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                    self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                ));
                 epoch_cache = Some((epoch, perm));
             }
             out.push(epoch_cache.as_ref().expect("set above").1[pos]);
@@ -84,7 +92,9 @@ impl BatchSource for FileBatcher {
             .map(|(k, &i)| {
                 let s = &self.samples[i];
                 let img = decode(&s.image)?;
-                let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (start + k as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let mut rng = ChaCha8Rng::seed_from_u64(
+                    self.seed ^ (start + k as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                );
                 Some((random_resized_crop(&img, size, &mut rng), s.caption.clone()))
             })
             .collect();
@@ -103,8 +113,15 @@ impl BatchSource for FileBatcher {
         }
         let m = captions.len();
         let pixels = Tensor::from_vec(pixels, (m, 3, size, size), device)?; // [m, 3, S, S]
-        let ids = self.tokenizer.tokenize_tensor(&captions, self.context_length, device)?; // [m, T]
-        Ok(Batch { pixels, ids, captions, labels: Vec::new() })
+        let ids = self
+            .tokenizer
+            .tokenize_tensor(&captions, self.context_length, device)?; // [m, T]
+        Ok(Batch {
+            pixels,
+            ids,
+            captions,
+            labels: Vec::new(),
+        })
     }
 
     fn skipped(&self) -> Option<SkipCounts> {

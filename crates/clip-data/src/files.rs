@@ -37,7 +37,11 @@ pub struct SkipCounts {
 
 impl SkipCounts {
     pub fn total(&self) -> usize {
-        self.empty_caption + self.missing_image + self.corrupt_image + self.truncated_shard + self.incomplete_sample
+        self.empty_caption
+            + self.missing_image
+            + self.corrupt_image
+            + self.truncated_shard
+            + self.incomplete_sample
     }
     pub fn add(&mut self, o: &SkipCounts) {
         self.empty_caption += o.empty_caption;
@@ -50,13 +54,24 @@ impl SkipCounts {
 
 /// Read a CSV/TSV (by extension; `.tsv` is tab-separated) with a header naming `img_key` and
 /// `caption_key`. Rows with an empty caption or a missing image file are skipped and counted.
-pub fn read_csv(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    let sep = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
+pub fn read_csv(
+    path: &Path,
+    img_key: &str,
+    caption_key: &str,
+) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
+    let sep = if path.extension().is_some_and(|e| e == "tsv") {
+        b'\t'
+    } else {
+        b','
+    };
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sep)
         .from_path(path)
         .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
-    let headers = reader.headers().map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?.clone();
+    let headers = reader
+        .headers()
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?
+        .clone();
     let col = |key: &str| {
         headers.iter().position(|h| h == key).ok_or_else(|| {
             DataError::Input(format!(
@@ -74,22 +89,42 @@ pub fn read_csv(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<Ra
         let line = i + 2;
         let rec = rec.map_err(|e| DataError::Input(format!("{}:{line}: {e}", path.display())))?;
         let (img, cap) = (rec.get(ic).unwrap_or(""), rec.get(cc).unwrap_or("").trim());
-        push_listed(&mut out, &mut skips, base, img, cap, format!("{}:{line}", path.display()));
+        push_listed(
+            &mut out,
+            &mut skips,
+            base,
+            img,
+            cap,
+            format!("{}:{line}", path.display()),
+        );
     }
     Ok((out, skips))
 }
 
 /// Read JSONL: one object per line with `img_key` and `caption_key` string fields.
-pub fn read_jsonl(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    let text = std::fs::read_to_string(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+pub fn read_jsonl(
+    path: &Path,
+    img_key: &str,
+    caption_key: &str,
+) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     let mut skips = SkipCounts::default();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let at = format!("{}:{}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| DataError::Input(format!("{at}: not JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| DataError::Input(format!("{at}: not JSON ({e})")))?;
         let field = |k: &str| {
-            v.get(k).and_then(|x| x.as_str()).map(str::to_string).ok_or_else(|| DataError::Input(format!("{at}: no string field {k:?}")))
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| DataError::Input(format!("{at}: no string field {k:?}")))
         };
         let (img, cap) = (field(img_key)?, field(caption_key)?);
         push_listed(&mut out, &mut skips, base, &img, cap.trim(), at);
@@ -97,7 +132,14 @@ pub fn read_jsonl(path: &Path, img_key: &str, caption_key: &str) -> Result<(Vec<
     Ok((out, skips))
 }
 
-fn push_listed(out: &mut Vec<RawSample>, skips: &mut SkipCounts, base: &Path, img: &str, cap: &str, origin: String) {
+fn push_listed(
+    out: &mut Vec<RawSample>,
+    skips: &mut SkipCounts,
+    base: &Path,
+    img: &str,
+    cap: &str,
+    origin: String,
+) {
     if cap.is_empty() {
         skips.empty_caption += 1;
         return;
@@ -107,7 +149,11 @@ fn push_listed(out: &mut Vec<RawSample>, skips: &mut SkipCounts, base: &Path, im
         skips.missing_image += 1;
         return;
     }
-    out.push(RawSample { origin, image: ImageSource::File(p), caption: cap.to_string() });
+    out.push(RawSample {
+        origin,
+        image: ImageSource::File(p),
+        caption: cap.to_string(),
+    });
 }
 
 /// Expand one `{000..127}` range in a shard pattern (zero-padded as written); several
@@ -118,14 +164,20 @@ pub fn expand_shards(pattern: &str) -> Result<Vec<String>, DataError> {
         match (part.find('{'), part.find('}')) {
             (Some(a), Some(b)) if a < b => {
                 let inner = &part[a + 1..b];
-                let (lo, hi) = inner
-                    .split_once("..")
-                    .ok_or_else(|| DataError::Input(format!("shard pattern {part:?}: expected {{START..END}}")))?;
+                let (lo, hi) = inner.split_once("..").ok_or_else(|| {
+                    DataError::Input(format!("shard pattern {part:?}: expected {{START..END}}"))
+                })?;
                 let width = lo.len();
-                let parse = |s: &str| s.parse::<u64>().map_err(|_| DataError::Input(format!("shard pattern {part:?}: {s:?} is not a number")));
+                let parse = |s: &str| {
+                    s.parse::<u64>().map_err(|_| {
+                        DataError::Input(format!("shard pattern {part:?}: {s:?} is not a number"))
+                    })
+                };
                 let (lo_n, hi_n) = (parse(lo)?, parse(hi)?);
                 if hi_n < lo_n {
-                    return Err(DataError::Input(format!("shard pattern {part:?}: range runs backwards")));
+                    return Err(DataError::Input(format!(
+                        "shard pattern {part:?}: range runs backwards"
+                    )));
                 }
                 for n in lo_n..=hi_n {
                     out.push(format!("{}{:0width$}{}", &part[..a], n, &part[b + 1..]));
@@ -140,9 +192,17 @@ pub fn expand_shards(pattern: &str) -> Result<Vec<String>, DataError> {
 /// Resolve a shard pattern to existing files; an error if none exist.
 pub fn shard_files(pattern: &str) -> Result<Vec<PathBuf>, DataError> {
     let names = expand_shards(pattern)?;
-    let found: Vec<PathBuf> = names.iter().map(PathBuf::from).filter(|p| p.is_file()).collect();
+    let found: Vec<PathBuf> = names
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .collect();
     if found.is_empty() {
-        return Err(DataError::Input(format!("shard pattern {pattern:?} matches no file ({} names tried, first {:?})", names.len(), names[0])));
+        return Err(DataError::Input(format!(
+            "shard pattern {pattern:?} matches no file ({} names tried, first {:?})",
+            names.len(),
+            names[0]
+        )));
     }
     Ok(found)
 }
@@ -153,12 +213,15 @@ const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// `.jpg/.jpeg/.png/.webp`, caption from `.txt` or the `caption` field of `.json`. A truncated
 /// or damaged tar yields the samples before the damage and counts one `truncated_shard`.
 pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    let file = std::fs::File::open(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
     let mut archive = tar::Archive::new(std::io::BufReader::new(file));
     let mut groups: BTreeMap<String, (Option<Vec<u8>>, Option<String>)> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut skips = SkipCounts::default();
-    let entries = archive.entries().map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
     for entry in entries {
         let mut entry = match entry {
             Ok(e) => e,
@@ -172,7 +235,9 @@ pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError
             Err(_) => continue,
         };
         let file_name = name.rsplit('/').next().unwrap_or(&name).to_string();
-        let Some((stem, ext)) = file_name.split_once('.') else { continue };
+        let Some((stem, ext)) = file_name.split_once('.') else {
+            continue;
+        };
         let key = format!("{}{stem}", &name[..name.len() - file_name.len()]);
         let mut bytes = Vec::new();
         if entry.read_to_end(&mut bytes).is_err() {
@@ -225,8 +290,16 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     pub fn new(dir: &Path, prefix: &str, per_shard: usize) -> Result<Self, DataError> {
-        std::fs::create_dir_all(dir).map_err(|e| DataError::Input(format!("{}: {e}", dir.display())))?;
-        Ok(Self { dir: dir.to_path_buf(), prefix: prefix.to_string(), per_shard: per_shard.max(1), count: 0, current: None, written: Vec::new() })
+        std::fs::create_dir_all(dir)
+            .map_err(|e| DataError::Input(format!("{}: {e}", dir.display())))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            prefix: prefix.to_string(),
+            per_shard: per_shard.max(1),
+            count: 0,
+            current: None,
+            written: Vec::new(),
+        })
     }
 
     fn append(b: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]) -> std::io::Result<()> {
@@ -239,10 +312,15 @@ impl ShardWriter {
 
     /// Add one sample: image bytes with their extension (`png`, `jpg`, `webp`) and a caption.
     pub fn write(&mut self, image: &[u8], ext: &str, caption: &str) -> Result<(), DataError> {
-        if self.count % self.per_shard == 0 {
+        if self.count.is_multiple_of(self.per_shard) {
             self.finish_shard()?;
-            let path = self.dir.join(format!("{}-{:06}.tar", self.prefix, self.count / self.per_shard));
-            let f = std::fs::File::create(&path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+            let path = self.dir.join(format!(
+                "{}-{:06}.tar",
+                self.prefix,
+                self.count / self.per_shard
+            ));
+            let f = std::fs::File::create(&path)
+                .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
             self.current = Some(tar::Builder::new(f));
             self.written.push(path);
         }
@@ -257,7 +335,8 @@ impl ShardWriter {
 
     fn finish_shard(&mut self) -> Result<(), DataError> {
         if let Some(b) = self.current.take() {
-            b.into_inner().map_err(|e| DataError::Input(format!("finishing shard: {e}")))?;
+            b.into_inner()
+                .map_err(|e| DataError::Input(format!("finishing shard: {e}")))?;
         }
         Ok(())
     }

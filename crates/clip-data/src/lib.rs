@@ -23,7 +23,12 @@ pub enum DataError {
 /// Something that makes the batch of a given position: batch `start..start+n` of an endless,
 /// seeded sequence, so a run's data is a pure function of the step.
 pub trait BatchSource: Send + Sync {
-    fn batch(&self, start: u64, n: usize, device: &candle_core::Device) -> candle_core::Result<Batch>;
+    fn batch(
+        &self,
+        start: u64,
+        n: usize,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<Batch>;
     /// Samples skipped so far (bad files), where the source can have any.
     fn skipped(&self) -> Option<SkipCounts> {
         None

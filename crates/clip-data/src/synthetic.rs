@@ -9,8 +9,12 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub const SHAPES: [&str; 8] = ["circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon"];
-pub const COLOURS: [&str; 8] = ["red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan"];
+pub const SHAPES: [&str; 8] = [
+    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon",
+];
+pub const COLOURS: [&str; 8] = [
+    "red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan",
+];
 const RGB: [[f32; 3]; 8] = [
     [0.90, 0.12, 0.12],
     [0.15, 0.75, 0.20],
@@ -60,7 +64,10 @@ impl Object {
         self.colour * SHAPES.len() + self.shape
     }
     fn phrase(&self) -> String {
-        format!("{} {} {}", SIZES[self.size], COLOURS[self.colour], SHAPES[self.shape])
+        format!(
+            "{} {} {}",
+            SIZES[self.size], COLOURS[self.colour], SHAPES[self.shape]
+        )
     }
 }
 
@@ -83,7 +90,10 @@ pub struct Scene {
 
 /// Class names of the label view: "red circle", …, colour-major (class = colour · 8 + shape).
 pub fn class_names() -> Vec<String> {
-    COLOURS.iter().flat_map(|c| SHAPES.iter().map(move |s| format!("{c} {s}"))).collect()
+    COLOURS
+        .iter()
+        .flat_map(|c| SHAPES.iter().map(move |s| format!("{c} {s}")))
+        .collect()
 }
 
 /// Is this (colour, shape) combination held out of training? One shape per colour, 8 of 64.
@@ -115,7 +125,11 @@ impl Shapes {
     }
 
     fn rng(&self, index: u64) -> ChaCha8Rng {
-        ChaCha8Rng::seed_from_u64(self.seed ^ self.split.salt().wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        ChaCha8Rng::seed_from_u64(
+            self.seed
+                ^ self.split.salt().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        )
     }
 
     fn draw_object(&self, rng: &mut ChaCha8Rng, region: ((f32, f32), (f32, f32))) -> Object {
@@ -135,7 +149,13 @@ impl Shapes {
             let cx = rng.random_range((x0 + r).min(x1 - r)..=(x1 - r).max(x0 + r));
             let cy = rng.random_range((y0 + r).min(y1 - r)..=(y1 - r).max(y0 + r));
             let angle = rng.random_range(-0.25f32..0.25);
-            return Object { shape, colour, size, centre: (cx, cy), angle };
+            return Object {
+                shape,
+                colour,
+                size,
+                centre: (cx, cy),
+                angle,
+            };
         }
     }
 
@@ -144,7 +164,11 @@ impl Shapes {
         let mut rng = self.rng(index);
         let two = self.split == Split::Train && rng.random_bool(0.5);
         let (objects, relation) = if two {
-            let relation = if rng.random_bool(0.5) { Relation::LeftOf } else { Relation::Above };
+            let relation = if rng.random_bool(0.5) {
+                Relation::LeftOf
+            } else {
+                Relation::Above
+            };
             let (a_region, b_region) = match relation {
                 Relation::LeftOf => (((0.0, 0.5), (0.0, 1.0)), ((0.5, 1.0), (0.0, 1.0))),
                 Relation::Above => (((0.0, 1.0), (0.0, 0.5)), ((0.0, 1.0), (0.5, 1.0))),
@@ -156,10 +180,17 @@ impl Shapes {
             }
             (vec![a, b], Some(relation))
         } else {
-            (vec![self.draw_object(&mut rng, ((0.0, 1.0), (0.0, 1.0)))], None)
+            (
+                vec![self.draw_object(&mut rng, ((0.0, 1.0), (0.0, 1.0)))],
+                None,
+            )
         };
         let grey = rng.random_range(0.05f32..0.35);
-        let tint = [rng.random_range(-0.04f32..0.04), rng.random_range(-0.04f32..0.04), rng.random_range(-0.04f32..0.04)];
+        let tint = [
+            rng.random_range(-0.04f32..0.04),
+            rng.random_range(-0.04f32..0.04),
+            rng.random_range(-0.04f32..0.04),
+        ];
         Scene {
             objects,
             relation,
@@ -184,7 +215,14 @@ impl Scene {
         let p = self.phrasing;
         match (self.objects.as_slice(), self.relation) {
             ([a], _) => {
-                let forms = ["a {}", "a picture of a {}", "there is a {}", "a {} on a dark background", "the {}", "one {}"];
+                let forms = [
+                    "a {}",
+                    "a picture of a {}",
+                    "there is a {}",
+                    "a {} on a dark background",
+                    "the {}",
+                    "one {}",
+                ];
                 forms[p % forms.len()].replace("{}", &a.phrase())
             }
             ([a, b], Some(Relation::LeftOf)) => {
@@ -193,7 +231,10 @@ impl Scene {
                     0 => format!("a {pa} to the left of a {pb}"),
                     1 => format!("a {pb} to the right of a {pa}"),
                     2 => format!("a {pa} left of a {pb}"),
-                    _ => format!("a {pa} and a {pb}, the {} {} on the left", COLOURS[a.colour], SHAPES[a.shape]),
+                    _ => format!(
+                        "a {pa} and a {pb}, the {} {} on the left",
+                        COLOURS[a.colour], SHAPES[a.shape]
+                    ),
                 }
             }
             ([a, b], _) => {
@@ -202,7 +243,10 @@ impl Scene {
                     0 => format!("a {pa} above a {pb}"),
                     1 => format!("a {pb} below a {pa}"),
                     2 => format!("a {pa} on top of a {pb}"),
-                    _ => format!("a {pa} and a {pb}, the {} {} at the bottom", COLOURS[b.colour], SHAPES[b.shape]),
+                    _ => format!(
+                        "a {pa} and a {pb}, the {} {} at the bottom",
+                        COLOURS[b.colour], SHAPES[b.shape]
+                    ),
                 }
             }
             _ => unreachable!("scenes hold one or two objects"),
@@ -226,10 +270,9 @@ impl Scene {
             for x in 0..size {
                 let (u, v) = ((x as f32 + 0.5) * px, (y as f32 + 0.5) * px);
                 let shade = gx * (u - 0.5) + gy * (v - 0.5);
-                let mut rgb = [0f32; 3];
-                for c in 0..3 {
-                    rgb[c] = self.background[c] + shade + noise * (rng.random::<f32>() - 0.5) * 2.0;
-                }
+                let mut rgb = self
+                    .background
+                    .map(|b| b + shade + noise * (rng.random::<f32>() - 0.5) * 2.0);
                 for o in &self.objects {
                     let d = sdf(o, u, v);
                     // Anti-aliasing: coverage from the signed distance over one pixel.
@@ -265,7 +308,11 @@ fn sdf(o: &Object, u: f32, v: f32) -> f32 {
             let (qx, qy) = (x.abs() - h, y.abs() - h);
             (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
         }
-        "triangle" => polygon(&regular(3, r * 1.1, std::f32::consts::FRAC_PI_2), x, y + 0.2 * r),
+        "triangle" => polygon(
+            &regular(3, r * 1.1, std::f32::consts::FRAC_PI_2),
+            x,
+            y + 0.2 * r,
+        ),
         "diamond" => polygon(&regular(4, r, std::f32::consts::FRAC_PI_2), x, y),
         "hexagon" => polygon(&regular(6, r, 0.0), x, y),
         "star" => polygon(&star(r), x, y),
@@ -356,7 +403,10 @@ mod tests {
             assert!(is_heldout(s.objects[0].colour, s.objects[0].shape));
         }
         // Every colour and every shape is held out exactly once.
-        let held: Vec<(usize, usize)> = (0..8).flat_map(|c| (0..8).map(move |s| (c, s))).filter(|&(c, s)| is_heldout(c, s)).collect();
+        let held: Vec<(usize, usize)> = (0..8)
+            .flat_map(|c| (0..8).map(move |s| (c, s)))
+            .filter(|&(c, s)| is_heldout(c, s))
+            .collect();
         assert_eq!(held.len(), 8);
         for k in 0..8 {
             assert_eq!(held.iter().filter(|(c, _)| *c == k).count(), 1);
@@ -388,7 +438,11 @@ mod tests {
             if SHAPES[o.shape] != "ring" {
                 let p = &img[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3];
                 for c in 0..3 {
-                    assert!((p[c] - RGB[o.colour][c]).abs() < 0.2, "scene {i} {}: pixel {p:?}", s.caption());
+                    assert!(
+                        (p[c] - RGB[o.colour][c]).abs() < 0.2,
+                        "scene {i} {}: pixel {p:?}",
+                        s.caption()
+                    );
                 }
             }
         }

@@ -20,7 +20,11 @@ fn scene_png(i: u64) -> (Vec<u8>, String) {
     let px: Vec<u8> = s.render(40).iter().map(|v| (v * 255.0) as u8).collect();
     let img = image::RgbImage::from_raw(40, 40, px).unwrap();
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .unwrap();
     (bytes, s.caption())
 }
 
@@ -32,7 +36,11 @@ fn write_listing(dir: &Path) {
         std::fs::write(dir.join(format!("img/{i}.png")), png).unwrap();
         csv.push_str(&format!("img/{i}.png,\"{cap}\"\n"));
     }
-    std::fs::write(dir.join("img/corrupt.png"), b"\x89PNG\r\n\x1a\nnot an image").unwrap();
+    std::fs::write(
+        dir.join("img/corrupt.png"),
+        b"\x89PNG\r\n\x1a\nnot an image",
+    )
+    .unwrap();
     csv.push_str("img/corrupt.png,a broken picture\n");
     csv.push_str("img/absent.png,a picture that is not there\n");
     let (png, _) = scene_png(9);
@@ -46,14 +54,25 @@ fn csv_listing_skips_and_counts_bad_rows() {
     let dir = tmp("csv");
     write_listing(&dir);
     let (samples, skips) = read_csv(&dir.join("list.csv"), "filepath", "title").unwrap();
-    assert_eq!(samples.len(), 4, "3 good rows and the corrupt one (found only when decoded)");
+    assert_eq!(
+        samples.len(),
+        4,
+        "3 good rows and the corrupt one (found only when decoded)"
+    );
     assert_eq!((skips.missing_image, skips.empty_caption), (1, 1));
     let batcher = FileBatcher::new(samples, skips, 0, 16, 16);
     let b = batcher.batch(0, 4, &Device::Cpu).unwrap();
-    assert_eq!(b.pixels.dims(), &[3, 3, 16, 16], "the corrupt image is dropped from its batch");
+    assert_eq!(
+        b.pixels.dims(),
+        &[3, 3, 16, 16],
+        "the corrupt image is dropped from its batch"
+    );
     assert_eq!(b.ids.dims(), &[3, 16]);
     let s = batcher.skips();
-    assert_eq!((s.corrupt_image, s.missing_image, s.empty_caption, s.total()), (1, 1, 1, 3));
+    assert_eq!(
+        (s.corrupt_image, s.missing_image, s.empty_caption, s.total()),
+        (1, 1, 1, 3)
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -61,8 +80,15 @@ fn csv_listing_skips_and_counts_bad_rows() {
 fn csv_without_the_named_column_is_a_clear_error() {
     let dir = tmp("csvcol");
     write_listing(&dir);
-    let err = read_csv(&dir.join("list.csv"), "image", "title").unwrap_err().to_string();
-    assert!(err.contains("list.csv") && err.contains("no column \"image\"") && err.contains("filepath, title"), "{err}");
+    let err = read_csv(&dir.join("list.csv"), "image", "title")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("list.csv")
+            && err.contains("no column \"image\"")
+            && err.contains("filepath, title"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -73,9 +99,18 @@ fn jsonl_listing_reads_and_names_bad_lines() {
     std::fs::write(dir.join("list.jsonl"), "{\"filepath\": \"img/0.png\", \"title\": \"a thing\"}\n{\"filepath\": \"img/1.png\", \"title\": \"b\"}\n").unwrap();
     let (samples, _) = read_jsonl(&dir.join("list.jsonl"), "filepath", "title").unwrap();
     assert_eq!(samples.len(), 2);
-    std::fs::write(dir.join("bad.jsonl"), "{\"filepath\": \"img/0.png\", \"title\": \"a\"}\n{oops}\n").unwrap();
-    let err = read_jsonl(&dir.join("bad.jsonl"), "filepath", "title").unwrap_err().to_string();
-    assert!(err.contains("bad.jsonl:2") && err.contains("not JSON"), "{err}");
+    std::fs::write(
+        dir.join("bad.jsonl"),
+        "{\"filepath\": \"img/0.png\", \"title\": \"a\"}\n{oops}\n",
+    )
+    .unwrap();
+    let err = read_jsonl(&dir.join("bad.jsonl"), "filepath", "title")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("not JSON"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -113,9 +148,17 @@ fn shards_round_trip_and_a_truncated_shard_is_counted() {
 
 #[test]
 fn shard_patterns_expand_and_empty_matches_are_errors() {
-    assert_eq!(expand_shards("a-{08..11}.tar").unwrap(), vec!["a-08.tar", "a-09.tar", "a-10.tar", "a-11.tar"]);
-    assert_eq!(expand_shards("x.tar::y-{1..2}.tar").unwrap(), vec!["x.tar", "y-1.tar", "y-2.tar"]);
-    let err = shard_files("/nonexistent/shard-{000..003}.tar").unwrap_err().to_string();
+    assert_eq!(
+        expand_shards("a-{08..11}.tar").unwrap(),
+        vec!["a-08.tar", "a-09.tar", "a-10.tar", "a-11.tar"]
+    );
+    assert_eq!(
+        expand_shards("x.tar::y-{1..2}.tar").unwrap(),
+        vec!["x.tar", "y-1.tar", "y-2.tar"]
+    );
+    let err = shard_files("/nonexistent/shard-{000..003}.tar")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("matches no file"), "{err}");
     assert!(expand_shards("a-{5..2}.tar").is_err());
 }

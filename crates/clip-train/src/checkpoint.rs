@@ -24,7 +24,12 @@ fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
 }
 
 /// Write a checkpoint for `state.step` under `run_dir/checkpoints/`; returns its directory.
-pub fn save(run_dir: &Path, varmap: &VarMap, optim: &HashMap<String, Tensor>, state: &CheckpointState) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    varmap: &VarMap,
+    optim: &HashMap<String, Tensor>,
+    state: &CheckpointState,
+) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
     let name = format!("step_{:07}", state.step);
@@ -54,11 +59,19 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         return Ok(path.to_path_buf());
     }
     let latest = path.join("checkpoints").join("latest");
-    let name = std::fs::read_to_string(&latest)
-        .map_err(|_| TrainError::Input(format!("{}: neither a checkpoint (no state.json) nor a run directory with checkpoints/latest", path.display())))?;
+    let name = std::fs::read_to_string(&latest).map_err(|_| {
+        TrainError::Input(format!(
+            "{}: neither a checkpoint (no state.json) nor a run directory with checkpoints/latest",
+            path.display()
+        ))
+    })?;
     let dir = path.join("checkpoints").join(name.trim());
     if !dir.join("state.json").is_file() {
-        return Err(TrainError::Input(format!("{}: checkpoints/latest names {}, which is incomplete", path.display(), dir.display())));
+        return Err(TrainError::Input(format!(
+            "{}: checkpoints/latest names {}, which is incomplete",
+            path.display(),
+            dir.display()
+        )));
     }
     Ok(dir)
 }
@@ -67,8 +80,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
 pub fn load(dir: &Path, device: &Device) -> Result<(CheckpointState, HashMap<String, Tensor>)> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
-    let state: CheckpointState =
-        serde_json::from_str(&text).map_err(|e| TrainError::Input(format!("{}: {e}", state_path.display())))?;
+    let state: CheckpointState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Input(format!("{}: {e}", state_path.display())))?;
     let optim = clip::weights::read_safetensors(&dir.join("optim.safetensors"), device)?;
     Ok((state, optim))
 }

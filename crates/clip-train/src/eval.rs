@@ -23,7 +23,12 @@ pub struct ZeroShotReport {
 }
 
 /// Zero-shot accuracy on `n` held-out and `n` seen scenes of dataset seed `seed`.
-pub fn zero_shot_builtin(model: &Clip, seed: u64, n: usize, device: &Device) -> Result<ZeroShotReport> {
+pub fn zero_shot_builtin(
+    model: &Clip,
+    seed: u64,
+    n: usize,
+    device: &Device,
+) -> Result<ZeroShotReport> {
     let names = class_names();
     let tokenizer = Tokenizer::new();
     let classifier = zero_shot_classifier(model, &tokenizer, &names, &TEMPLATES, device)?; // [64, E]
@@ -35,5 +40,12 @@ pub fn zero_shot_builtin(model: &Clip, seed: u64, n: usize, device: &Device) -> 
     };
     let (zero_shot_top1, zero_shot_top5) = run(Split::Heldout)?;
     let (seen_top1, seen_top5) = run(Split::Test)?;
-    Ok(ZeroShotReport { zero_shot_top1, zero_shot_top5, seen_top1, seen_top5, classes: names.len(), images: n })
+    Ok(ZeroShotReport {
+        zero_shot_top1,
+        zero_shot_top5,
+        seen_top1,
+        seen_top5,
+        classes: names.len(),
+        images: n,
+    })
 }

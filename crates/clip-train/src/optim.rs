@@ -29,7 +29,12 @@ pub struct AdamWParams {
 impl Default for AdamWParams {
     /// The paper's ViT settings: β2 0.98, ε 1e-6, weight decay 0.2.
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            weight_decay: 0.2,
+        }
     }
 }
 
@@ -67,12 +72,20 @@ impl AdamW {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { slots, params, step: 0 })
+        Ok(Self {
+            slots,
+            params,
+            step: 0,
+        })
     }
 
     /// Names of the parameters that decay, for logging and tests.
     pub fn decayed(&self) -> Vec<&str> {
-        self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect()
+        self.slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 
     /// One update with learning rate `lr`; parameters without a gradient are left alone.
@@ -82,7 +95,9 @@ impl AdamW {
         let bc1 = 1.0 - p.beta1.powi(self.step as i32);
         let bc2 = 1.0 - p.beta2.powi(self.step as i32);
         for s in &mut self.slots {
-            let Some(g) = grads.get(s.var.as_tensor()) else { continue };
+            let Some(g) = grads.get(s.var.as_tensor()) else {
+                continue;
+            };
             // A gradient may still carry a backward graph (candle detaches most, not all);
             // the moments must not, or every step's activations stay alive through them.
             let g = &g.detach();
@@ -109,13 +124,23 @@ impl AdamW {
     }
 
     /// Restore moments saved by `state_tensors`; every slot must be present with its shape.
-    pub fn load_state(&mut self, tensors: &HashMap<String, Tensor>, step: u64) -> std::result::Result<(), String> {
+    pub fn load_state(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        step: u64,
+    ) -> std::result::Result<(), String> {
         for s in &mut self.slots {
             for (prefix, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
                 let key = format!("{prefix}.{}", s.name);
-                let t = tensors.get(&key).ok_or_else(|| format!("optimiser state lacks {key}"))?;
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| format!("optimiser state lacks {key}"))?;
                 if t.dims() != slot.dims() {
-                    return Err(format!("optimiser state {key} has shape {:?}, expected {:?}", t.dims(), slot.dims()));
+                    return Err(format!(
+                        "optimiser state {key} has shape {:?}, expected {:?}",
+                        t.dims(),
+                        slot.dims()
+                    ));
                 }
                 *slot = t.clone();
             }

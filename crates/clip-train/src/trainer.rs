@@ -27,9 +27,17 @@ pub enum DataSpec {
     /// The built-in captioned scenes; `labels_only` trains on bare class names instead.
     Builtin { seed: u64, labels_only: bool },
     /// A CSV (or `.tsv`) listing with image paths relative to it.
-    Csv { path: PathBuf, img_key: String, caption_key: String },
+    Csv {
+        path: PathBuf,
+        img_key: String,
+        caption_key: String,
+    },
     /// A JSONL listing, one object per line.
-    Jsonl { path: PathBuf, img_key: String, caption_key: String },
+    Jsonl {
+        path: PathBuf,
+        img_key: String,
+        caption_key: String,
+    },
     /// WebDataset tar shards, e.g. `data/shard-{000000..000127}.tar`.
     Wds { pattern: String },
 }
@@ -46,23 +54,49 @@ impl DataSpec {
 
 /// Build the batch source a config names.
 pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
-    let (size, ctx) = (cfg.model.vision_cfg.image_size, cfg.model.text_cfg.context_length);
-    let files = |(samples, skips): (Vec<clip_data::RawSample>, clip_data::SkipCounts), origin: String| -> Result<Arc<dyn BatchSource>> {
+    let (size, ctx) = (
+        cfg.model.vision_cfg.image_size,
+        cfg.model.text_cfg.context_length,
+    );
+    let files = |(samples, skips): (Vec<clip_data::RawSample>, clip_data::SkipCounts),
+                 origin: String|
+     -> Result<Arc<dyn BatchSource>> {
         if samples.len() < 2 {
-            return Err(TrainError::Input(format!("{origin}: {} usable samples (skipped {}); at least 2 are needed", samples.len(), skips.total())));
+            return Err(TrainError::Input(format!(
+                "{origin}: {} usable samples (skipped {}); at least 2 are needed",
+                samples.len(),
+                skips.total()
+            )));
         }
         tracing::info!(samples = samples.len(), skipped = skips.total(), "{origin}");
-        Ok(Arc::new(FileBatcher::new(samples, skips, cfg.seed, size, ctx)))
+        Ok(Arc::new(FileBatcher::new(
+            samples, skips, cfg.seed, size, ctx,
+        )))
     };
     let data_err = |e: clip_data::DataError| TrainError::Input(e.to_string());
     match &cfg.data {
-        DataSpec::Builtin { seed, labels_only } => Ok(Arc::new(SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only))),
-        DataSpec::Csv { path, img_key, caption_key } => {
-            files(clip_data::files::read_csv(path, img_key, caption_key).map_err(data_err)?, path.display().to_string())
-        }
-        DataSpec::Jsonl { path, img_key, caption_key } => {
-            files(clip_data::files::read_jsonl(path, img_key, caption_key).map_err(data_err)?, path.display().to_string())
-        }
+        DataSpec::Builtin { seed, labels_only } => Ok(Arc::new(SceneBatcher::new(
+            Shapes::new(*seed, Split::Train),
+            size,
+            ctx,
+            *labels_only,
+        ))),
+        DataSpec::Csv {
+            path,
+            img_key,
+            caption_key,
+        } => files(
+            clip_data::files::read_csv(path, img_key, caption_key).map_err(data_err)?,
+            path.display().to_string(),
+        ),
+        DataSpec::Jsonl {
+            path,
+            img_key,
+            caption_key,
+        } => files(
+            clip_data::files::read_jsonl(path, img_key, caption_key).map_err(data_err)?,
+            path.display().to_string(),
+        ),
         DataSpec::Wds { pattern } => {
             let mut all = Vec::new();
             let mut skips = clip_data::SkipCounts::default();
@@ -103,7 +137,10 @@ impl TrainConfig {
         Self {
             model_name: model_name.to_string(),
             model,
-            data: DataSpec::Builtin { seed: 0, labels_only: false },
+            data: DataSpec::Builtin {
+                seed: 0,
+                labels_only: false,
+            },
             batch_size: 128,
             accum_freq: 1,
             steps,
@@ -119,10 +156,16 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Input(m));
         if self.batch_size < 2 {
-            return bad(format!("batch size must be at least 2 (a contrastive batch needs negatives), got {}", self.batch_size));
+            return bad(format!(
+                "batch size must be at least 2 (a contrastive batch needs negatives), got {}",
+                self.batch_size
+            ));
         }
-        if self.accum_freq == 0 || self.batch_size % self.accum_freq != 0 {
-            return bad(format!("batch size {} is not divisible by accum-freq {}", self.batch_size, self.accum_freq));
+        if self.accum_freq == 0 || !self.batch_size.is_multiple_of(self.accum_freq) {
+            return bad(format!(
+                "batch size {} is not divisible by accum-freq {}",
+                self.batch_size, self.accum_freq
+            ));
         }
         if self.steps == 0 {
             return bad("steps must be positive".into());
@@ -181,25 +224,44 @@ impl Trainer {
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
         let optim = AdamW::new(&varmap, cfg.adamw)?;
-        std::fs::create_dir_all(run_dir).map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
+        std::fs::create_dir_all(run_dir)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
-        std::fs::write(run_dir.join("config.json"), json).map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
+        std::fs::write(run_dir.join("config.json"), json)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", run_dir.display())))?;
         let source = make_source(&cfg)?;
         let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
-        Ok(Self { cfg, model, varmap, optim, run_dir: run_dir.to_path_buf(), device, step: 0, source })
+        Ok(Self {
+            cfg,
+            model,
+            varmap,
+            optim,
+            run_dir: run_dir.to_path_buf(),
+            device,
+            step: 0,
+            source,
+        })
     }
 
     /// Continue the run a checkpoint (or a run directory's latest checkpoint) belongs to.
     /// `steps` may extend the run.
     pub fn resume(path: &Path, steps: Option<u64>) -> Result<Self> {
         let ckpt = checkpoint::resolve(path)?;
-        let run_dir = ckpt.parent().and_then(Path::parent).map(Path::to_path_buf).ok_or_else(|| {
-            TrainError::Input(format!("{}: a checkpoint must live in <run>/checkpoints/", ckpt.display()))
-        })?;
+        let run_dir = ckpt
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                TrainError::Input(format!(
+                    "{}: a checkpoint must live in <run>/checkpoints/",
+                    ckpt.display()
+                ))
+            })?;
         let cfg_path = run_dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| TrainError::Io(format!("{}: {e}", cfg_path.display())))?;
-        let mut cfg: TrainConfig =
-            serde_json::from_str(&text).map_err(|e| TrainError::Input(format!("{}: {e}", cfg_path.display())))?;
+        let text = std::fs::read_to_string(&cfg_path)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", cfg_path.display())))?;
+        let mut cfg: TrainConfig = serde_json::from_str(&text)
+            .map_err(|e| TrainError::Input(format!("{}: {e}", cfg_path.display())))?;
         if let Some(s) = steps {
             cfg.steps = s;
         }
@@ -209,19 +271,39 @@ impl Trainer {
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
         let mut optim = AdamW::new(&varmap, cfg.adamw)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
-        optim.load_state(&optim_state, state.optimizer_step).map_err(|m| TrainError::Input(format!("{}: {m}", ckpt.display())))?;
+        optim
+            .load_state(&optim_state, state.optimizer_step)
+            .map_err(|m| TrainError::Input(format!("{}: {m}", ckpt.display())))?;
         // Metrics after the checkpoint belong to a run that is being replaced.
         let metrics = run_dir.join("metrics.jsonl");
         if let Ok(text) = std::fs::read_to_string(&metrics) {
             let kept: Vec<&str> = text
                 .lines()
-                .filter(|l| serde_json::from_str::<StepMetrics>(l).map(|m| m.step < state.step).unwrap_or(false))
+                .filter(|l| {
+                    serde_json::from_str::<StepMetrics>(l)
+                        .map(|m| m.step < state.step)
+                        .unwrap_or(false)
+                })
                 .collect();
-            let body = if kept.is_empty() { String::new() } else { kept.join("\n") + "\n" };
-            std::fs::write(&metrics, body).map_err(|e| TrainError::Io(format!("{}: {e}", metrics.display())))?;
+            let body = if kept.is_empty() {
+                String::new()
+            } else {
+                kept.join("\n") + "\n"
+            };
+            std::fs::write(&metrics, body)
+                .map_err(|e| TrainError::Io(format!("{}: {e}", metrics.display())))?;
         }
         let source = make_source(&cfg)?;
-        Ok(Self { cfg, model, varmap, optim, run_dir, device, step: state.step, source })
+        Ok(Self {
+            cfg,
+            model,
+            varmap,
+            optim,
+            run_dir,
+            device,
+            step: state.step,
+            source,
+        })
     }
 
     /// The training batch of step `step` (a pure function of the step: exact resume).
@@ -251,7 +333,8 @@ impl Trainer {
         let mut cached_txt = Vec::with_capacity(k);
         for j in 0..k {
             cached_img.push(self.model.encode_image(&micro(&batch.pixels, j)?)?.detach()); // [m, E]
-            cached_txt.push(self.model.encode_text(&micro(&batch.ids, j)?)?.detach()); // [m, E]
+            cached_txt.push(self.model.encode_text(&micro(&batch.ids, j)?)?.detach());
+            // [m, E]
         }
         let mut total: Option<GradStore> = None;
         let mut loss_value = 0.0;
@@ -262,7 +345,11 @@ impl Trainer {
             txts[j] = self.model.encode_text(&micro(&batch.ids, j)?)?;
             let image_embeds = Tensor::cat(&imgs, 0)?; // [N, E]
             let text_embeds = Tensor::cat(&txts, 0)?; // [N, E]
-            let scale = if j == 0 { self.model.logit_scale.clone() } else { self.model.logit_scale.detach() };
+            let scale = if j == 0 {
+                self.model.logit_scale.clone()
+            } else {
+                self.model.logit_scale.detach()
+            };
             let loss = clip_loss(&image_embeds, &text_embeds, &scale)?;
             let grads = loss.backward()?;
             loss_value = loss.to_scalar::<f32>()? as f64;
@@ -300,14 +387,29 @@ impl Trainer {
         self.optim.step(&grads, lr)?;
         clamp_logit_scale(&self.varmap)?;
         let logit_scale = (self.model.logit_scale.to_scalar::<f32>()? as f64).exp();
-        let m = StepMetrics { step: self.step, loss, lr, logit_scale, grad_norm, samples_per_s: 0.0 };
+        let m = StepMetrics {
+            step: self.step,
+            loss,
+            lr,
+            logit_scale,
+            grad_norm,
+            samples_per_s: 0.0,
+        };
         self.step += 1;
         Ok(m)
     }
 
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let state = CheckpointState { step: self.step, optimizer_step: self.optim.step };
-        checkpoint::save(&self.run_dir, &self.varmap, &self.optim.state_tensors(), &state)
+        let state = CheckpointState {
+            step: self.step,
+            optimizer_step: self.optim.step,
+        };
+        checkpoint::save(
+            &self.run_dir,
+            &self.varmap,
+            &self.optim.state_tensors(),
+            &state,
+        )
     }
 
     /// Cosine similarities `[n][n]` of the fixed plotting batch, and its captions.
@@ -331,7 +433,12 @@ impl Trainer {
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<()> {
         if self.step == 0 {
             let (sims, caps) = self.similarity_of_fixed_batch()?;
-            crate::plots::similarity_matrix(&self.run_dir.join("similarity_start.png"), &sims, "before training", &caps)?;
+            crate::plots::similarity_matrix(
+                &self.run_dir.join("similarity_start.png"),
+                &sims,
+                "before training",
+                &caps,
+            )?;
         }
         let metrics_path = self.run_dir.join("metrics.jsonl");
         let mut metrics = std::fs::OpenOptions::new()
@@ -343,29 +450,46 @@ impl Trainer {
         // Batches are made ahead on another thread while the model trains.
         let (tx, rx) = std::sync::mpsc::sync_channel::<candle_core::Result<Batch>>(2);
         let batcher = Arc::clone(&self.source);
-        let (first, last, bsz, device) = (self.step, self.cfg.steps, self.cfg.batch_size, self.device.clone());
+        let (first, last, bsz, device) = (
+            self.step,
+            self.cfg.steps,
+            self.cfg.batch_size,
+            self.device.clone(),
+        );
         let producer = std::thread::spawn(move || {
             for s in first..last {
-                if tx.send(batcher.batch(s * bsz as u64, bsz, &device)).is_err() {
+                if tx
+                    .send(batcher.batch(s * bsz as u64, bsz, &device))
+                    .is_err()
+                {
                     break;
                 }
             }
         });
         while self.step < self.cfg.steps {
             let t0 = Instant::now();
-            let batch = rx.recv().map_err(|_| TrainError::Io("batch thread stopped".into()))??;
+            let batch = rx
+                .recv()
+                .map_err(|_| TrainError::Io("batch thread stopped".into()))??;
             if batch.captions.len() < 2 {
-                tracing::warn!(step = self.step, "batch has fewer than 2 usable pairs; skipped");
+                tracing::warn!(
+                    step = self.step,
+                    "batch has fewer than 2 usable pairs; skipped"
+                );
                 self.step += 1;
                 continue;
             }
             let mut m = self.train_step(&batch)?;
             m.samples_per_s = self.cfg.batch_size as f64 / t0.elapsed().as_secs_f64();
-            writeln!(metrics, "{}", serde_json::to_string(&m).expect("metrics serialise"))
-                .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
+            writeln!(
+                metrics,
+                "{}",
+                serde_json::to_string(&m).expect("metrics serialise")
+            )
+            .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
             tracing::debug!(step = m.step, loss = m.loss, lr = m.lr, "step");
             observer.on_step(&m, self.cfg.steps);
-            if self.step % self.cfg.checkpoint_every == 0 || self.step == self.cfg.steps {
+            if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == self.cfg.steps {
                 self.save_checkpoint()?;
             }
         }
@@ -376,8 +500,11 @@ impl Trainer {
                 tracing::warn!(?skips, "skipped bad samples");
             }
             let path = self.run_dir.join("skipped.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&skips).expect("serialises"))
-                .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+            std::fs::write(
+                &path,
+                serde_json::to_string_pretty(&skips).expect("serialises"),
+            )
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
         }
         self.write_plots()?;
         Ok(())
@@ -394,7 +521,12 @@ impl Trainer {
         let chance = (self.cfg.batch_size as f64).ln();
         crate::plots::loss_curve(&self.run_dir.join("loss.png"), &points, chance)?;
         let (sims, caps) = self.similarity_of_fixed_batch()?;
-        crate::plots::similarity_matrix(&self.run_dir.join("similarity_end.png"), &sims, &format!("after {} steps", self.step), &caps)?;
+        crate::plots::similarity_matrix(
+            &self.run_dir.join("similarity_end.png"),
+            &sims,
+            &format!("after {} steps", self.step),
+            &caps,
+        )?;
         Ok(())
     }
 }

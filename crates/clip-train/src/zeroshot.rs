@@ -26,7 +26,13 @@ pub fn zero_shot_classifier(
 }
 
 /// Top-1 and top-5 accuracy of `classifier` on images `[N, 3, S, S]` with `labels`, in chunks.
-pub fn accuracy(model: &Clip, classifier: &Tensor, pixels: &Tensor, labels: &[usize], chunk: usize) -> Result<(f64, f64)> {
+pub fn accuracy(
+    model: &Clip,
+    classifier: &Tensor,
+    pixels: &Tensor,
+    labels: &[usize],
+    chunk: usize,
+) -> Result<(f64, f64)> {
     let n = pixels.dim(0)?;
     let (mut top1, mut top5) = (0usize, 0usize);
     let mut start = 0;

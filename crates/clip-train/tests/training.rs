@@ -40,7 +40,10 @@ fn losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
 fn resume_continues_exactly() {
     let cfg = micro_config(8);
     let straight = run_dir("straight");
-    Trainer::new(cfg.clone(), &straight).unwrap().run(&mut ()).unwrap();
+    Trainer::new(cfg.clone(), &straight)
+        .unwrap()
+        .run(&mut ())
+        .unwrap();
 
     let split = run_dir("split");
     let mut first = Trainer::new(cfg, &split).unwrap();
@@ -51,7 +54,12 @@ fn resume_continues_exactly() {
             .create(true)
             .append(true)
             .open(split.join("metrics.jsonl"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{}\n", serde_json::to_string(&m).unwrap()).as_bytes()))
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("{}\n", serde_json::to_string(&m).unwrap()).as_bytes(),
+                )
+            })
             .unwrap();
     }
     first.save_checkpoint().unwrap();
@@ -62,9 +70,22 @@ fn resume_continues_exactly() {
 
     let (a, b) = (losses(&straight), losses(&split));
     assert_eq!(a.len(), 8);
-    assert_eq!(a, b, "every loss after resuming must equal the uninterrupted run's");
-    for f in ["loss.png", "similarity_start.png", "similarity_end.png", "config.json", "checkpoints/latest"] {
-        assert!(straight.join(f).is_file(), "{} lacks {f}", straight.display());
+    assert_eq!(
+        a, b,
+        "every loss after resuming must equal the uninterrupted run's"
+    );
+    for f in [
+        "loss.png",
+        "similarity_start.png",
+        "similarity_end.png",
+        "config.json",
+        "checkpoints/latest",
+    ] {
+        assert!(
+            straight.join(f).is_file(),
+            "{} lacks {f}",
+            straight.display()
+        );
     }
     for d in [straight, split] {
         std::fs::remove_dir_all(d).ok();
@@ -87,11 +108,31 @@ fn accumulation_gives_the_full_batch_gradient() {
     let vars4 = accum.varmap.data().lock().unwrap();
     let mut checked = 0;
     for (name, v1) in vars1.iter() {
-        let a: Vec<f32> = g1.get(v1.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let b: Vec<f32> = g4.get(vars4[name].as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        let diff = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+        let a: Vec<f32> = g1
+            .get(v1.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let b: Vec<f32> = g4
+            .get(vars4[name].as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let diff = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
         let norm = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-        assert!(diff <= 1e-5 * norm.max(1e-3), "{name}: |Δ| {diff}, |g| {norm}");
+        assert!(
+            diff <= 1e-5 * norm.max(1e-3),
+            "{name}: |Δ| {diff}, |g| {norm}"
+        );
         checked += 1;
     }
     assert!(checked > 10);
@@ -106,7 +147,14 @@ fn weight_decay_applies_to_weights_only() {
     let decayed = t.optim.decayed();
     assert!(decayed.contains(&"visual.transformer.resblocks.0.attn.in_proj_weight"));
     assert!(decayed.contains(&"text_projection"));
-    for name in ["logit_scale", "token_embedding.weight", "positional_embedding", "ln_final.weight", "visual.class_embedding", "transformer.resblocks.0.mlp.c_fc.bias"] {
+    for name in [
+        "logit_scale",
+        "token_embedding.weight",
+        "positional_embedding",
+        "ln_final.weight",
+        "visual.class_embedding",
+        "transformer.resblocks.0.mlp.c_fc.bias",
+    ] {
         assert!(!decayed.contains(&name), "{name} must not decay");
     }
     std::fs::remove_dir_all(dir).ok();
@@ -126,7 +174,13 @@ fn tiny_loss_falls_well_below_chance() {
     let chance = 16f64.ln();
     let first: f64 = l[..10].iter().map(|x| x.1).sum::<f64>() / 10.0;
     let last: f64 = l[l.len() - 10..].iter().map(|x| x.1).sum::<f64>() / 10.0;
-    assert!(first > 0.8 * chance, "starts near ln N: {first} vs {chance}");
-    assert!(last < 0.5 * chance, "after 150 steps the loss {last} should be well below ln N = {chance}");
+    assert!(
+        first > 0.8 * chance,
+        "starts near ln N: {first} vs {chance}"
+    );
+    assert!(
+        last < 0.5 * chance,
+        "after 150 steps the loss {last} should be well below ln N = {chance}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }

@@ -4,7 +4,9 @@
 //! parallel over rows. Off the CPU, or for dtypes other than f32, the composed candle ops run.
 //! Each is tested against the composition it replaces: values and gradients (tests/fused_ops.rs).
 
-use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D,
+};
 use rayon::prelude::*;
 
 /// Rows handed to one rayon task at a time.
@@ -29,7 +31,11 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
     if !fused_ok(x) {
         return layer_norm_composed(x, weight, bias, eps);
     }
-    x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, LayerNormOp { eps: eps as f32 })
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNormOp { eps: eps as f32 },
+    )
 }
 
 /// The same LayerNorm out of candle's element-wise ops (the reference and the non-CPU path).
@@ -38,7 +44,9 @@ pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
     let xc = x.broadcast_sub(&mean)?; // [..., C]
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // [..., 1]
     let inv = (var + eps)?.sqrt()?.recip()?; // [..., 1]
-    xc.broadcast_mul(&inv)?.broadcast_mul(weight)?.broadcast_add(bias)
+    xc.broadcast_mul(&inv)?
+        .broadcast_mul(weight)?
+        .broadcast_add(bias)
 }
 
 /// Mean and 1/std of one row.
@@ -58,24 +66,41 @@ impl CustomOp3 for LayerNormOp {
         "clip-layer-norm"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let b = contiguous_f32(s3, l3, self.name())?;
         let c = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK).zip(x.par_chunks(c * ROWS_PER_TASK)).for_each(|(yr, xr)| {
-            for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                let (mean, rstd) = row_stats(xrow, self.eps);
-                for i in 0..c {
-                    yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
+        y.par_chunks_mut(c * ROWS_PER_TASK)
+            .zip(x.par_chunks(c * ROWS_PER_TASK))
+            .for_each(|(yr, xr)| {
+                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
+                    let (mean, rstd) = row_stats(xrow, self.eps);
+                    for i in 0..c {
+                        yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
+                    }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let c = w.dim(0)?;
         let rows = x.elem_count() / c;
@@ -102,14 +127,16 @@ impl CustomOp1 for NormalizeOp {
         let x = contiguous_f32(s, l, self.name())?;
         let c = l.dims()[l.dims().len() - 1];
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK).zip(x.par_chunks(c * ROWS_PER_TASK)).for_each(|(yr, xr)| {
-            for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                let (mean, rstd) = row_stats(xrow, self.eps);
-                for i in 0..c {
-                    yrow[i] = (xrow[i] - mean) * rstd;
+        y.par_chunks_mut(c * ROWS_PER_TASK)
+            .zip(x.par_chunks(c * ROWS_PER_TASK))
+            .for_each(|(yr, xr)| {
+                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
+                    let (mean, rstd) = row_stats(xrow, self.eps);
+                    for i in 0..c {
+                        yrow[i] = (xrow[i] - mean) * rstd;
+                    }
                 }
-            }
-        });
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -122,16 +149,28 @@ impl CustomOp3 for LayerNormBwdOp {
     fn name(&self) -> &'static str {
         "clip-layer-norm-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let dy = contiguous_f32(s3, l3, self.name())?;
         let c = w.len();
         let mut dx = vec![0f32; x.len()];
         dx.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK).zip(dy.par_chunks(c * ROWS_PER_TASK)))
+            .zip(
+                x.par_chunks(c * ROWS_PER_TASK)
+                    .zip(dy.par_chunks(c * ROWS_PER_TASK)),
+            )
             .for_each(|(dxr, (xr, dyr))| {
-                for ((dxrow, xrow), dyrow) in dxr.chunks_mut(c).zip(xr.chunks(c)).zip(dyr.chunks(c)) {
+                for ((dxrow, xrow), dyrow) in dxr.chunks_mut(c).zip(xr.chunks(c)).zip(dyr.chunks(c))
+                {
                     let (mean, rstd) = row_stats(xrow, self.eps);
                     let (mut m1, mut m2) = (0f32, 0f32);
                     for i in 0..c {
@@ -170,19 +209,21 @@ impl CustomOp1 for SoftmaxOp {
         let x = contiguous_f32(s, l, self.name())?;
         let c = l.dims()[l.dims().len() - 1];
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK).zip(x.par_chunks(c * ROWS_PER_TASK)).for_each(|(yr, xr)| {
-            for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for i in 0..c {
-                    let e = (xrow[i] - max).exp();
-                    yrow[i] = e;
-                    sum += e;
+        y.par_chunks_mut(c * ROWS_PER_TASK)
+            .zip(x.par_chunks(c * ROWS_PER_TASK))
+            .for_each(|(yr, xr)| {
+                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
+                    let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for i in 0..c {
+                        let e = (xrow[i] - max).exp();
+                        yrow[i] = e;
+                        sum += e;
+                    }
+                    let inv = 1.0 / sum;
+                    yrow.iter_mut().for_each(|v| *v *= inv);
                 }
-                let inv = 1.0 / sum;
-                yrow.iter_mut().for_each(|v| *v *= inv);
-            }
-        });
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
@@ -197,15 +238,25 @@ impl CustomOp2 for SoftmaxBwdOp {
     fn name(&self) -> &'static str {
         "clip-softmax-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let y = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let c = l1.dims()[l1.dims().len() - 1];
         let mut dx = vec![0f32; y.len()];
         dx.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(y.par_chunks(c * ROWS_PER_TASK).zip(dy.par_chunks(c * ROWS_PER_TASK)))
+            .zip(
+                y.par_chunks(c * ROWS_PER_TASK)
+                    .zip(dy.par_chunks(c * ROWS_PER_TASK)),
+            )
             .for_each(|(dxr, (yr, dyr))| {
-                for ((dxrow, yrow), dyrow) in dxr.chunks_mut(c).zip(yr.chunks(c)).zip(dyr.chunks(c)) {
+                for ((dxrow, yrow), dyrow) in dxr.chunks_mut(c).zip(yr.chunks(c)).zip(dyr.chunks(c))
+                {
                     let dot: f32 = yrow.iter().zip(dyrow).map(|(a, b)| a * b).sum();
                     for i in 0..c {
                         dxrow[i] = yrow[i] * (dyrow[i] - dot);
@@ -230,7 +281,9 @@ enum Act {
 /// several times faster than libm's `erff` and well inside f32 parity tolerances.
 fn erf(x: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
     let y = 1.0 - poly * (-x * x).exp();
     y.copysign(x)
 }
@@ -283,15 +336,19 @@ impl CustomOp1 for ActOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-            for (o, &v) in yc.iter_mut().zip(xc) {
-                *o = act_fwd(self.0, v);
-            }
-        });
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = act_fwd(self.0, v);
+                }
+            });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(x.apply_op2_no_bwd(&dy.contiguous()?, &ActBwdOp(self.0))?))
+        Ok(Some(
+            x.apply_op2_no_bwd(&dy.contiguous()?, &ActBwdOp(self.0))?,
+        ))
     }
 }
 
@@ -301,15 +358,23 @@ impl CustomOp2 for ActBwdOp {
     fn name(&self) -> &'static str {
         "clip-activation-bwd"
     }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(|(dc, (xc, gc))| {
-            for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                *o = g * act_grad(self.0, v);
-            }
-        });
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dc, (xc, gc))| {
+                for ((o, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                    *o = g * act_grad(self.0, v);
+                }
+            });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

@@ -4,26 +4,62 @@ use candle_core::{Device, Tensor, Var};
 use clip::ops;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Forward values and the gradients of Σ f(inputs)·r w.r.t. every input, both ways.
-fn check(name: &str, inputs: &[Var], fused: impl Fn(&[Tensor]) -> Tensor, plain: impl Fn(&[Tensor]) -> Tensor, tol: f32) {
+fn check(
+    name: &str,
+    inputs: &[Var],
+    fused: impl Fn(&[Tensor]) -> Tensor,
+    plain: impl Fn(&[Tensor]) -> Tensor,
+    tol: f32,
+) {
     let ts: Vec<Tensor> = inputs.iter().map(|v| v.as_tensor().clone()).collect();
     let (yf, yp) = (fused(&ts), plain(&ts));
-    assert!(max_diff(&yf, &yp) <= tol, "{name} values differ by {}", max_diff(&yf, &yp));
+    assert!(
+        max_diff(&yf, &yp) <= tol,
+        "{name} values differ by {}",
+        max_diff(&yf, &yp)
+    );
     let r = Tensor::randn(0f32, 1., yf.shape(), &Device::Cpu).unwrap();
     let gf = (yf * &r).unwrap().sum_all().unwrap().backward().unwrap();
     let gp = (yp * &r).unwrap().sum_all().unwrap().backward().unwrap();
     for (i, v) in inputs.iter().enumerate() {
-        let (a, b) = (gf.get(v.as_tensor()).expect("fused gradient"), gp.get(v.as_tensor()).expect("plain gradient"));
-        let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
-        assert!(max_diff(a, b) <= tol * scale, "{name} gradient of input {i} differs by {}", max_diff(a, b));
+        let (a, b) = (
+            gf.get(v.as_tensor()).expect("fused gradient"),
+            gp.get(v.as_tensor()).expect("plain gradient"),
+        );
+        let scale = b
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .max(1.0);
+        assert!(
+            max_diff(a, b) <= tol * scale,
+            "{name} gradient of input {i} differs by {}",
+            max_diff(a, b)
+        );
     }
 }
 
 fn var(shape: &[usize], scale: f64) -> Var {
-    Var::from_tensor(&(Tensor::randn(0f32, 1., shape, &Device::Cpu).unwrap() * scale).unwrap()).unwrap()
+    Var::from_tensor(&(Tensor::randn(0f32, 1., shape, &Device::Cpu).unwrap() * scale).unwrap())
+        .unwrap()
 }
 
 #[test]
@@ -46,14 +82,23 @@ fn softmax_matches_composition_with_a_causal_mask() {
         "softmax",
         &[x],
         |t| ops::softmax_last_dim(&t[0].broadcast_add(&mask).unwrap()).unwrap(),
-        |t| candle_nn::ops::softmax(&t[0].broadcast_add(&mask).unwrap(), candle_core::D::Minus1).unwrap(),
+        |t| {
+            candle_nn::ops::softmax(&t[0].broadcast_add(&mask).unwrap(), candle_core::D::Minus1)
+                .unwrap()
+        },
         1e-6,
     );
 }
 
 #[test]
 fn gelu_matches_erf_composition() {
-    check("gelu", &[var(&[1000, 37], 3.0)], |t| ops::gelu(&t[0]).unwrap(), |t| t[0].gelu_erf().unwrap(), 2e-6);
+    check(
+        "gelu",
+        &[var(&[1000, 37], 3.0)],
+        |t| ops::gelu(&t[0]).unwrap(),
+        |t| t[0].gelu_erf().unwrap(),
+        2e-6,
+    );
 }
 
 #[test]
@@ -62,7 +107,10 @@ fn quick_gelu_matches_sigmoid_composition() {
         "quick_gelu",
         &[var(&[1000, 37], 3.0)],
         |t| ops::quick_gelu(&t[0]).unwrap(),
-        |t| t[0].mul(&candle_nn::ops::sigmoid(&(&t[0] * 1.702).unwrap()).unwrap()).unwrap(),
+        |t| {
+            t[0].mul(&candle_nn::ops::sigmoid(&(&t[0] * 1.702).unwrap()).unwrap())
+                .unwrap()
+        },
         1e-6,
     );
 }

@@ -9,9 +9,11 @@ use clip::Clip;
 use clip_train::{checkpoint, TrainConfig};
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  clipforge eval --checkpoint runs/quickstart --json\n\n\
+#[command(
+    after_help = "Example:\n  clipforge eval --checkpoint runs/quickstart --json\n\n\
 Classes are the 64 colour–shape names (\"green triangle\"), each embedded through 4 prompt\n\
-templates and averaged; 8 of the 64 combinations never occur in training.")]
+templates and averaged; 8 of the 64 combinations never occur in training."
+)]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
     #[arg(long)]
@@ -26,10 +28,16 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let ckpt = checkpoint::resolve(&args.checkpoint)?;
-    let run_dir = ckpt.parent().and_then(|p| p.parent()).context("checkpoint outside a run directory")?;
+    let run_dir = ckpt
+        .parent()
+        .and_then(|p| p.parent())
+        .context("checkpoint outside a run directory")?;
     let cfg_path = run_dir.join("config.json");
-    let cfg: TrainConfig = serde_json::from_str(&std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?)
-        .with_context(|| format!("{}: not a training config", cfg_path.display()))?;
+    let cfg: TrainConfig = serde_json::from_str(
+        &std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("reading {}", cfg_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a training config", cfg_path.display()))?;
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
@@ -38,9 +46,22 @@ pub fn run(args: Args) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("zero-shot on {} images per split, {} classes (chance top-1 {:.1}%)", report.images, report.classes, 100.0 / report.classes as f64);
-        println!("  held-out combinations: top-1 {:5.1}%  top-5 {:5.1}%", 100.0 * report.zero_shot_top1, 100.0 * report.zero_shot_top5);
-        println!("  seen combinations:     top-1 {:5.1}%  top-5 {:5.1}%", 100.0 * report.seen_top1, 100.0 * report.seen_top5);
+        println!(
+            "zero-shot on {} images per split, {} classes (chance top-1 {:.1}%)",
+            report.images,
+            report.classes,
+            100.0 / report.classes as f64
+        );
+        println!(
+            "  held-out combinations: top-1 {:5.1}%  top-5 {:5.1}%",
+            100.0 * report.zero_shot_top1,
+            100.0 * report.zero_shot_top5
+        );
+        println!(
+            "  seen combinations:     top-1 {:5.1}%  top-5 {:5.1}%",
+            100.0 * report.seen_top1,
+            100.0 * report.seen_top5
+        );
     }
     Ok(())
 }

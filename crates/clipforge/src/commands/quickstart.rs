@@ -10,8 +10,10 @@ use clap::Parser;
 use super::train;
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  clipforge quickstart            # about the time on the README, on 2 CPU cores\n  \
-clipforge quickstart --json     # the metrics as one JSON object")]
+#[command(
+    after_help = "Example:\n  clipforge quickstart            # about the time on the README, on 2 CPU cores\n  \
+clipforge quickstart --json     # the metrics as one JSON object"
+)]
 pub struct Args {
     /// Run directory.
     #[arg(long, default_value = "runs/quickstart")]
@@ -54,7 +56,8 @@ pub fn run(args: Args) -> Result<()> {
     targs.quiet = args.json;
     let trainer = train::train(&targs, args.steps)?;
     let device = trainer.device.clone();
-    let report = clip_train::eval::zero_shot_builtin(&trainer.model, args.seed ^ 0xe7a1, 512, &device)?;
+    let report =
+        clip_train::eval::zero_shot_builtin(&trainer.model, args.seed ^ 0xe7a1, 512, &device)?;
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         let mut v = serde_json::to_value(&report)?;
@@ -66,13 +69,27 @@ pub fn run(args: Args) -> Result<()> {
     }
     let chance = 100.0 / report.classes as f64;
     println!();
-    println!("| zero-shot, {} classes, {} images | top-1 | top-5 |", report.classes, report.images);
+    println!(
+        "| zero-shot, {} classes, {} images | top-1 | top-5 |",
+        report.classes, report.images
+    );
     println!("|---|---|---|");
-    println!("| held-out combinations (never seen) | {:.1}% | {:.1}% |", 100.0 * report.zero_shot_top1, 100.0 * report.zero_shot_top5);
-    println!("| seen combinations | {:.1}% | {:.1}% |", 100.0 * report.seen_top1, 100.0 * report.seen_top5);
+    println!(
+        "| held-out combinations (never seen) | {:.1}% | {:.1}% |",
+        100.0 * report.zero_shot_top1,
+        100.0 * report.zero_shot_top5
+    );
+    println!(
+        "| seen combinations | {:.1}% | {:.1}% |",
+        100.0 * report.seen_top1,
+        100.0 * report.seen_top5
+    );
     println!("| chance | {:.1}% | {:.1}% |", chance, 5.0 * chance);
     println!();
-    println!("trained `tiny` for {} steps of {} pairs in {:.0} s", trainer.step, trainer.cfg.batch_size, seconds);
+    println!(
+        "trained `tiny` for {} steps of {} pairs in {:.0} s",
+        trainer.step, trainer.cfg.batch_size, seconds
+    );
     let d = trainer.run_dir.display();
     println!("run directory: {d} (config.json, metrics.jsonl, checkpoints/)");
     println!("plots: {d}/loss.png, {d}/similarity_start.png, {d}/similarity_end.png");

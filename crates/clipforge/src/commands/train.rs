@@ -8,7 +8,8 @@ use clip_train::{DataSpec, StepMetrics, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(clap::Args, Clone)]
-#[command(after_help = "Examples:\n  clipforge train --model tiny --steps 600 --batch-size 128 --out runs/tiny\n  \
+#[command(
+    after_help = "Examples:\n  clipforge train --model tiny --steps 600 --batch-size 128 --out runs/tiny\n  \
 clipforge train --config runs/tiny/config.json --out runs/tiny-again\n  \
 clipforge train --resume runs/tiny            # continue from its latest checkpoint\n  \
 clipforge train --resume runs/tiny --steps 1200   # and train longer\n\n\
@@ -19,7 +20,8 @@ Data (--data): builtin (captioned scenes, the default), csv:LIST.csv, tsv:LIST.t
 jsonl:LIST.jsonl (image paths relative to the list; columns/keys by --csv-img-key and\n\
 --csv-caption-key), or wds:'shards/shard-{000000..000127}.tar' (WebDataset: KEY.jpg|png|webp\n\
 with KEY.txt or KEY.json's \"caption\"). Images that do not decode, empty captions and\n\
-truncated shards are skipped, counted, and reported in skipped.json.")]
+truncated shards are skipped, counted, and reported in skipped.json."
+)]
 pub struct Args {
     /// Model preset (tiny, small, ViT-B-32, …) or an open_clip-format config JSON.
     #[arg(long, default_value = "tiny")]
@@ -105,8 +107,11 @@ impl clip_train::Observer for Progress {
     fn on_step(&mut self, m: &StepMetrics, _total: u64) {
         if let Some(b) = &self.0 {
             b.set_position(m.step + 1);
-            b.set_message(format!("loss {:.4}  lr {:.2e}  scale {:.1}  {:.0} samples/s", m.loss, m.lr, m.logit_scale, m.samples_per_s));
-        } else if m.step % 50 == 0 {
+            b.set_message(format!(
+                "loss {:.4}  lr {:.2e}  scale {:.1}  {:.0} samples/s",
+                m.loss, m.lr, m.logit_scale, m.samples_per_s
+            ));
+        } else if m.step.is_multiple_of(50) {
             tracing::info!(step = m.step, loss = m.loss, lr = m.lr, "training");
         }
     }
@@ -115,8 +120,10 @@ impl clip_train::Observer for Progress {
 /// Build the training config from flags.
 pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> {
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg: TrainConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a training config", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let cfg: TrainConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a training config", path.display()))?;
         let mut cfg = cfg;
         if let Some(s) = args.steps {
             cfg.steps = s;
@@ -144,11 +151,27 @@ pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> 
 fn data_spec(args: &Args) -> Result<DataSpec> {
     let (img_key, caption_key) = (args.csv_img_key.clone(), args.csv_caption_key.clone());
     let spec = match args.data.split_once(':') {
-        None if args.data == "builtin" => DataSpec::Builtin { seed: args.seed, labels_only: args.labels_only },
-        Some(("csv" | "tsv", p)) => DataSpec::Csv { path: p.into(), img_key, caption_key },
-        Some(("jsonl", p)) => DataSpec::Jsonl { path: p.into(), img_key, caption_key },
-        Some(("wds", p)) => DataSpec::Wds { pattern: p.to_string() },
-        _ => anyhow::bail!("--data {:?}: expected builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN", args.data),
+        None if args.data == "builtin" => DataSpec::Builtin {
+            seed: args.seed,
+            labels_only: args.labels_only,
+        },
+        Some(("csv" | "tsv", p)) => DataSpec::Csv {
+            path: p.into(),
+            img_key,
+            caption_key,
+        },
+        Some(("jsonl", p)) => DataSpec::Jsonl {
+            path: p.into(),
+            img_key,
+            caption_key,
+        },
+        Some(("wds", p)) => DataSpec::Wds {
+            pattern: p.to_string(),
+        },
+        _ => anyhow::bail!(
+            "--data {:?}: expected builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN",
+            args.data
+        ),
     };
     Ok(spec)
 }
