@@ -39,8 +39,8 @@ struct DefaultTrainArgs {
     args: train::Args,
 }
 
-pub const QUICKSTART_STEPS: u64 = 600;
-pub const QUICKSTART_BATCH: usize = 128;
+pub const QUICKSTART_STEPS: u64 = 220;
+pub const QUICKSTART_BATCH: usize = 64;
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
     targs.steps = Some(args.steps);
     targs.batch_size = args.batch_size;
     targs.seed = args.seed;
-    targs.lr = 3e-3;
+    targs.lr = 2e-3;
     targs.wd = 0.1;
     targs.checkpoint_every = 200;
     targs.quiet = args.json;
