@@ -20,6 +20,19 @@ fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f3
     }
 }
 
+/// A new buffer with `f(input_row, output_row)` applied to every row of width `c`, in parallel.
+fn map_rows(x: &[f32], c: usize, f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(x.par_chunks(c * ROWS_PER_TASK))
+        .for_each(|(yr, xr)| {
+            for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
+                f(xrow, yrow);
+            }
+        });
+    y
+}
+
 fn fused_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
@@ -79,17 +92,12 @@ impl CustomOp3 for LayerNormOp {
         let w = contiguous_f32(s2, l2, self.name())?;
         let b = contiguous_f32(s3, l3, self.name())?;
         let c = w.len();
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(yr, xr)| {
-                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                    let (mean, rstd) = row_stats(xrow, self.eps);
-                    for i in 0..c {
-                        yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+        let y = map_rows(x, c, |xrow, yrow| {
+            let (mean, rstd) = row_stats(xrow, self.eps);
+            for i in 0..c {
+                yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
+            }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -126,17 +134,12 @@ impl CustomOp1 for NormalizeOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let c = l.dims()[l.dims().len() - 1];
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(yr, xr)| {
-                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                    let (mean, rstd) = row_stats(xrow, self.eps);
-                    for i in 0..c {
-                        yrow[i] = (xrow[i] - mean) * rstd;
-                    }
-                }
-            });
+        let y = map_rows(x, c, |xrow, yrow| {
+            let (mean, rstd) = row_stats(xrow, self.eps);
+            for i in 0..c {
+                yrow[i] = (xrow[i] - mean) * rstd;
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 }
@@ -208,22 +211,17 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let c = l.dims()[l.dims().len() - 1];
-        let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(x.par_chunks(c * ROWS_PER_TASK))
-            .for_each(|(yr, xr)| {
-                for (yrow, xrow) in yr.chunks_mut(c).zip(xr.chunks(c)) {
-                    let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for i in 0..c {
-                        let e = (xrow[i] - max).exp();
-                        yrow[i] = e;
-                        sum += e;
-                    }
-                    let inv = 1.0 / sum;
-                    yrow.iter_mut().for_each(|v| *v *= inv);
-                }
-            });
+        let y = map_rows(x, c, |xrow, yrow| {
+            let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for i in 0..c {
+                let e = (xrow[i] - max).exp();
+                yrow[i] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            yrow.iter_mut().for_each(|v| *v *= inv);
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
