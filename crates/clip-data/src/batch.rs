@@ -38,6 +38,8 @@ pub struct SceneBatcher {
     pub context_length: usize,
     /// Captions are bare class names ("red circle") instead of sentences: the label view.
     pub labels_only: bool,
+    /// Scenes come in groups of this many that differ only in shape (hard negatives); 1: off.
+    pub group: usize,
     tokenizer: Tokenizer,
 }
 
@@ -53,8 +55,16 @@ impl SceneBatcher {
             image_size,
             context_length,
             labels_only,
+            group: 1,
             tokenizer: Tokenizer::new(),
         }
+    }
+
+    /// Batches made of groups of `group` scenes that differ only in shape
+    /// ([`Shapes::grouped_scene`]).
+    pub fn with_group(mut self, group: usize) -> Self {
+        self.group = group.max(1);
+        self
     }
 }
 
@@ -72,7 +82,7 @@ impl SceneBatcher {
         let mut captions = Vec::with_capacity(n);
         let mut labels = Vec::with_capacity(n);
         for i in 0..n as u64 {
-            let scene = self.dataset.scene(start + i);
+            let scene = self.dataset.grouped_scene(start + i, self.group);
             pixels.extend(normalize_hwc(&scene.render(s), s));
             labels.push(scene.label());
             captions.push(if self.labels_only {

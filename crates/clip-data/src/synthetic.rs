@@ -201,6 +201,49 @@ impl Shapes {
     }
 }
 
+impl Shapes {
+    /// Scene `index` of a dataset whose scenes come in groups of `group` consecutive indices
+    /// that differ only in their shapes (and in noise and phrasing): same colours, sizes,
+    /// places and relation. Hard negatives: within a group, only shape tells the captions apart,
+    /// so the contrastive loss cannot be lowered by colour and size alone. `group` 1 (or 0) is
+    /// [`Shapes::scene`]. Held-out combinations stay out of the Train split.
+    pub fn grouped_scene(&self, index: u64, group: usize) -> Scene {
+        if group <= 1 {
+            return self.scene(index);
+        }
+        let (base, j) = (index / group as u64, (index % group as u64) as usize);
+        // The group's shared scene, from its own stream (salted so it is not scene(base)).
+        let mut scene = self.scene(base ^ 0x6772_6f75_7000_0000);
+        // One permutation of the allowed shapes per object, shared by the group.
+        let mut grng = self.rng(base.wrapping_add(0x5a5a_0000_0000));
+        let allowed = |colour: usize| -> Vec<usize> {
+            (0..SHAPES.len())
+                .filter(|&s| match self.split {
+                    Split::Train | Split::Test => !is_heldout(colour, s),
+                    Split::Heldout => is_heldout(colour, s),
+                })
+                .collect()
+        };
+        let mut taken: Option<(usize, usize)> = None;
+        for o in scene.objects.iter_mut() {
+            let mut shapes = allowed(o.colour);
+            for k in (1..shapes.len()).rev() {
+                shapes.swap(k, grng.random_range(0..=k));
+            }
+            let mut k = j % shapes.len();
+            if taken == Some((o.colour, shapes[k])) {
+                k = (k + 1) % shapes.len();
+            }
+            o.shape = shapes[k];
+            taken = Some((o.colour, o.shape));
+        }
+        let mut rng = self.rng(index);
+        scene.noise_seed = rng.random();
+        scene.phrasing = rng.random_range(0..1000);
+        scene
+    }
+}
+
 fn object_radius(size: usize) -> f32 {
     if size == 0 {
         0.17
@@ -382,6 +425,34 @@ mod tests {
         assert_eq!(ds.scene(3).render(16), ds.scene(3).render(16));
         assert_ne!(ds.scene(3), ds.scene(4));
         assert_ne!(Shapes::new(8, Split::Train).scene(3), ds.scene(3));
+    }
+
+    #[test]
+    fn grouped_scenes_differ_only_in_shape() {
+        let ds = Shapes::new(3, Split::Train);
+        for g in 0..50u64 {
+            let scenes: Vec<Scene> = (0..4).map(|j| ds.grouped_scene(g * 4 + j, 4)).collect();
+            for s in &scenes {
+                assert_eq!(s.objects.len(), scenes[0].objects.len());
+                assert_eq!(s.relation, scenes[0].relation);
+                for (o, o0) in s.objects.iter().zip(&scenes[0].objects) {
+                    assert_eq!(
+                        (o.colour, o.size, o.centre),
+                        (o0.colour, o0.size, o0.centre)
+                    );
+                    assert!(!is_heldout(o.colour, o.shape));
+                }
+                if let [a, b] = s.objects.as_slice() {
+                    assert_ne!((a.colour, a.shape), (b.colour, b.shape));
+                }
+            }
+            // Within a group, every first object has a different shape.
+            let mut shapes: Vec<usize> = scenes.iter().map(|s| s.objects[0].shape).collect();
+            shapes.sort();
+            shapes.dedup();
+            assert_eq!(shapes.len(), 4, "group {g}");
+        }
+        assert_eq!(ds.grouped_scene(5, 1), ds.scene(5));
     }
 
     #[test]

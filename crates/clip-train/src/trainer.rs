@@ -24,8 +24,14 @@ use crate::schedule::cosine_lr;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DataSpec {
-    /// The built-in captioned scenes; `labels_only` trains on bare class names instead.
-    Builtin { seed: u64, labels_only: bool },
+    /// The built-in captioned scenes; `labels_only` trains on bare class names instead;
+    /// `hard_negatives` k > 1 makes batches of groups of k scenes that differ only in shape.
+    Builtin {
+        seed: u64,
+        labels_only: bool,
+        #[serde(default = "one")]
+        hard_negatives: usize,
+    },
     /// A CSV (or `.tsv`) listing with image paths relative to it.
     Csv {
         path: PathBuf,
@@ -52,6 +58,10 @@ impl DataSpec {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Build the batch source a config names.
 pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
     let (size, ctx) = (
@@ -75,12 +85,14 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
     };
     let data_err = |e: clip_data::DataError| TrainError::Input(e.to_string());
     match &cfg.data {
-        DataSpec::Builtin { seed, labels_only } => Ok(Arc::new(SceneBatcher::new(
-            Shapes::new(*seed, Split::Train),
-            size,
-            ctx,
-            *labels_only,
-        ))),
+        DataSpec::Builtin {
+            seed,
+            labels_only,
+            hard_negatives,
+        } => Ok(Arc::new(
+            SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only)
+                .with_group(*hard_negatives),
+        )),
         DataSpec::Csv {
             path,
             img_key,
@@ -140,6 +152,7 @@ impl TrainConfig {
             data: DataSpec::Builtin {
                 seed: 0,
                 labels_only: false,
+                hard_negatives: 1,
             },
             batch_size: 128,
             accum_freq: 1,

@@ -31,10 +31,10 @@ impl Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
         let x2 = x.reshape((rows, in_dim))?; // [R, in]
-        let mut y = x2.matmul(&self.weight.t()?)?; // [R, out]
-        if let Some(b) = &self.bias {
-            y = y.broadcast_add(b)?;
-        }
+        let y = match &self.bias {
+            Some(b) => crate::ops::linear(&x2, &self.weight, b)?,
+            None => x2.matmul(&self.weight.t()?)?,
+        }; // [R, out]
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank ≥ 1") = self.weight.dim(0)?;
         y.reshape(out_dims) // [..., out]

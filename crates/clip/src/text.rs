@@ -7,7 +7,7 @@ use candle_nn::{Init, VarBuilder};
 use crate::config::TextCfg;
 use crate::heads::ProjectionHead;
 use crate::nn::{Activation, LayerNorm};
-use crate::transformer::{causal_mask, Transformer};
+use crate::transformer::Transformer;
 
 #[derive(Debug, Clone)]
 pub struct TextTransformer {
@@ -16,7 +16,6 @@ pub struct TextTransformer {
     pub transformer: Transformer,
     pub ln_final: LayerNorm,
     pub head: ProjectionHead,
-    pub mask: Tensor,
     pub width: usize,
 }
 
@@ -53,7 +52,6 @@ impl TextTransformer {
                 cfg.proj_hidden,
                 cfg.proj_layers,
             )?,
-            mask: causal_mask(cfg.context_length, vb.device())?,
             width: w,
         })
     }
@@ -67,8 +65,7 @@ impl TextTransformer {
             .reshape((b, t, self.width))?; // [B, T, W]
         let pos = self.positional_embedding.narrow(0, 0, t)?; // [T, W]
         let x = x.broadcast_add(&pos)?; // [B, T, W]
-        let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?; // [T, T]
-        let x = self.transformer.forward(&x, Some(&mask))?; // [B, T, W]
+        let x = self.transformer.forward(&x, true)?; // [B, T, W], causal
         let x = self.ln_final.forward(&x)?; // [B, T, W]
                                             // End-of-text has the highest id: gather row b·T + argmax(ids[b]) on the device.
         let eot = ids.argmax(D::Minus1)?.to_dtype(DType::U32)?; // [B]

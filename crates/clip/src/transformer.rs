@@ -6,6 +6,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use crate::nn::{Activation, LayerNorm, Linear};
+use crate::ops;
 
 /// Multi-head self-attention with packed q/k/v projection (`attn.in_proj_*`, `attn.out_proj.*`).
 #[derive(Debug, Clone)]
@@ -30,26 +31,12 @@ impl Attention {
         })
     }
 
-    /// x: `[B, T, W]`, mask: additive `[T, T]` or none → `[B, T, W]`.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// x: `[B, T, W]` → `[B, T, W]`; `causal`: token i attends to tokens ≤ i only.
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, t, w) = x.dims3()?;
-        let h = self.heads;
-        let dh = w / h;
         let x2 = x.reshape((b * t, w))?; // [B·T, W]
-        let qkv = x2
-            .matmul(&self.in_proj_weight.t()?)?
-            .broadcast_add(&self.in_proj_bias)?; // [B·T, 3W]
-        let qkv = qkv.reshape((b, t, 3, h, dh))?.permute((2, 0, 3, 1, 4))?; // [3, B, H, T, Dh]
-        let q = (qkv.get(0)?.contiguous()? * (dh as f64).powf(-0.5))?; // [B, H, T, Dh]
-        let k = qkv.get(1)?.contiguous()?; // [B, H, T, Dh]
-        let v = qkv.get(2)?.contiguous()?; // [B, H, T, Dh]
-        let mut scores = q.matmul(&k.t()?)?; // [B, H, T, T]
-        if let Some(m) = mask {
-            scores = scores.broadcast_add(m)?;
-        }
-        let probs = crate::ops::softmax_last_dim(&scores)?; // [B, H, T, T]
-        let ctx = probs.matmul(&v)?; // [B, H, T, Dh]
-        let ctx = ctx.transpose(1, 2)?.reshape((b, t, w))?; // [B, T, W]
+        let qkv = ops::linear(&x2, &self.in_proj_weight, &self.in_proj_bias)?; // [B·T, 3W]
+        let ctx = ops::attention(&qkv.reshape((b, t, 3 * w))?, self.heads, causal)?; // [B, T, W]
         self.out_proj.forward(&ctx)
     }
 }
@@ -104,8 +91,8 @@ impl ResidualAttentionBlock {
     }
 
     /// `[B, T, W]` → `[B, T, W]`.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, causal)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
     }
 }
@@ -133,19 +120,11 @@ impl Transformer {
     }
 
     /// `[B, T, W]` → `[B, T, W]`.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         let mut x = x.clone();
         for block in &self.resblocks {
-            x = block.forward(&x, mask)?;
+            x = block.forward(&x, causal)?;
         }
         Ok(x)
     }
-}
-
-/// Additive causal mask `[T, T]`: 0 on and below the diagonal, −∞ above (open_clip `build_causal_mask`).
-pub fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let data: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(data, (t, t), device)
 }

@@ -77,7 +77,7 @@ fn layer_norm_matches_composition() {
 #[test]
 fn softmax_matches_composition_with_a_causal_mask() {
     let x = var(&[2, 3, 17, 17], 3.0);
-    let mask = clip::transformer::causal_mask(17, &Device::Cpu).unwrap();
+    let mask = ops::causal_mask(17, &Device::Cpu).unwrap();
     check(
         "softmax",
         &[x],
@@ -113,4 +113,34 @@ fn quick_gelu_matches_sigmoid_composition() {
         },
         1e-6,
     );
+}
+
+#[test]
+fn linear_matches_matmul_and_broadcast_add() {
+    // Odd sizes, and enough rows for the product to run on several threads.
+    for rows in [5, 1030] {
+        let (x, w, b) = (var(&[rows, 67], 1.0), var(&[45, 67], 0.3), var(&[45], 1.0));
+        check(
+            "linear",
+            &[x, w, b],
+            |t| ops::linear(&t[0], &t[1], &t[2]).unwrap(),
+            |t| ops::linear_composed(&t[0], &t[1], &t[2]).unwrap(),
+            2e-5,
+        );
+    }
+}
+
+#[test]
+fn attention_matches_composition_with_and_without_causal_mask() {
+    // qkv [B, T, 3W] with W = heads · Dh = 3 · 8; T odd, as the ViT's patches + class token.
+    for causal in [false, true] {
+        let qkv = var(&[4, 13, 72], 1.5);
+        check(
+            &format!("attention causal={causal}"),
+            &[qkv],
+            |t| ops::attention(&t[0], 3, causal).unwrap(),
+            |t| ops::attention_composed(&t[0], 3, causal).unwrap(),
+            2e-5,
+        );
+    }
 }

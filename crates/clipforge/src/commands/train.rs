@@ -65,6 +65,10 @@ pub struct Args {
     /// Train on bare class names ("red circle") instead of captions: the label view.
     #[arg(long)]
     pub labels_only: bool,
+    /// Built-in data: batches made of groups of K scenes that differ only in shape (same
+    /// colours, sizes, places), so colour and size alone cannot tell the captions apart. 1: off.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub hard_negatives: usize,
     /// Training pairs: builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN.
     #[arg(long, default_value = "builtin")]
     pub data: String,
@@ -154,6 +158,7 @@ fn data_spec(args: &Args) -> Result<DataSpec> {
         None if args.data == "builtin" => DataSpec::Builtin {
             seed: args.seed,
             labels_only: args.labels_only,
+            hard_negatives: args.hard_negatives,
         },
         Some(("csv" | "tsv", p)) => DataSpec::Csv {
             path: p.into(),

@@ -1,0 +1,137 @@
+//! A thin, safe wrapper over the `gemm` crate (the matrix multiply candle's CPU backend uses)
+//! for strided f32 operands, so fused ops can multiply straight into their own buffers.
+
+/// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `[rows, cols]` matrix.
+    pub fn rows(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self {
+            data,
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose, without moving anything.
+    pub fn t(self) -> Self {
+        Self {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// Products smaller than this many multiply-adds run on one thread.
+const PARALLEL_MACS: usize = 1 << 18;
+
+/// `c = a·b` (or `c += a·b` with `accumulate`), `c` row-major `[a.rows, b.cols]`.
+///
+/// The project's one `unsafe` block: `gemm` takes raw pointers and strides.
+#[allow(unsafe_code)]
+pub(crate) fn matmul(a: View, b: View, c: &mut [f32], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {}", b.rows);
+    assert_eq!(
+        c.len(),
+        m * n,
+        "matmul: output holds {} not {m}×{n}",
+        c.len()
+    );
+    assert!(a.in_bounds() && b.in_bounds(), "matmul: view out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if m * n * k >= PARALLEL_MACS && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the three views were checked to lie inside their slices, `c` is exclusively
+    // borrowed and holds m×n row-major elements; gemm reads `c` only when `accumulate`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: View, b: View) -> Vec<f32> {
+        let mut c = vec![0f32; a.rows * b.cols];
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                for p in 0..a.cols {
+                    c[i * b.cols + j] += a.data[i * a.rs + p * a.cs] * b.data[p * b.rs + j * b.cs];
+                }
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn strided_products_match_the_definition() {
+        let a: Vec<f32> = (0..6 * 5).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..5 * 7).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (av, bv) = (View::rows(&a, 6, 5), View::rows(&b, 5, 7));
+        for (x, y) in [(av, bv), (bv.t(), av.t())] {
+            let mut c = vec![1f32; x.rows * y.cols];
+            matmul(x, y, &mut c, false);
+            let want = naive(x, y);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5);
+            }
+            matmul(x, y, &mut c, true);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - 2.0 * w).abs() < 1e-5);
+            }
+        }
+    }
+}
