@@ -1,6 +1,7 @@
 //! clipforge's training and evaluation: optimiser and schedule, the training loop, checkpoints
 //! and resume, zero-shot evaluation, plots. Model from `clip`, data from `clip-data`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod error;
 pub mod eval;

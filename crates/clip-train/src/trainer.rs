@@ -189,6 +189,14 @@ impl TrainConfig {
         if self.checkpoint_every == 0 {
             return bad("checkpoint-every must be positive".into());
         }
+        if let DataSpec::Builtin { hard_negatives, .. } = self.data {
+            // A colour allows 7 shapes in training (one combination is held out).
+            if !(1..=7).contains(&hard_negatives) {
+                return bad(format!(
+                    "hard-negatives must be 1 (off) to 7 (shapes a colour has in training), got {hard_negatives}"
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -17,7 +17,12 @@ pub const END_OF_TEXT: u32 = 49407;
 pub struct Tokenizer {
     bpe: instant_clip_tokenizer::Tokenizer,
     words: regex::Regex,
+    /// BPE ids of words seen before (OpenAI's tokenizer keeps the same cache).
+    cache: std::sync::RwLock<std::collections::HashMap<String, Vec<u32>>>,
 }
+
+/// Words remembered at most; past this the cache stops growing.
+const CACHE_WORDS: usize = 1 << 16;
 
 /// OpenAI's word pattern (`simple_tokenizer.py`), with its own special-token spellings: the
 /// crate's `<start_of_text>` in user text must stay plain text, as it does for OpenAI.
@@ -35,6 +40,7 @@ impl Tokenizer {
         Self {
             bpe: instant_clip_tokenizer::Tokenizer::new(),
             words: regex::Regex::new(WORD_PATTERN).expect("valid word pattern"),
+            cache: Default::default(),
         }
     }
 
@@ -48,10 +54,21 @@ impl Tokenizer {
                 "<|startoftext|>" => ids.push(START_OF_TEXT),
                 "<|endoftext|>" => ids.push(END_OF_TEXT),
                 _ => {
+                    let cache = self.cache.read().expect("tokenizer cache lock");
+                    if let Some(hit) = cache.get(word) {
+                        ids.extend_from_slice(hit);
+                        continue;
+                    }
+                    drop(cache);
                     // One OpenAI word is one word of the crate's identical pattern too.
                     tokens.clear();
                     self.bpe.encode(word, &mut tokens);
-                    ids.extend(tokens.iter().map(|t| u32::from(t.to_u16())));
+                    let word_ids: Vec<u32> = tokens.iter().map(|t| u32::from(t.to_u16())).collect();
+                    ids.extend_from_slice(&word_ids);
+                    let mut cache = self.cache.write().expect("tokenizer cache lock");
+                    if cache.len() < CACHE_WORDS {
+                        cache.insert(word.to_string(), word_ids);
+                    }
                 }
             }
         }
@@ -76,16 +93,22 @@ impl Tokenizer {
         ids
     }
 
-    /// A batch: `texts.len()` rows of `context_length` ids.
-    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S], context_length: usize) -> Vec<Vec<u32>> {
+    /// A batch: `texts.len()` rows of `context_length` ids, in parallel.
+    pub fn tokenize<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        context_length: usize,
+    ) -> Vec<Vec<u32>> {
+        use rayon::prelude::*;
         texts
-            .iter()
+            .par_iter()
+            .with_min_len(64)
             .map(|t| self.tokenize_one(t.as_ref(), context_length))
             .collect()
     }
 
     /// A batch as a `[N, context_length]` u32 tensor.
-    pub fn tokenize_tensor<S: AsRef<str>>(
+    pub fn tokenize_tensor<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         context_length: usize,
@@ -102,6 +125,10 @@ impl Tokenizer {
 
 /// OpenAI's `whitespace_clean(basic_clean(text)).lower()`.
 pub fn clean_text(text: &str) -> String {
+    // Printable ASCII without `&`: ftfy, HTML unescaping and NFC all leave it as it is.
+    if text.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'&') {
+        return collapse_whitespace(text).to_ascii_lowercase();
+    }
     let fixed = fix_text(text);
     let once = html_escape::decode_html_entities(&fixed);
     let twice = html_escape::decode_html_entities(&once);

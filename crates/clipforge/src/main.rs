@@ -24,6 +24,8 @@ enum Command {
     Tokenize(commands::tokenize::Args),
     /// Write a freshly initialised model's weights (open_clip's initialisation, seeded).
     Init(commands::init::Args),
+    /// Time the training step, encoders, tokenizer and loader (table or JSON).
+    Bench(commands::bench::Args),
     /// Embed texts and images with a model into the shared, L2-normalised space.
     Embed(commands::embed::Args),
 }
@@ -43,6 +45,7 @@ fn main() {
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Embed(args) => commands::embed::run(args),
         Command::Init(args) => commands::init::run(args),
+        Command::Bench(args) => commands::bench::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -252,3 +252,54 @@ fn too_small_vocabulary_for_text_is_explained() {
     ]);
     assert_clean_error(&out, &["vocab_size is 100"]);
 }
+
+#[test]
+fn bench_prints_one_json_object_of_positive_figures() {
+    let out = clipforge(&[
+        "bench",
+        "--model",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--loader-image-size",
+        "32",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "train_step_s_median",
+        "image_encode_per_s",
+        "text_encode_per_s",
+        "tokenizer_per_s",
+        "loader_images_per_s",
+        "peak_rss_mb",
+    ] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+}
+
+#[test]
+fn too_many_hard_negatives_is_a_one_line_error() {
+    let out = clipforge(&[
+        "train",
+        "--steps",
+        "1",
+        "--hard-negatives",
+        "9",
+        "--out",
+        tmp("hn-run").to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["hard-negatives", "got 9"]);
+}

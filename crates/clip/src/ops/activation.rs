@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_ok};
+use super::{contiguous_f32, exp, fused_ok};
 
 #[derive(Clone, Copy)]
 enum Act {
@@ -20,14 +20,14 @@ fn erf(x: f32) -> f32 {
     let poly = t
         * (0.254_829_6
             + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * (-x * x).exp();
+    let y = 1.0 - poly * exp(-x * x);
     y.copysign(x)
 }
 
 fn act_fwd(a: Act, x: f32) -> f32 {
     match a {
         Act::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
-        Act::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+        Act::QuickGelu => x / (1.0 + exp(-1.702 * x)),
     }
 }
 
@@ -35,11 +35,11 @@ fn act_grad(a: Act, x: f32) -> f32 {
     match a {
         Act::Gelu => {
             let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * x * x).exp() * 0.398_942_3; // 1/√(2π)
+            let pdf = exp(-0.5 * x * x) * 0.398_942_3; // 1/√(2π)
             cdf + x * pdf
         }
         Act::QuickGelu => {
-            let s = 1.0 / (1.0 + (-1.702 * x).exp());
+            let s = 1.0 / (1.0 + exp(-1.702 * x));
             s + 1.702 * x * s * (1.0 - s)
         }
     }

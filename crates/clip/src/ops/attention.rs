@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_ok};
+use super::{contiguous_f32, exp, fused_ok};
 
 /// softmax(q kᵀ / √Dh [+ causal mask]) v for every head: qkv `[B, T, 3W]` → `[B, T, W]`.
 pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
@@ -120,12 +120,8 @@ fn probs_row(x: &[f32], d: Dims, hd: usize, kt: &[f32], i: usize, p: &mut [f32])
     }
     let scale = d.scale();
     let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-    let mut sum = 0f32;
-    for v in p.iter_mut() {
-        *v = (*v * scale - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
+    p.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+    let inv = 1.0 / p.iter().sum::<f32>();
     p.iter_mut().for_each(|v| *v *= inv);
 }
 

@@ -1,6 +1,6 @@
 //! LayerNorm over the last dimension, one pass per row forward and backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
@@ -76,37 +76,56 @@ impl CustomOp3 for LayerNormOp {
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
-        let c = w.dim(0)?;
-        let rows = x.elem_count() / c;
         // dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w·x̂))
         let dx = x.apply_op3_no_bwd(w, &dy, &LayerNormBwdOp { eps: self.eps })?;
-        // dw = Σ_rows dy·x̂, db = Σ_rows dy
-        let xhat = x.apply_op1_no_bwd(&NormalizeOp { eps: self.eps })?;
-        let dw = (dy.reshape((rows, c))? * xhat.reshape((rows, c))?)?.sum(0)?; // [C]
-        let db = dy.reshape((rows, c))?.sum(0)?; // [C]
-        Ok((Some(dx), Some(dw), Some(db)))
+        // dw = Σ_rows dy·x̂, db = Σ_rows dy, in one pass: [2, C].
+        let g = x.apply_op2_no_bwd(&dy, &LayerNormParamGradOp { eps: self.eps })?;
+        Ok((Some(dx), Some(g.get(0)?), Some(g.get(1)?)))
     }
 }
 
-/// x̂ = (x − mean) / std per row (no affine).
-struct NormalizeOp {
+/// (x, dy) → `[2, C]`: Σ_rows dy·x̂ (the gain's gradient) and Σ_rows dy (the bias's), one pass.
+struct LayerNormParamGradOp {
     eps: f32,
 }
 
-impl CustomOp1 for NormalizeOp {
+impl CustomOp2 for LayerNormParamGradOp {
     fn name(&self) -> &'static str {
-        "clip-normalize"
+        "clip-layer-norm-param-grad"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s, l, self.name())?;
-        let c = l.dims()[l.dims().len() - 1];
-        let y = map_rows(x, c, |xrow, yrow| {
-            let (mean, rstd) = row_stats(xrow, self.eps);
-            for i in 0..c {
-                yrow[i] = (xrow[i] - mean) * rstd;
-            }
-        });
-        Ok((CpuStorage::F32(y), l.shape().clone()))
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let dy = contiguous_f32(s2, l2, self.name())?;
+        let c = l1.dims()[l1.dims().len() - 1];
+        let sums = x
+            .par_chunks(c * ROWS_PER_TASK)
+            .zip(dy.par_chunks(c * ROWS_PER_TASK))
+            .map(|(xr, dyr)| {
+                let mut acc = vec![0f32; 2 * c];
+                let (dw, db) = acc.split_at_mut(c);
+                for (xrow, dyrow) in xr.chunks(c).zip(dyr.chunks(c)) {
+                    let (mean, rstd) = row_stats(xrow, self.eps);
+                    for i in 0..c {
+                        dw[i] += dyrow[i] * (xrow[i] - mean) * rstd;
+                        db[i] += dyrow[i];
+                    }
+                }
+                acc
+            })
+            .reduce(
+                || vec![0f32; 2 * c],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                    a
+                },
+            );
+        Ok((CpuStorage::F32(sums), Shape::from((2, c))))
     }
 }
 

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
+use super::{contiguous_f32, exp, fused_ok, map_rows, ROWS_PER_TASK};
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -24,13 +24,10 @@ impl CustomOp1 for SoftmaxOp {
         let c = l.dims()[l.dims().len() - 1];
         let y = map_rows(x, c, |xrow, yrow| {
             let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for i in 0..c {
-                let e = (xrow[i] - max).exp();
-                yrow[i] = e;
-                sum += e;
+            for (y, &x) in yrow.iter_mut().zip(xrow) {
+                *y = exp(x - max);
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / yrow.iter().sum::<f32>();
             yrow.iter_mut().for_each(|v| *v *= inv);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))

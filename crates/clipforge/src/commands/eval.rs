@@ -11,8 +11,8 @@ use clip_train::{checkpoint, TrainConfig};
 #[derive(clap::Args)]
 #[command(
     after_help = "Example:\n  clipforge eval --checkpoint runs/quickstart --json\n\n\
-Classes are the 64 colour–shape names (\"green triangle\"), each embedded through 4 prompt\n\
-templates and averaged; 8 of the 64 combinations never occur in training."
+Classes are the 64 colour–shape names (\"green triangle\"), each embedded through 6 prompt\n\
+templates (both sizes) and averaged; 8 of the 64 combinations never occur in training."
 )]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.

@@ -27,6 +27,12 @@ pub struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Scenes come in groups of K differing only in shape (hard negatives; 1: off).
+    #[arg(long, default_value_t = QUICKSTART_HARD_NEGATIVES, value_name = "K")]
+    pub hard_negatives: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = QUICKSTART_LR)]
+    pub lr: f64,
     /// Print the metrics as one JSON object (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -41,6 +47,8 @@ struct DefaultTrainArgs {
 
 pub const QUICKSTART_STEPS: u64 = 220;
 pub const QUICKSTART_BATCH: usize = 64;
+pub const QUICKSTART_HARD_NEGATIVES: usize = 4;
+pub const QUICKSTART_LR: f64 = 1e-3;
 
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
@@ -50,7 +58,8 @@ pub fn run(args: Args) -> Result<()> {
     targs.steps = Some(args.steps);
     targs.batch_size = args.batch_size;
     targs.seed = args.seed;
-    targs.lr = 2e-3;
+    targs.lr = args.lr;
+    targs.hard_negatives = args.hard_negatives;
     targs.wd = 0.1;
     targs.checkpoint_every = 200;
     targs.quiet = args.json;

@@ -1,0 +1,194 @@
+//! Benchmarks of the pieces of training: the step (forward + loss + backward + AdamW), image and
+//! text encoding, the tokenizer, and the file loader (PNG decode + random resized crop +
+//! normalise). Warm-up runs first, then the median of several timed runs.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use clip::{clip_loss, Clip, ClipConfig, Tokenizer};
+use clip_data::files::{ImageSource, RawSample, SkipCounts};
+use clip_data::{BatchSource, FileBatcher, SceneBatcher, Shapes, Split};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::optim::{AdamW, AdamWParams};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub model: String,
+    pub batch_size: usize,
+    /// Timed runs of each measurement (after `warmup` untimed ones).
+    pub steps: usize,
+    pub warmup: usize,
+    /// Side of the PNGs the loader decodes (real data is larger than the model's input).
+    pub loader_image_size: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub batch_size: usize,
+    pub threads: usize,
+    pub steps: usize,
+    pub train_step_s_median: f64,
+    pub train_step_s_min: f64,
+    pub train_samples_per_s: f64,
+    pub image_encode_per_s: f64,
+    pub text_encode_per_s: f64,
+    pub tokenizer_per_s: f64,
+    pub loader_images_per_s: f64,
+    pub loader_image_size: usize,
+    pub peak_rss_mb: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
+
+/// Seconds of each of `runs` timed calls of `f`, after `warmup` untimed ones.
+fn time_runs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f()?;
+            Ok(t.elapsed().as_secs_f64())
+        })
+        .collect()
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB; 0 where /proc is missing.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Run every measurement; `progress` is told the name of each as it starts.
+pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
+    let device = Device::Cpu;
+    let model_cfg = ClipConfig::resolve(&cfg.model)?;
+    let (model, varmap) = Clip::with_varmap(&model_cfg, &device)?;
+    clip::init::init_parameters(&varmap, &model_cfg, 0)?;
+    let mut opt = AdamW::new(&varmap, AdamWParams::default())?;
+    let (size, ctx) = (
+        model_cfg.vision_cfg.image_size,
+        model_cfg.text_cfg.context_length,
+    );
+    let n = cfg.batch_size;
+    let batch =
+        SceneBatcher::new(Shapes::new(0, Split::Train), size, ctx, false).batch(0, n, &device)?;
+
+    progress("training step");
+    let step = time_runs(cfg.warmup, cfg.steps, || {
+        step_once(&model, &mut opt, &batch)?;
+        Ok(())
+    })?;
+
+    progress("image encode");
+    let img = time_runs(cfg.warmup, cfg.steps, || {
+        model.encode_image(&batch.pixels)?;
+        Ok(())
+    })?;
+    progress("text encode");
+    let txt = time_runs(cfg.warmup, cfg.steps, || {
+        model.encode_text(&batch.ids)?;
+        Ok(())
+    })?;
+
+    progress("tokenizer");
+    let tokenizer = Tokenizer::new();
+    let captions: Vec<String> = (0..4096)
+        .map(|i| Shapes::new(1, Split::Train).scene(i).caption())
+        .collect();
+    let tok = time_runs(1, cfg.steps, || {
+        std::hint::black_box(tokenizer.tokenize(&captions, ctx));
+        Ok(())
+    })?;
+
+    progress("loader");
+    let loader = png_loader(cfg.loader_image_size, size, ctx, 4 * n)?;
+    let mut k = 0u64;
+    let load = time_runs(1, cfg.steps, || {
+        loader.batch(k * n as u64, n, &device)?;
+        k += 1;
+        Ok(())
+    })?;
+
+    let step_med = median(step.clone());
+    Ok(BenchReport {
+        model: cfg.model.clone(),
+        batch_size: n,
+        threads: rayon::current_num_threads(),
+        steps: cfg.steps,
+        train_step_s_median: step_med,
+        train_step_s_min: step.iter().cloned().fold(f64::INFINITY, f64::min),
+        train_samples_per_s: n as f64 / step_med,
+        image_encode_per_s: n as f64 / median(img),
+        text_encode_per_s: n as f64 / median(txt),
+        tokenizer_per_s: captions.len() as f64 / median(tok),
+        loader_images_per_s: n as f64 / median(load),
+        loader_image_size: cfg.loader_image_size,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// One training step: forward, symmetric InfoNCE, backward, AdamW.
+fn step_once(model: &Clip, opt: &mut AdamW, batch: &clip_data::Batch) -> Result<()> {
+    let img = model.encode_image(&batch.pixels)?;
+    let txt = model.encode_text(&batch.ids)?;
+    let loss = clip_loss(&img, &txt, &model.logit_scale)?;
+    let grads = loss.backward()?;
+    opt.step(&grads, 1e-4)?;
+    Ok(())
+}
+
+/// A file loader over `count` built-in scenes encoded as PNGs of side `png_size`, in memory.
+fn png_loader(png_size: usize, size: usize, ctx: usize, count: usize) -> Result<FileBatcher> {
+    let ds = Shapes::new(2, Split::Train);
+    let samples = (0..count as u64)
+        .map(|i| {
+            let scene = ds.scene(i);
+            let px: Vec<u8> = scene
+                .render(png_size)
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect();
+            let img = image::RgbImage::from_raw(png_size as u32, png_size as u32, px)
+                .expect("rendered buffer has size² pixels");
+            let mut bytes = Vec::new();
+            img.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .map_err(|e| crate::TrainError::Input(format!("encoding a PNG: {e}")))?;
+            Ok(RawSample {
+                origin: format!("scene {i}"),
+                image: ImageSource::Bytes(std::sync::Arc::new(bytes)),
+                caption: scene.caption(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(FileBatcher::new(
+        samples,
+        SkipCounts::default(),
+        0,
+        size,
+        ctx,
+    ))
+}

@@ -1,0 +1,97 @@
+"""The PyTorch side of scripts/bench_vs_pytorch.sh: the same model (open_clip's CLIP built from
+clipforge's JSON config), batch and thread count; times the training step (forward + symmetric
+InfoNCE + backward + AdamW), image and text encoding (inference mode), and OpenAI's Python
+tokenizer. Prints one JSON object with the keys of `clipforge bench --json`.
+
+usage: bench_pytorch.py CONFIG.json BATCH STEPS WARMUP THREADS
+"""
+import json
+import random
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIP
+
+
+def timed(warmup, runs, f):
+    for _ in range(warmup):
+        f()
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def captions(n):
+    """Captions in the grammar of clipforge's built-in scenes."""
+    rng = random.Random(1)
+    shapes = "circle square triangle star cross ring diamond hexagon".split()
+    colours = "red green blue yellow purple orange pink cyan".split()
+    obj = lambda: f"{rng.choice(['small', 'large'])} {rng.choice(colours)} {rng.choice(shapes)}"
+    forms = ["a {} to the left of a {}", "a {} above a {}", "a picture of a {}", "there is a {}"]
+    return [rng.choice(forms).format(obj(), obj()) for _ in range(n)]
+
+
+def main():
+    cfg_path, batch, steps, warmup, threads = sys.argv[1], *map(int, sys.argv[2:6])
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = json.load(open(cfg_path))
+    vision = {k: v for k, v in cfg["vision_cfg"].items() if not k.startswith("proj_")}
+    text = {k: v for k, v in cfg["text_cfg"].items() if not k.startswith("proj_")}
+    model = CLIP(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text,
+                 quick_gelu=cfg.get("quick_gelu", False))
+    size, ctx, vocab = vision["image_size"], text["context_length"], text["vocab_size"]
+    images = torch.randn(batch, 3, size, size)
+    ids = torch.randint(1, vocab - 2, (batch, ctx))
+    ids[:, 0] = vocab - 2
+    ids[:, ctx // 2] = vocab - 1  # end of text: the largest id
+    ids[:, ctx // 2 + 1:] = 0
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.2},
+                             {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+    labels = torch.arange(batch)
+
+    def step():
+        img = F.normalize(model.encode_image(images), dim=-1)
+        txt = F.normalize(model.encode_text(ids), dim=-1)
+        logits = model.logit_scale.exp() * img @ txt.t()
+        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    train = timed(warmup, steps, step)
+    model.eval()
+    with torch.inference_mode():
+        img = timed(warmup, steps, lambda: model.encode_image(images))
+        txt = timed(warmup, steps, lambda: model.encode_text(ids))
+
+    from clip.simple_tokenizer import SimpleTokenizer
+    tok = SimpleTokenizer()
+    caps = captions(4096)
+    tk = timed(1, max(1, min(steps, 3)), lambda: [tok.encode(c) for c in caps])
+
+    med = statistics.median(train)
+    print(json.dumps({
+        "engine": f"pytorch {torch.__version__}",
+        "batch_size": batch, "threads": torch.get_num_threads(), "steps": steps,
+        "train_step_s_median": med, "train_step_s_min": min(train),
+        "train_samples_per_s": batch / med,
+        "image_encode_per_s": batch / statistics.median(img),
+        "text_encode_per_s": batch / statistics.median(txt),
+        "tokenizer_per_s": len(caps) / statistics.median(tk),
+    }))
+
+
+if __name__ == "__main__":
+    main()
