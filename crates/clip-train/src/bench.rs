@@ -102,12 +102,12 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
 
     progress("image encode");
     let img = time_runs(cfg.warmup, cfg.steps, || {
-        model.encode_image(&batch.pixels)?;
+        clip::ops::inference(|| model.encode_image(&batch.pixels))?;
         Ok(())
     })?;
     progress("text encode");
     let txt = time_runs(cfg.warmup, cfg.steps, || {
-        model.encode_text(&batch.ids)?;
+        clip::ops::inference(|| model.encode_text(&batch.ids))?;
         Ok(())
     })?;
 

@@ -353,9 +353,15 @@ impl Trainer {
         let mut cached_img = Vec::with_capacity(k);
         let mut cached_txt = Vec::with_capacity(k);
         for j in 0..k {
-            cached_img.push(self.model.encode_image(&micro(&batch.pixels, j)?)?.detach()); // [m, E]
-            cached_txt.push(self.model.encode_text(&micro(&batch.ids, j)?)?.detach());
-            // [m, E]
+            // Features without a graph: the backward runs per micro-batch below.
+            let (img, txt) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
+                Ok((
+                    self.model.encode_image(&micro(&batch.pixels, j)?)?,
+                    self.model.encode_text(&micro(&batch.ids, j)?)?,
+                ))
+            })?;
+            cached_img.push(img.detach()); // [m, E]
+            cached_txt.push(txt.detach()); // [m, E]
         }
         let mut total: Option<GradStore> = None;
         let mut loss_value = 0.0;
@@ -445,7 +451,7 @@ impl Trainer {
             .batch(0, PLOT_BATCH, &self.device)?,
             None => self.source.batch(0, PLOT_BATCH, &self.device)?,
         };
-        let out = self.model.forward(&b.pixels, &b.ids)?;
+        let out = clip::ops::inference(|| self.model.forward(&b.pixels, &b.ids))?;
         let sims = out.image_embeds.matmul(&out.text_embeds.t()?)?; // [n, n]
         Ok((sims.to_vec2()?, b.captions))
     }

@@ -19,7 +19,7 @@ pub fn zero_shot_classifier(
     for name in class_names {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
         let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?; // [K, T]
-        let emb = model.encode_text(&ids)?; // [K, E], unit rows
+        let emb = clip::ops::inference(|| model.encode_text(&ids))?; // [K, E], unit rows
         rows.push(emb.mean(0)?); // [E]
     }
     l2_normalize(&Tensor::stack(&rows, 0)?) // [C, E]
@@ -38,7 +38,8 @@ pub fn accuracy(
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
-        let emb = model.encode_image(&pixels.narrow(0, start, len)?)?; // [n, E]
+        let chunk = pixels.narrow(0, start, len)?;
+        let emb = clip::ops::inference(|| model.encode_image(&chunk))?; // [n, E]
         let scores = emb.matmul(&classifier.t()?)?; // [n, C]
         let ranked = scores.arg_sort_last_dim(false)?; // [n, C], best first
         let k = 5.min(scores.dim(D::Minus1)?);

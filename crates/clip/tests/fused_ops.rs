@@ -144,3 +144,114 @@ fn attention_matches_composition_with_and_without_causal_mask() {
         );
     }
 }
+
+#[test]
+fn residual_block_matches_the_separate_ops() {
+    // W = 24 (3 heads of 8), hidden 40, T odd; GELU and QuickGELU, causal and not.
+    let (w, h) = (24, 40);
+    for (quick_gelu, causal) in [(false, false), (true, true)] {
+        let vars = [
+            var(&[2, 9, w], 1.0),
+            var(&[w], 0.5),
+            var(&[w], 0.5),
+            var(&[3 * w, w], 0.3),
+            var(&[3 * w], 0.3),
+            var(&[w, w], 0.3),
+            var(&[w], 0.3),
+            var(&[w], 0.5),
+            var(&[w], 0.5),
+            var(&[h, w], 0.3),
+            var(&[h], 0.3),
+            var(&[w, h], 0.3),
+            var(&[w], 0.3),
+        ];
+        let cfg = ops::BlockCfg {
+            width: w,
+            heads: 3,
+            hidden: h,
+            quick_gelu,
+            causal,
+            eps: 1e-5,
+        };
+        let params = |t: &[Tensor]| -> Vec<Tensor> { t[1..].to_vec() };
+        let block = |t: &[Tensor], fused: bool| {
+            let p = params(t);
+            let bp = ops::BlockParams {
+                ln_1_weight: &p[0],
+                ln_1_bias: &p[1],
+                in_proj_weight: &p[2],
+                in_proj_bias: &p[3],
+                out_proj_weight: &p[4],
+                out_proj_bias: &p[5],
+                ln_2_weight: &p[6],
+                ln_2_bias: &p[7],
+                c_fc_weight: &p[8],
+                c_fc_bias: &p[9],
+                c_proj_weight: &p[10],
+                c_proj_bias: &p[11],
+            };
+            if fused {
+                ops::residual_block(&t[0], &bp, cfg).unwrap()
+            } else {
+                ops::residual_block_composed(&t[0], &bp, cfg).unwrap()
+            }
+        };
+        check(
+            &format!("residual block quick_gelu={quick_gelu} causal={causal}"),
+            &vars,
+            |t| block(t, true),
+            |t| block(t, false),
+            5e-5,
+        );
+    }
+}
+
+#[test]
+fn a_block_run_under_inference_keeps_nothing_for_backward() {
+    let x = var(&[1, 3, 8], 1.0);
+    let p: Vec<Var> = [
+        vec![8],
+        vec![8],
+        vec![24, 8],
+        vec![24],
+        vec![8, 8],
+        vec![8],
+        vec![8],
+        vec![8],
+        vec![16, 8],
+        vec![16],
+        vec![8, 16],
+        vec![8],
+    ]
+    .iter()
+    .map(|s| var(s, 0.3))
+    .collect();
+    let t: Vec<Tensor> = p.iter().map(|v| v.as_tensor().clone()).collect();
+    let bp = ops::BlockParams {
+        ln_1_weight: &t[0],
+        ln_1_bias: &t[1],
+        in_proj_weight: &t[2],
+        in_proj_bias: &t[3],
+        out_proj_weight: &t[4],
+        out_proj_bias: &t[5],
+        ln_2_weight: &t[6],
+        ln_2_bias: &t[7],
+        c_fc_weight: &t[8],
+        c_fc_bias: &t[9],
+        c_proj_weight: &t[10],
+        c_proj_bias: &t[11],
+    };
+    let cfg = ops::BlockCfg {
+        width: 8,
+        heads: 2,
+        hidden: 16,
+        quick_gelu: false,
+        causal: false,
+        eps: 1e-5,
+    };
+    let y = ops::inference(|| ops::residual_block(x.as_tensor(), &bp, cfg).unwrap());
+    let err = y.sum_all().unwrap().backward().unwrap_err().to_string();
+    assert!(err.contains("no activations kept"), "{err}");
+    let y = ops::residual_block(x.as_tensor(), &bp, cfg).unwrap();
+    assert!(y.sum_all().unwrap().backward().is_ok());
+}

@@ -5,8 +5,8 @@ use rayon::prelude::*;
 
 use super::{contiguous_f32, exp, fused_ok};
 
-#[derive(Clone, Copy)]
-enum Act {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Act {
     /// x·Φ(x), Φ by erf.
     Gelu,
     /// x·σ(1.702x).
@@ -24,14 +24,14 @@ fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-fn act_fwd(a: Act, x: f32) -> f32 {
+pub(crate) fn act_fwd(a: Act, x: f32) -> f32 {
     match a {
         Act::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
         Act::QuickGelu => x / (1.0 + exp(-1.702 * x)),
     }
 }
 
-fn act_grad(a: Act, x: f32) -> f32 {
+pub(crate) fn act_grad(a: Act, x: f32) -> f32 {
     match a {
         Act::Gelu => {
             let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));

@@ -50,7 +50,7 @@ struct AttentionOp {
 
 /// Shapes of one call: batch, tokens, width, heads, head width.
 #[derive(Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     t: usize,
     w: usize,
     h: usize,
@@ -59,6 +59,17 @@ struct Dims {
 }
 
 impl Dims {
+    /// Tokens `t`, width `w` split into `heads` heads.
+    pub(crate) fn of(t: usize, w: usize, heads: usize, causal: bool) -> Self {
+        Self {
+            t,
+            w,
+            h: heads,
+            dh: w / heads,
+            causal,
+        }
+    }
+
     fn new(l: &Layout, heads: usize, causal: bool) -> Result<(usize, Self)> {
         let (b, t, w3) = l.shape().dims3()?;
         if w3 % 3 != 0 || (w3 / 3) % heads != 0 {
@@ -133,24 +144,7 @@ impl CustomOp1 for AttentionOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = contiguous_f32(s, l, self.name())?;
         let (b, d) = Dims::new(l, self.heads, self.causal)?;
-        let mut out = vec![0f32; b * d.t * d.w];
-        out.par_chunks_mut(d.t * d.w)
-            .zip(qkv.par_chunks(d.t * 3 * d.w))
-            .for_each(|(o, x)| {
-                let mut kt = vec![0f32; d.dh * d.t];
-                let mut p = vec![0f32; d.t];
-                for hd in 0..d.h {
-                    transpose_head(x, d, d.w + hd * d.dh, &mut kt);
-                    for i in 0..d.t {
-                        probs_row(x, d, hd, &kt, i, &mut p);
-                        let orow = &mut o[i * d.w + hd * d.dh..i * d.w + (hd + 1) * d.dh];
-                        for (j, &pj) in p[..d.visible(i)].iter().enumerate() {
-                            let v0 = j * 3 * d.w + 2 * d.w + hd * d.dh;
-                            axpy(orow, pj, &x[v0..v0 + d.dh]);
-                        }
-                    }
-                }
-            });
+        let out = attn_fwd(qkv, d);
         Ok((CpuStorage::F32(out), Shape::from((b, d.t, d.w))))
     }
 
@@ -186,54 +180,85 @@ impl CustomOp3 for AttentionBwdOp {
         let qkv = contiguous_f32(s1, l1, self.name())?;
         let out = contiguous_f32(s2, l2, self.name())?;
         let dout = contiguous_f32(s3, l3, self.name())?;
-        let (b, d) = Dims::new(l1, self.heads, self.causal)?;
-        let (tw, tw3) = (d.t * d.w, d.t * 3 * d.w);
-        let mut dqkv = vec![0f32; b * tw3];
-        dqkv.par_chunks_mut(tw3)
-            .zip(qkv.par_chunks(tw3))
-            .zip(out.par_chunks(tw).zip(dout.par_chunks(tw)))
-            .for_each(|((g, x), (o, go))| {
-                let mut kt = vec![0f32; d.dh * d.t];
-                let mut vt = vec![0f32; d.dh * d.t];
-                let mut p = vec![0f32; d.t];
-                let mut ds = vec![0f32; d.t];
-                let mut dq = vec![0f32; d.dh];
-                let scale = d.scale();
-                for hd in 0..d.h {
-                    let (qo, ko, vo) = (hd * d.dh, d.w + hd * d.dh, 2 * d.w + hd * d.dh);
-                    transpose_head(x, d, ko, &mut kt);
-                    transpose_head(x, d, vo, &mut vt);
-                    for i in 0..d.t {
-                        let n = d.visible(i);
-                        probs_row(x, d, hd, &kt, i, &mut p);
-                        let goi = &go[i * d.w + qo..i * d.w + qo + d.dh];
-                        let oi = &o[i * d.w + qo..i * d.w + qo + d.dh];
-                        // dP_ij = dO_i · v_j; D_i = dO_i · O_i; dS = P ∘ (dP − D_i) · scale.
-                        let dsi = &mut ds[..n];
-                        dsi.fill(0.0);
-                        for (c, &gc) in goi.iter().enumerate() {
-                            axpy(dsi, gc, &vt[c * d.t..c * d.t + n]);
-                        }
-                        let di: f32 = goi.iter().zip(oi).map(|(a, b)| a * b).sum();
-                        for (s, &pj) in dsi.iter_mut().zip(&p[..n]) {
-                            *s = pj * (*s - di) * scale;
-                        }
-                        let r = 3 * d.w;
-                        for j in 0..n {
-                            // dV_j += P_ij dO_i; dK_j += dS_ij q_i.
-                            let (gk, gv) = g[j * r + ko..j * r + vo + d.dh].split_at_mut(d.w);
-                            axpy(&mut gv[..d.dh], p[j], goi);
-                            axpy(&mut gk[..d.dh], dsi[j], &x[i * r + qo..i * r + qo + d.dh]);
-                        }
-                        // dQ_i = Σ_j dS_ij k_j.
-                        dq.fill(0.0);
-                        for (j, &sj) in dsi.iter().enumerate() {
-                            axpy(&mut dq, sj, &x[j * r + ko..j * r + ko + d.dh]);
-                        }
-                        g[i * r + qo..i * r + qo + d.dh].copy_from_slice(&dq);
-                    }
-                }
-            });
+        let (_, d) = Dims::new(l1, self.heads, self.causal)?;
+        let dqkv = attn_bwd(qkv, out, dout, d);
         Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
     }
+}
+
+/// qkv `[B, T, 3W]` → `[B, T, W]` (B from the length).
+pub(crate) fn attn_fwd(qkv: &[f32], d: Dims) -> Vec<f32> {
+    let b = qkv.len() / (d.t * 3 * d.w);
+    let mut out = vec![0f32; b * d.t * d.w];
+    out.par_chunks_mut(d.t * d.w)
+        .zip(qkv.par_chunks(d.t * 3 * d.w))
+        .for_each(|(o, x)| {
+            let mut kt = vec![0f32; d.dh * d.t];
+            let mut p = vec![0f32; d.t];
+            for hd in 0..d.h {
+                transpose_head(x, d, d.w + hd * d.dh, &mut kt);
+                for i in 0..d.t {
+                    probs_row(x, d, hd, &kt, i, &mut p);
+                    let orow = &mut o[i * d.w + hd * d.dh..i * d.w + (hd + 1) * d.dh];
+                    for (j, &pj) in p[..d.visible(i)].iter().enumerate() {
+                        let v0 = j * 3 * d.w + 2 * d.w + hd * d.dh;
+                        axpy(orow, pj, &x[v0..v0 + d.dh]);
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// (qkv, out, dout) → d qkv, all batch-major as in [`attn_fwd`].
+pub(crate) fn attn_bwd(qkv: &[f32], out: &[f32], dout: &[f32], d: Dims) -> Vec<f32> {
+    let b = qkv.len() / (d.t * 3 * d.w);
+    let (tw, tw3) = (d.t * d.w, d.t * 3 * d.w);
+    let mut dqkv = vec![0f32; b * tw3];
+    dqkv.par_chunks_mut(tw3)
+        .zip(qkv.par_chunks(tw3))
+        .zip(out.par_chunks(tw).zip(dout.par_chunks(tw)))
+        .for_each(|((g, x), (o, go))| {
+            let mut kt = vec![0f32; d.dh * d.t];
+            let mut vt = vec![0f32; d.dh * d.t];
+            let mut p = vec![0f32; d.t];
+            let mut ds = vec![0f32; d.t];
+            let mut dq = vec![0f32; d.dh];
+            let scale = d.scale();
+            for hd in 0..d.h {
+                let (qo, ko, vo) = (hd * d.dh, d.w + hd * d.dh, 2 * d.w + hd * d.dh);
+                transpose_head(x, d, ko, &mut kt);
+                transpose_head(x, d, vo, &mut vt);
+                for i in 0..d.t {
+                    let n = d.visible(i);
+                    probs_row(x, d, hd, &kt, i, &mut p);
+                    let goi = &go[i * d.w + qo..i * d.w + qo + d.dh];
+                    let oi = &o[i * d.w + qo..i * d.w + qo + d.dh];
+                    // dP_ij = dO_i · v_j; D_i = dO_i · O_i; dS = P ∘ (dP − D_i) · scale.
+                    let dsi = &mut ds[..n];
+                    dsi.fill(0.0);
+                    for (c, &gc) in goi.iter().enumerate() {
+                        axpy(dsi, gc, &vt[c * d.t..c * d.t + n]);
+                    }
+                    let di: f32 = goi.iter().zip(oi).map(|(a, b)| a * b).sum();
+                    for (s, &pj) in dsi.iter_mut().zip(&p[..n]) {
+                        *s = pj * (*s - di) * scale;
+                    }
+                    let r = 3 * d.w;
+                    for j in 0..n {
+                        // dV_j += P_ij dO_i; dK_j += dS_ij q_i.
+                        let (gk, gv) = g[j * r + ko..j * r + vo + d.dh].split_at_mut(d.w);
+                        axpy(&mut gv[..d.dh], p[j], goi);
+                        axpy(&mut gk[..d.dh], dsi[j], &x[i * r + qo..i * r + qo + d.dh]);
+                    }
+                    // dQ_i = Σ_j dS_ij k_j.
+                    dq.fill(0.0);
+                    for (j, &sj) in dsi.iter().enumerate() {
+                        axpy(&mut dq, sj, &x[j * r + ko..j * r + ko + d.dh]);
+                    }
+                    g[i * r + qo..i * r + qo + d.dh].copy_from_slice(&dq);
+                }
+            }
+        });
+    dqkv
 }

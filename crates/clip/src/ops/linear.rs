@@ -50,15 +50,7 @@ impl CustomOp3 for LinearOp {
                 b.len()
             );
         }
-        let mut y = vec![0f32; rows * dout];
-        y.par_chunks_mut(dout * 256)
-            .for_each(|chunk| chunk.chunks_mut(dout).for_each(|r| r.copy_from_slice(b)));
-        matmul(
-            View::rows(x, rows, din),
-            View::rows(w, dout, din).t(),
-            &mut y,
-            true,
-        ); // [R, out]
+        let y = linear_fwd(x, rows, w, b); // [R, out]
         Ok((CpuStorage::F32(y), Shape::from((rows, dout))))
     }
 
@@ -125,22 +117,42 @@ impl CustomOp1 for ColumnSum {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, self.name())?;
         let (_, c) = l.shape().dims2()?;
-        let sum = x
-            .par_chunks(c * 512)
-            .map(|block| {
-                let mut acc = vec![0f32; c];
-                for row in block.chunks(c) {
-                    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-                }
-                acc
-            })
-            .reduce(
-                || vec![0f32; c],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
+        let sum = column_sum(x, c);
         Ok((CpuStorage::F32(sum), Shape::from(c)))
     }
+}
+
+/// x `[rows, in]` · wᵀ + b with w `[out, in]`, b `[out]` → `[rows, out]`.
+pub(crate) fn linear_fwd(x: &[f32], rows: usize, w: &[f32], b: &[f32]) -> Vec<f32> {
+    let dout = b.len();
+    let din = w.len() / dout;
+    let mut y = vec![0f32; rows * dout];
+    y.par_chunks_mut(dout * 256)
+        .for_each(|chunk| chunk.chunks_mut(dout).for_each(|r| r.copy_from_slice(b)));
+    matmul(
+        View::rows(x, rows, din),
+        View::rows(w, dout, din).t(),
+        &mut y,
+        true,
+    );
+    y
+}
+
+/// Σ over the rows of a row-major `[R, c]` matrix → `[c]`.
+pub(crate) fn column_sum(x: &[f32], c: usize) -> Vec<f32> {
+    x.par_chunks(c * 512)
+        .map(|block| {
+            let mut acc = vec![0f32; c];
+            for row in block.chunks(c) {
+                acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f32; c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }

@@ -58,12 +58,13 @@ pub(crate) fn exp(x: f32) -> f32 {
     }
 }
 
-pub(crate) fn fused_ok(x: &Tensor) -> bool {
+pub fn fused_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
 mod activation;
 mod attention;
+mod block;
 mod gemm;
 mod linear;
 mod norm;
@@ -71,6 +72,7 @@ mod softmax;
 
 pub use activation::{gelu, quick_gelu};
 pub use attention::{attention, attention_composed, causal_mask};
+pub use block::{inference, residual_block, residual_block_composed, BlockCfg, BlockParams};
 pub use linear::{linear, linear_composed};
 pub use norm::{layer_norm, layer_norm_composed};
 pub use softmax::softmax_last_dim;

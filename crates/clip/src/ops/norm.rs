@@ -57,14 +57,10 @@ impl CustomOp3 for LayerNormOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let b = contiguous_f32(s3, l3, self.name())?;
-        let c = w.len();
-        let y = map_rows(x, c, |xrow, yrow| {
-            let (mean, rstd) = row_stats(xrow, self.eps);
-            for i in 0..c {
-                yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
-            }
-        });
-        Ok((CpuStorage::F32(y), l1.shape().clone()))
+        Ok((
+            CpuStorage::F32(ln_fwd(x, w, b, self.eps)),
+            l1.shape().clone(),
+        ))
     }
 
     fn bwd(
@@ -103,28 +99,7 @@ impl CustomOp2 for LayerNormParamGradOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let dy = contiguous_f32(s2, l2, self.name())?;
         let c = l1.dims()[l1.dims().len() - 1];
-        let sums = x
-            .par_chunks(c * ROWS_PER_TASK)
-            .zip(dy.par_chunks(c * ROWS_PER_TASK))
-            .map(|(xr, dyr)| {
-                let mut acc = vec![0f32; 2 * c];
-                let (dw, db) = acc.split_at_mut(c);
-                for (xrow, dyrow) in xr.chunks(c).zip(dyr.chunks(c)) {
-                    let (mean, rstd) = row_stats(xrow, self.eps);
-                    for i in 0..c {
-                        dw[i] += dyrow[i] * (xrow[i] - mean) * rstd;
-                        db[i] += dyrow[i];
-                    }
-                }
-                acc
-            })
-            .reduce(
-                || vec![0f32; 2 * c],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            );
+        let sums = ln_param_grads(x, dy, c, self.eps);
         Ok((CpuStorage::F32(sums), Shape::from((2, c))))
     }
 }
@@ -149,30 +124,71 @@ impl CustomOp3 for LayerNormBwdOp {
         let x = contiguous_f32(s1, l1, self.name())?;
         let w = contiguous_f32(s2, l2, self.name())?;
         let dy = contiguous_f32(s3, l3, self.name())?;
-        let c = w.len();
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(c * ROWS_PER_TASK)
-            .zip(
-                x.par_chunks(c * ROWS_PER_TASK)
-                    .zip(dy.par_chunks(c * ROWS_PER_TASK)),
-            )
-            .for_each(|(dxr, (xr, dyr))| {
-                for ((dxrow, xrow), dyrow) in dxr.chunks_mut(c).zip(xr.chunks(c)).zip(dyr.chunks(c))
-                {
-                    let (mean, rstd) = row_stats(xrow, self.eps);
-                    let (mut m1, mut m2) = (0f32, 0f32);
-                    for i in 0..c {
-                        let g = dyrow[i] * w[i];
-                        m1 += g;
-                        m2 += g * (xrow[i] - mean) * rstd;
-                    }
-                    let (m1, m2) = (m1 / c as f32, m2 / c as f32);
-                    for i in 0..c {
-                        let xhat = (xrow[i] - mean) * rstd;
-                        dxrow[i] = rstd * (dyrow[i] * w[i] - m1 - xhat * m2);
-                    }
-                }
-            });
+        let dx = ln_bwd_dx(x, w, dy, self.eps);
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
+}
+
+/// LayerNorm of every row of `x` (width `w.len()`).
+pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    map_rows(x, c, |xrow, yrow| {
+        let (mean, rstd) = row_stats(xrow, eps);
+        for i in 0..c {
+            yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
+        }
+    })
+}
+
+/// dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w·x̂)), row by row.
+pub(crate) fn ln_bwd_dx(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Vec<f32> {
+    let c = w.len();
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(c * ROWS_PER_TASK)
+        .zip(
+            x.par_chunks(c * ROWS_PER_TASK)
+                .zip(dy.par_chunks(c * ROWS_PER_TASK)),
+        )
+        .for_each(|(dxr, (xr, dyr))| {
+            for ((dxrow, xrow), dyrow) in dxr.chunks_mut(c).zip(xr.chunks(c)).zip(dyr.chunks(c)) {
+                let (mean, rstd) = row_stats(xrow, eps);
+                let (mut m1, mut m2) = (0f32, 0f32);
+                for i in 0..c {
+                    let g = dyrow[i] * w[i];
+                    m1 += g;
+                    m2 += g * (xrow[i] - mean) * rstd;
+                }
+                let (m1, m2) = (m1 / c as f32, m2 / c as f32);
+                for i in 0..c {
+                    let xhat = (xrow[i] - mean) * rstd;
+                    dxrow[i] = rstd * (dyrow[i] * w[i] - m1 - xhat * m2);
+                }
+            }
+        });
+    dx
+}
+
+/// `[2·C]`: Σ_rows dy·x̂ (the gain's gradient), then Σ_rows dy (the bias's), in one pass.
+pub(crate) fn ln_param_grads(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f32> {
+    x.par_chunks(c * ROWS_PER_TASK)
+        .zip(dy.par_chunks(c * ROWS_PER_TASK))
+        .map(|(xr, dyr)| {
+            let mut acc = vec![0f32; 2 * c];
+            let (dw, db) = acc.split_at_mut(c);
+            for (xrow, dyrow) in xr.chunks(c).zip(dyr.chunks(c)) {
+                let (mean, rstd) = row_stats(xrow, eps);
+                for i in 0..c {
+                    dw[i] += dyrow[i] * (xrow[i] - mean) * rstd;
+                    db[i] += dyrow[i];
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f32; 2 * c],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }

@@ -53,13 +53,15 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let ids =
             Tokenizer::new().tokenize_tensor(&args.texts, cfg.text_cfg.context_length, &device)?; // [N, T]
-        Some(model.encode_text(&ids).context("encoding texts")?) // [N, E]
+        Some(clip::ops::inference(|| model.encode_text(&ids)).context("encoding texts")?)
+        // [N, E]
     };
     let image_embeds = if args.images.is_empty() {
         None
     } else {
         let pixels = transform::load_images(&args.images, cfg.vision_cfg.image_size, &device)?; // [M, 3, S, S]
-        Some(model.encode_image(&pixels).context("encoding images")?) // [M, E]
+        Some(clip::ops::inference(|| model.encode_image(&pixels)).context("encoding images")?)
+        // [M, E]
     };
     let rows = |t: &Option<Tensor>| -> Result<Vec<Vec<f32>>> {
         Ok(match t {
