@@ -13,8 +13,7 @@ use rayon::prelude::*;
 
 use super::activation::{act_fwd, act_grad, Act};
 use super::attention::{attn_bwd, attn_fwd, Dims};
-use super::gemm::{matmul, View};
-use super::linear::{column_sum, linear_fwd};
+use super::linear::{linear_bwd, linear_fwd};
 use super::norm::{ln_bwd_dx, ln_fwd, ln_param_grads};
 use super::{contiguous_f32, fused_ok};
 
@@ -282,20 +281,8 @@ impl CustomOp3 for BlockBwdOp {
         let (dx_out, dp) = out.split_at_mut(n);
 
         // MLP branch: y = x1 + hact·c_projᵀ + b.
-        matmul(
-            View::rows(dy, r, w).t(),
-            View::rows(&s.hact, r, hd),
-            &mut dp[o[10]..o[11]],
-            false,
-        ); // [W, H]
-        dp[o[11]..].copy_from_slice(&column_sum(dy, w));
-        let mut dh = vec![0f32; r * hd];
-        matmul(
-            View::rows(dy, r, w),
-            View::rows(&p[o[10]..o[11]], w, hd),
-            &mut dh,
-            false,
-        ); // [R, H]
+        let (dw, db) = dp[o[10]..].split_at_mut(w * hd);
+        let mut dh = linear_bwd(dy, &s.hact, &p[o[10]..o[11]], dw, db); // [R, H]
         let act = c.act();
         dh.par_chunks_mut(1 << 14)
             .zip(s.hpre.par_chunks(1 << 14))
@@ -304,57 +291,20 @@ impl CustomOp3 for BlockBwdOp {
                     .zip(v)
                     .for_each(|(a, &u)| *a *= act_grad(act, u))
             });
-        matmul(
-            View::rows(&dh, r, hd).t(),
-            View::rows(&s.ln2, r, w),
-            &mut dp[o[8]..o[9]],
-            false,
-        ); // [H, W]
-        dp[o[9]..o[10]].copy_from_slice(&column_sum(&dh, hd));
-        let mut dln2 = vec![0f32; n];
-        matmul(
-            View::rows(&dh, r, hd),
-            View::rows(&p[o[8]..o[9]], hd, w),
-            &mut dln2,
-            false,
-        ); // [R, W]
+        let (dw, db) = dp[o[8]..o[10]].split_at_mut(hd * w);
+        let dln2 = linear_bwd(&dh, &s.ln2, &p[o[8]..o[9]], dw, db); // [R, W]
         drop(dh);
         let mut dx1 = ln_bwd_dx(&s.x1, &p[o[6]..o[7]], &dln2, c.eps); // [R, W]
         add_into(&mut dx1, dy);
-        let g2 = ln_param_grads(&s.x1, &dln2, w, c.eps);
-        dp[o[6]..o[8]].copy_from_slice(&g2);
+        dp[o[6]..o[8]].copy_from_slice(&ln_param_grads(&s.x1, &dln2, w, c.eps));
 
         // Attention branch: x1 = x + att·out_projᵀ + b.
-        matmul(
-            View::rows(&dx1, r, w).t(),
-            View::rows(&s.att, r, w),
-            &mut dp[o[4]..o[5]],
-            false,
-        ); // [W, W]
-        dp[o[5]..o[6]].copy_from_slice(&column_sum(&dx1, w));
-        let mut datt = vec![0f32; n];
-        matmul(
-            View::rows(&dx1, r, w),
-            View::rows(&p[o[4]..o[5]], w, w),
-            &mut datt,
-            false,
-        ); // [R, W]
+        let (dw, db) = dp[o[4]..o[6]].split_at_mut(w * w);
+        let datt = linear_bwd(&dx1, &s.att, &p[o[4]..o[5]], dw, db); // [R, W]
         let dqkv = attn_bwd(&s.qkv, &s.att, &datt, Dims::of(t, w, c.heads, c.causal)); // [R, 3W]
         drop(datt);
-        matmul(
-            View::rows(&dqkv, r, 3 * w).t(),
-            View::rows(&s.ln1, r, w),
-            &mut dp[o[2]..o[3]],
-            false,
-        ); // [3W, W]
-        dp[o[3]..o[4]].copy_from_slice(&column_sum(&dqkv, 3 * w));
-        let mut dln1 = vec![0f32; n];
-        matmul(
-            View::rows(&dqkv, r, 3 * w),
-            View::rows(&p[o[2]..o[3]], 3 * w, w),
-            &mut dln1,
-            false,
-        ); // [R, W]
+        let (dw, db) = dp[o[2]..o[4]].split_at_mut(3 * w * w);
+        let dln1 = linear_bwd(&dqkv, &s.ln1, &p[o[2]..o[3]], dw, db); // [R, W]
         let dx = ln_bwd_dx(x, &p[o[0]..o[1]], &dln1, c.eps);
         dx_out.copy_from_slice(&dx);
         add_into(dx_out, &dx1);
