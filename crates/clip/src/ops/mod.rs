@@ -1,7 +1,7 @@
-//! Fused CPU ops with explicit backward, as candle custom ops: LayerNorm, softmax over the last
-//! dimension, exact GELU and QuickGELU. candle's generic versions are chains of element-wise
-//! ops (each a pass over memory and an allocation, and more in backward); these are one pass,
-//! parallel over rows. Off the CPU, or for dtypes other than f32, the composed candle ops run.
+//! Fused CPU ops with explicit backward, as candle custom ops: a whole residual block (`block`),
+//! linear, multi-head attention, LayerNorm, softmax over the last dimension, exact GELU and
+//! QuickGELU. candle's generic versions are chains of element-wise ops (each a pass over memory
+//! and an allocation, and more in backward); these work over plain buffers, parallel over rows. Off the CPU, or for dtypes other than f32, the composed candle ops run.
 //! Each is tested against the composition it replaces: values and gradients (tests/fused_ops.rs).
 
 use candle_core::{bail, CpuStorage, Layout, Result, Tensor};
