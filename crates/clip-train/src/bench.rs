@@ -1,10 +1,12 @@
 //! Benchmarks of the pieces of training: the step (forward + loss + backward + AdamW), image and
 //! text encoding, the tokenizer, and the file loader (PNG decode + random resized crop +
-//! normalise). Warm-up runs first, then the median of several timed runs.
+//! normalise). Warm-up runs first, then the median of several timed runs. On a GPU every timed
+//! run ends with a device synchronisation, and the model FLOPs of each run (`clip::flops`) give
+//! the achieved TFLOP/s.
 
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use clip::{clip_loss, Clip, ClipConfig, Tokenizer};
 use clip_data::files::{ImageSource, RawSample, SkipCounts};
 use clip_data::{BatchSource, FileBatcher, SceneBatcher, Shapes, Split};
@@ -23,18 +25,30 @@ pub struct BenchConfig {
     pub warmup: usize,
     /// Side of the PNGs the loader decodes (real data is larger than the model's input).
     pub loader_image_size: usize,
+    /// Where the model runs.
+    pub device: Device,
+    /// Parameter dtype of the encoders (the training step always keeps f32 parameters).
+    pub encode_dtype: DType,
+    /// Let f32 matrix products use TF32 on a GPU (cuBLAS; no effect on the CPU).
+    pub tf32: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    pub device: String,
+    pub encode_dtype: String,
+    pub tf32: bool,
     pub batch_size: usize,
     pub threads: usize,
     pub steps: usize,
     pub train_step_s_median: f64,
     pub train_step_s_min: f64,
     pub train_samples_per_s: f64,
+    /// Model FLOPs per second of the training step (3 × forward, `clip::flops`).
+    pub train_tflops: f64,
     pub image_encode_per_s: f64,
+    pub image_encode_tflops: f64,
     pub text_encode_per_s: f64,
     pub tokenizer_per_s: f64,
     pub loader_images_per_s: f64,
@@ -52,15 +66,23 @@ fn median(mut xs: Vec<f64>) -> f64 {
     }
 }
 
-/// Seconds of each of `runs` timed calls of `f`, after `warmup` untimed ones.
-fn time_runs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
+/// Seconds of each of `runs` timed calls of `f`, after `warmup` untimed ones; each call is
+/// followed by a synchronisation of `device` (a no-op on the CPU), so GPU work is counted.
+fn time_runs(
+    device: &Device,
+    warmup: usize,
+    runs: usize,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Vec<f64>> {
     for _ in 0..warmup {
         f()?;
     }
+    device.synchronize()?;
     (0..runs)
         .map(|_| {
             let t = Instant::now();
             f()?;
+            device.synchronize()?;
             Ok(t.elapsed().as_secs_f64())
         })
         .collect()
@@ -81,33 +103,42 @@ pub fn peak_rss_mb() -> f64 {
 
 /// Run every measurement; `progress` is told the name of each as it starts.
 pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchReport> {
-    let device = Device::Cpu;
+    let device = &cfg.device;
+    candle_core::cuda::set_gemm_reduced_precision_f32(cfg.tf32);
     let model_cfg = ClipConfig::resolve(&cfg.model)?;
-    let (model, varmap) = Clip::with_varmap(&model_cfg, &device)?;
+    let (model, varmap) = Clip::with_varmap(&model_cfg, device)?;
     clip::init::init_parameters(&varmap, &model_cfg, 0)?;
     let mut opt = AdamW::new(&varmap, AdamWParams::default())?;
+    // The encoders run in `encode_dtype`: the same initial weights, converted.
+    let encoder = if cfg.encode_dtype == DType::F32 {
+        model.clone()
+    } else {
+        let (m, vm) = Clip::with_varmap_dtype(&model_cfg, device, cfg.encode_dtype)?;
+        clip::init::init_parameters(&vm, &model_cfg, 0)?;
+        m
+    };
     let (size, ctx) = (
         model_cfg.vision_cfg.image_size,
         model_cfg.text_cfg.context_length,
     );
     let n = cfg.batch_size;
     let batch =
-        SceneBatcher::new(Shapes::new(0, Split::Train), size, ctx, false).batch(0, n, &device)?;
+        SceneBatcher::new(Shapes::new(0, Split::Train), size, ctx, false).batch(0, n, device)?;
 
     progress("training step");
-    let step = time_runs(cfg.warmup, cfg.steps, || {
+    let step = time_runs(device, cfg.warmup, cfg.steps, || {
         step_once(&model, &mut opt, &batch)?;
         Ok(())
     })?;
 
     progress("image encode");
-    let img = time_runs(cfg.warmup, cfg.steps, || {
-        clip::ops::inference(|| model.encode_image(&batch.pixels))?;
+    let img = time_runs(device, cfg.warmup, cfg.steps, || {
+        clip::ops::inference(|| encoder.encode_image(&batch.pixels))?;
         Ok(())
     })?;
     progress("text encode");
-    let txt = time_runs(cfg.warmup, cfg.steps, || {
-        clip::ops::inference(|| model.encode_text(&batch.ids))?;
+    let txt = time_runs(device, cfg.warmup, cfg.steps, || {
+        clip::ops::inference(|| encoder.encode_text(&batch.ids))?;
         Ok(())
     })?;
 
@@ -116,7 +147,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     let captions: Vec<String> = (0..4096)
         .map(|i| Shapes::new(1, Split::Train).scene(i).caption())
         .collect();
-    let tok = time_runs(1, cfg.steps, || {
+    let tok = time_runs(&Device::Cpu, 1, cfg.steps, || {
         std::hint::black_box(tokenizer.tokenize(&captions, ctx));
         Ok(())
     })?;
@@ -124,22 +155,28 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     progress("loader");
     let loader = png_loader(cfg.loader_image_size, size, ctx, 4 * n)?;
     let mut k = 0u64;
-    let load = time_runs(1, cfg.steps, || {
-        loader.batch(k * n as u64, n, &device)?;
+    let load = time_runs(&Device::Cpu, 1, cfg.steps, || {
+        loader.batch(k * n as u64, n, &Device::Cpu)?;
         k += 1;
         Ok(())
     })?;
 
     let step_med = median(step.clone());
+    let img_med = median(img);
     Ok(BenchReport {
         model: cfg.model.clone(),
+        device: format!("{:?}", device.location()),
+        encode_dtype: format!("{:?}", cfg.encode_dtype).to_lowercase(),
+        tf32: cfg.tf32,
         batch_size: n,
         threads: rayon::current_num_threads(),
         steps: cfg.steps,
         train_step_s_median: step_med,
         train_step_s_min: step.iter().cloned().fold(f64::INFINITY, f64::min),
         train_samples_per_s: n as f64 / step_med,
-        image_encode_per_s: n as f64 / median(img),
+        train_tflops: model_cfg.train_step_flops(n) / step_med / 1e12,
+        image_encode_per_s: n as f64 / img_med,
+        image_encode_tflops: n as f64 * model_cfg.image_forward_flops() / img_med / 1e12,
         text_encode_per_s: n as f64 / median(txt),
         tokenizer_per_s: captions.len() as f64 / median(tok),
         loader_images_per_s: n as f64 / median(load),

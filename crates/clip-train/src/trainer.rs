@@ -237,11 +237,15 @@ pub struct Trainer {
 const PLOT_BATCH: usize = 12;
 
 impl Trainer {
-    /// A fresh run in `run_dir` (created; `config.json` written).
+    /// A fresh run in `run_dir` (created; `config.json` written), on the CPU.
     pub fn new(cfg: TrainConfig, run_dir: &Path) -> Result<Self> {
+        Self::new_on(cfg, run_dir, Device::Cpu)
+    }
+
+    /// A fresh run on `device` (the device is not part of the run: it may resume elsewhere).
+    pub fn new_on(cfg: TrainConfig, run_dir: &Path, device: Device) -> Result<Self> {
         cfg.validate()?;
         let _ = make_source(&cfg)?; // bad data fails before anything is written
-        let device = Device::Cpu;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
         let optim = AdamW::new(&varmap, cfg.adamw)?;
@@ -267,6 +271,11 @@ impl Trainer {
     /// Continue the run a checkpoint (or a run directory's latest checkpoint) belongs to.
     /// `steps` may extend the run.
     pub fn resume(path: &Path, steps: Option<u64>) -> Result<Self> {
+        Self::resume_on(path, steps, Device::Cpu)
+    }
+
+    /// As [`Trainer::resume`], on `device`.
+    pub fn resume_on(path: &Path, steps: Option<u64>, device: Device) -> Result<Self> {
         let ckpt = checkpoint::resolve(path)?;
         let run_dir = ckpt
             .parent()
@@ -287,7 +296,6 @@ impl Trainer {
             cfg.steps = s;
         }
         cfg.validate()?;
-        let device = Device::Cpu;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
         let mut optim = AdamW::new(&varmap, cfg.adamw)?;

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod error;
+pub mod flops;
 pub mod heads;
 pub mod init;
 pub mod loss;

@@ -53,15 +53,25 @@ impl Clip {
     /// A model whose parameters live in a fresh `VarMap` (trainable), all zero until
     /// initialised (`init::init_parameters`) or loaded (`weights::load_into`).
     pub fn with_varmap(cfg: &ClipConfig, device: &Device) -> Result<(Self, VarMap)> {
+        Self::with_varmap_dtype(cfg, device, DType::F32)
+    }
+
+    /// As [`Clip::with_varmap`], with parameters of `dtype` (bf16 for encoding on a GPU).
+    pub fn with_varmap_dtype(
+        cfg: &ClipConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<(Self, VarMap)> {
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let model = Self::new(vb, cfg)?;
         Ok((model, varmap))
     }
 
     /// Pixels `[N, 3, H, W]` → unit image embeddings `[N, E]`.
     pub fn encode_image(&self, pixels: &Tensor) -> Result<Tensor> {
-        l2_normalize(&self.visual.forward(pixels)?)
+        let pixels = pixels.to_dtype(self.logit_scale.dtype())?; // the parameters' dtype
+        l2_normalize(&self.visual.forward(&pixels)?)
     }
 
     /// Token ids `[N, T]` (u32) → unit text embeddings `[N, E]`.

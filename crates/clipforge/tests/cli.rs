@@ -303,3 +303,27 @@ fn too_many_hard_negatives_is_a_one_line_error() {
     ]);
     assert_clean_error(&out, &["hard-negatives", "got 9"]);
 }
+
+#[test]
+fn bad_device_is_a_one_line_error() {
+    let out = clipforge(&["bench", "--device", "tpu", "--steps", "1"]);
+    assert_clean_error(&out, &["--device tpu", "cpu, cuda or cuda:N"]);
+    let out = clipforge(&["bench", "--device", "cuda:x", "--steps", "1"]);
+    assert_clean_error(&out, &["--device cuda:x", "cuda:N"]);
+}
+
+/// The CPU build names the feature to build with when asked for a GPU.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_says_how_to_build_it() {
+    let out = clipforge(&[
+        "train",
+        "--device",
+        "cuda",
+        "--steps",
+        "1",
+        "--out",
+        tmp("cuda-run").to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["--device cuda", "--features cuda"]);
+}

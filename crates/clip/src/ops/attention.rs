@@ -28,9 +28,14 @@ pub fn attention_composed(qkv: &Tensor, heads: usize, causal: bool) -> Result<Te
     let v = qkv.get(2)?.contiguous()?; // [B, H, T, Dh]
     let mut scores = q.matmul(&k.t()?)?; // [B, H, T, T]
     if causal {
-        scores = scores.broadcast_add(&causal_mask(t, qkv.device())?)?;
+        let mask = causal_mask(t, qkv.device())?.to_dtype(scores.dtype())?; // [T, T]
+        scores = scores.broadcast_add(&mask)?;
     }
-    let probs = candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?; // [B, H, T, T] (differentiable)
+    let probs = if super::block::in_inference() {
+        candle_nn::ops::softmax_last_dim(&scores)? // one kernel, no backward
+    } else {
+        candle_nn::ops::softmax(&scores, candle_core::D::Minus1)? // differentiable
+    }; // [B, H, T, T]
     let ctx = probs.matmul(&v)?; // [B, H, T, Dh]
     ctx.transpose(1, 2)?.reshape((b, t, w)) // [B, T, W]
 }

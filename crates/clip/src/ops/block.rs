@@ -30,6 +30,11 @@ pub fn inference<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether the caller is inside [`inference`]: no backward pass will follow.
+pub(crate) fn in_inference() -> bool {
+    INFERENCE.with(|c| c.get())
+}
+
 /// The shape of one block.
 #[derive(Debug, Clone, Copy)]
 pub struct BlockCfg {

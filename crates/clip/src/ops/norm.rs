@@ -8,6 +8,10 @@ use super::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
 /// LayerNorm over the last dimension: x `[..., C]`, weight `[C]`, bias `[C]` → `[..., C]`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused_ok(x) {
+        if super::block::in_inference() {
+            // candle's one-kernel LayerNorm (CUDA, bf16); it has no backward.
+            return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
+        }
         return layer_norm_composed(x, weight, bias, eps);
     }
     x.contiguous()?.apply_op3(

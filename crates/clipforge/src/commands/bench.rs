@@ -11,7 +11,11 @@ The training step is forward + symmetric InfoNCE + backward + AdamW on one batch
 scenes; encoders run on the same batch. Each figure is the median of --steps timed runs after\n\
 --warmup untimed ones. The loader decodes PNGs of --loader-image-size px from memory, then\n\
 random-resized-crops and normalises them to the model's input, on all threads. Threads: set\n\
-RAYON_NUM_THREADS (default: all cores)."
+RAYON_NUM_THREADS (default: all cores).\n\n\
+On a GPU (a binary built with --features cuda; docs/cuda.md):\n  \
+clipforge bench --device cuda --model ViT-B-32 --batch-size 256 --dtype bf16 --tf32\n\
+Timed runs end with a device synchronisation; TFLOP/s are model FLOPs (matrix products, 2 per\n\
+multiply-add, backward = 2 × forward) over the median time."
 )]
 pub struct Args {
     /// Model preset or JSON config.
@@ -29,6 +33,15 @@ pub struct Args {
     /// Side of the PNG images the loader decodes.
     #[arg(long, default_value_t = 64)]
     pub loader_image_size: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Parameter dtype of the encoders: f32 or bf16 (the training step stays f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Let f32 matrix products on a GPU use TF32 tensor cores.
+    #[arg(long)]
+    pub tf32: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +56,9 @@ pub fn run(args: Args) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         loader_image_size: args.loader_image_size,
+        device: super::parse_device(&args.device)?,
+        encode_dtype: super::parse_dtype(&args.dtype)?,
+        tf32: args.tf32,
     };
     let quiet = args.json;
     let r = bench::run(&cfg, |what| {
@@ -55,15 +71,21 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "| `{}`, batch {}, {} threads, median of {} | |",
-        r.model, r.batch_size, r.threads, r.steps
+        "| `{}`, batch {}, {}, {} threads, median of {} | |",
+        r.model, r.batch_size, r.device, r.threads, r.steps
     );
     println!("|---|---|");
     println!(
-        "| training step (fwd + loss + bwd + AdamW) | {:.3} s ({:.0} pairs/s) |",
-        r.train_step_s_median, r.train_samples_per_s
+        "| training step (fwd + loss + bwd + AdamW, f32{}) | {:.3} s ({:.0} pairs/s, {:.2} TFLOP/s) |",
+        if r.tf32 { ", TF32 products" } else { "" },
+        r.train_step_s_median,
+        r.train_samples_per_s,
+        r.train_tflops
     );
-    println!("| image encode | {:.0} images/s |", r.image_encode_per_s);
+    println!(
+        "| image encode ({}) | {:.0} images/s ({:.2} TFLOP/s) |",
+        r.encode_dtype, r.image_encode_per_s, r.image_encode_tflops
+    );
     println!("| text encode | {:.0} texts/s |", r.text_encode_per_s);
     println!("| tokenizer | {:.0} captions/s |", r.tokenizer_per_s);
     println!(

@@ -33,6 +33,9 @@ pub struct Args {
     /// Peak learning rate.
     #[arg(long, default_value_t = QUICKSTART_LR)]
     pub lr: f64,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Print the metrics as one JSON object (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -63,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     targs.wd = 0.1;
     targs.checkpoint_every = 200;
     targs.quiet = args.json;
+    targs.device = args.device.clone();
     let trainer = train::train(&targs, args.steps)?;
     let device = trainer.device.clone();
     let report =

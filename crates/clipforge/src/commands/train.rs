@@ -35,6 +35,9 @@ pub struct Args {
     /// Run directory.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
+    /// cpu, cuda or cuda:N (CUDA needs a binary built with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Optimiser steps in total.
     #[arg(long)]
     pub steps: Option<u64>,
@@ -183,9 +186,14 @@ fn data_spec(args: &Args) -> Result<DataSpec> {
 
 /// Train (or resume) and return the trainer at the end.
 pub fn train(args: &Args, default_steps: u64) -> Result<Trainer> {
+    let device = super::parse_device(&args.device)?;
     let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume(path, args.steps)?,
-        None => Trainer::new(config_from_args(args, default_steps)?, Path::new(&args.out))?,
+        Some(path) => Trainer::resume_on(path, args.steps, device)?,
+        None => Trainer::new_on(
+            config_from_args(args, default_steps)?,
+            Path::new(&args.out),
+            device,
+        )?,
     };
     let mut progress = Progress::new(args.quiet, trainer.cfg.steps, trainer.step);
     trainer.run(&mut progress)?;
