@@ -84,47 +84,68 @@ impl FileBatcher {
 
 impl BatchSource for FileBatcher {
     fn batch(&self, start: u64, n: usize, device: &Device) -> Result<Batch> {
-        let size = self.image_size;
         let idx = self.indices(start, n);
-        let decoded: Vec<Option<(Vec<f32>, String)>> = idx
-            .par_iter()
-            .enumerate()
-            .map(|(k, &i)| {
-                let s = &self.samples[i];
-                let img = decode(&s.image)?;
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    self.seed ^ (start + k as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
-                );
-                Some((random_resized_crop(&img, size, &mut rng), s.caption.clone()))
-            })
-            .collect();
-        let mut pixels = Vec::with_capacity(n * 3 * size * size);
-        let mut captions = Vec::with_capacity(n);
-        for d in decoded {
-            match d {
-                Some((p, c)) => {
-                    pixels.extend(p);
-                    captions.push(c);
-                }
-                None => {
-                    self.corrupt.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        let m = captions.len();
-        let pixels = Tensor::from_vec(pixels, (m, 3, size, size), device)?; // [m, 3, S, S]
-        let ids = self
-            .tokenizer
-            .tokenize_tensor(&captions, self.context_length, device)?; // [m, T]
-        Ok(Batch {
-            pixels,
-            ids,
-            captions,
-            labels: Vec::new(),
-        })
+        let samples: Vec<&RawSample> = idx.iter().map(|&i| &self.samples[i]).collect();
+        let positions: Vec<u64> = (start..start + n as u64).collect();
+        let (batch, failed) = assemble(
+            &samples,
+            &positions,
+            self.seed,
+            (self.image_size, self.context_length),
+            &self.tokenizer,
+            device,
+        )?;
+        self.corrupt.fetch_add(failed.len(), Ordering::Relaxed);
+        Ok(batch)
     }
 
     fn skipped(&self) -> Option<SkipCounts> {
         Some(self.skips())
     }
+}
+
+/// Decode and augment `samples` in parallel (sample k's random crop seeded by `positions[k]`,
+/// its place in the run, so a batch is reproducible), drop those that do not decode, tokenise
+/// the captions of the rest. Returns the batch and the indices (into `samples`) that failed.
+pub(crate) fn assemble(
+    samples: &[&RawSample],
+    positions: &[u64],
+    seed: u64,
+    (size, context_length): (usize, usize),
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<(Batch, Vec<usize>)> {
+    let decoded: Vec<Option<Vec<f32>>> = samples
+        .par_iter()
+        .zip(positions.par_iter())
+        .map(|(s, &pos)| {
+            let img = decode(&s.image)?;
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ pos.wrapping_mul(0xD1B5_4A32_D192_ED03));
+            Some(random_resized_crop(&img, size, &mut rng)) // [3·S·S], normalised CHW
+        })
+        .collect();
+    let mut pixels = Vec::with_capacity(samples.len() * 3 * size * size);
+    let mut captions = Vec::with_capacity(samples.len());
+    let mut failed = Vec::new();
+    for (k, d) in decoded.into_iter().enumerate() {
+        match d {
+            Some(p) => {
+                pixels.extend(p);
+                captions.push(samples[k].caption.clone());
+            }
+            None => failed.push(k),
+        }
+    }
+    let m = captions.len();
+    let pixels = Tensor::from_vec(pixels, (m, 3, size, size), device)?; // [m, 3, S, S]
+    let ids = tokenizer.tokenize_tensor(&captions, context_length, device)?; // [m, T]
+    Ok((
+        Batch {
+            pixels,
+            ids,
+            captions,
+            labels: Vec::new(),
+        },
+        failed,
+    ))
 }

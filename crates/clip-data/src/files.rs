@@ -3,7 +3,6 @@
 //! shards (`shard-{000000..000127}.tar`: `KEY.jpg|png|webp` + `KEY.txt` or `KEY.json`), read
 //! and written. Bad samples are skipped and counted, never a crash.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +31,7 @@ pub struct SkipCounts {
     pub missing_image: usize,
     pub corrupt_image: usize,
     pub truncated_shard: usize,
+    pub unreadable_shard: usize,
     pub incomplete_sample: usize,
 }
 
@@ -41,6 +41,7 @@ impl SkipCounts {
             + self.missing_image
             + self.corrupt_image
             + self.truncated_shard
+            + self.unreadable_shard
             + self.incomplete_sample
     }
     pub fn add(&mut self, o: &SkipCounts) {
@@ -48,6 +49,7 @@ impl SkipCounts {
         self.missing_image += o.missing_image;
         self.corrupt_image += o.corrupt_image;
         self.truncated_shard += o.truncated_shard;
+        self.unreadable_shard += o.unreadable_shard;
         self.incomplete_sample += o.incomplete_sample;
     }
 }
@@ -213,22 +215,69 @@ const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// `.jpg/.jpeg/.png/.webp`, caption from `.txt` or the `caption` field of `.json`. A truncated
 /// or damaged tar yields the samples before the damage and counts one `truncated_shard`.
 pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    let mut groups: BTreeMap<String, (Option<Vec<u8>>, Option<String>)> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    let mut skips = SkipCounts::default();
-    let entries = archive
-        .entries()
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
-    for entry in entries {
-        let mut entry = match entry {
-            Ok(e) => e,
-            Err(_) => {
-                skips.truncated_shard += 1;
-                break;
+    std::fs::metadata(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    let skips = stream_shard(path, |s| {
+        out.push(s);
+        true
+    });
+    Ok((out, skips))
+}
+
+/// A sample's files as they are read: image bytes and caption, either possibly missing.
+#[derive(Default)]
+struct Partial {
+    key: String,
+    image: Option<Vec<u8>>,
+    caption: Option<String>,
+}
+
+impl Partial {
+    /// Hand a complete sample to `emit`, or count why it is not one.
+    fn finish(
+        self,
+        path: &Path,
+        skips: &mut SkipCounts,
+        emit: &mut impl FnMut(RawSample) -> bool,
+    ) -> bool {
+        match (self.image, self.caption) {
+            (Some(img), Some(cap)) if !cap.is_empty() => emit(RawSample {
+                origin: format!("{}:{}", path.display(), self.key),
+                image: ImageSource::Bytes(std::sync::Arc::new(img)),
+                caption: cap,
+            }),
+            (Some(_), Some(_)) => {
+                skips.empty_caption += 1;
+                true
             }
+            _ => {
+                skips.incomplete_sample += 1;
+                true
+            }
+        }
+    }
+}
+
+/// Stream one WebDataset shard, entry by entry, handing each complete sample to `emit` (which
+/// returns false to stop early). A sample's files are adjacent in the tar, as WebDataset
+/// writes them. Returns what was skipped: a shard that cannot be opened counts one
+/// `unreadable_shard`, damage part-way one `truncated_shard` (the samples before it are kept).
+pub fn stream_shard(path: &Path, mut emit: impl FnMut(RawSample) -> bool) -> SkipCounts {
+    let mut skips = SkipCounts::default();
+    let Ok(file) = std::fs::File::open(path) else {
+        skips.unreadable_shard += 1;
+        return skips;
+    };
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let Ok(entries) = archive.entries() else {
+        skips.unreadable_shard += 1;
+        return skips;
+    };
+    let mut current: Option<Partial> = None;
+    for entry in entries {
+        let Ok(mut entry) = entry else {
+            skips.truncated_shard += 1;
+            break;
         };
         let name = match entry.path() {
             Ok(p) => p.to_string_lossy().to_string(),
@@ -239,42 +288,39 @@ pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError
             continue;
         };
         let key = format!("{}{stem}", &name[..name.len() - file_name.len()]);
+        if current.as_ref().is_some_and(|c| c.key != key) {
+            let done = current.take().expect("checked");
+            if !done.finish(path, &mut skips, &mut emit) {
+                return skips;
+            }
+        }
         let mut bytes = Vec::new();
         if entry.read_to_end(&mut bytes).is_err() {
             skips.truncated_shard += 1;
+            current = None; // the sample being read is cut
             break;
         }
-        let ext = ext.to_ascii_lowercase();
-        let slot = groups.entry(key.clone()).or_insert_with(|| {
-            order.push(key.clone());
-            (None, None)
+        let slot = current.get_or_insert_with(|| Partial {
+            key,
+            ..Partial::default()
         });
+        let ext = ext.to_ascii_lowercase();
         if IMAGE_EXTS.contains(&ext.as_str()) {
-            slot.0 = Some(bytes);
+            slot.image = Some(bytes);
         } else if ext == "txt" {
-            slot.1 = Some(String::from_utf8_lossy(&bytes).trim().to_string());
+            slot.caption = Some(String::from_utf8_lossy(&bytes).trim().to_string());
         } else if ext == "json" {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                 if let Some(c) = v.get("caption").and_then(|c| c.as_str()) {
-                    slot.1 = Some(c.trim().to_string());
+                    slot.caption = Some(c.trim().to_string());
                 }
             }
         }
     }
-    let mut out = Vec::new();
-    for key in order {
-        let (img, cap) = groups.remove(&key).unwrap_or_default();
-        match (img, cap) {
-            (Some(img), Some(cap)) if !cap.is_empty() => out.push(RawSample {
-                origin: format!("{}:{key}", path.display()),
-                image: ImageSource::Bytes(std::sync::Arc::new(img)),
-                caption: cap,
-            }),
-            (Some(_), Some(_)) => skips.empty_caption += 1,
-            _ => skips.incomplete_sample += 1,
-        }
+    if let Some(last) = current {
+        last.finish(path, &mut skips, &mut emit);
     }
-    Ok((out, skips))
+    skips
 }
 
 /// Writes samples into numbered shards of at most `per_shard` samples:

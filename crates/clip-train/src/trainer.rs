@@ -12,7 +12,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use clip::{clamp_logit_scale, clip_loss, Clip, ClipConfig};
-use clip_data::{Batch, BatchSource, FileBatcher, SceneBatcher, Shapes, Split};
+use clip_data::{
+    Batch, BatchSource, FileBatcher, SceneBatcher, Shapes, Split, StreamBatcher, StreamCfg,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointState};
@@ -44,8 +46,23 @@ pub enum DataSpec {
         img_key: String,
         caption_key: String,
     },
-    /// WebDataset tar shards, e.g. `data/shard-{000000..000127}.tar`.
-    Wds { pattern: String },
+    /// WebDataset tar shards, e.g. `data/shard-{000000..000127}.tar`, streamed by `workers`
+    /// reader threads through a shuffle buffer of `shuffle_buffer` samples.
+    Wds {
+        pattern: String,
+        #[serde(default = "default_workers")]
+        workers: usize,
+        #[serde(default = "default_shuffle_buffer")]
+        shuffle_buffer: usize,
+    },
+}
+
+pub fn default_workers() -> usize {
+    4
+}
+
+pub fn default_shuffle_buffer() -> usize {
+    1000
 }
 
 impl DataSpec {
@@ -109,15 +126,19 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
             clip_data::files::read_jsonl(path, img_key, caption_key).map_err(data_err)?,
             path.display().to_string(),
         ),
-        DataSpec::Wds { pattern } => {
-            let mut all = Vec::new();
-            let mut skips = clip_data::SkipCounts::default();
-            for shard in clip_data::files::shard_files(pattern).map_err(data_err)? {
-                let (s, k) = clip_data::files::read_shard(&shard).map_err(data_err)?;
-                all.extend(s);
-                skips.add(&k);
-            }
-            files((all, skips), pattern.clone())
+        DataSpec::Wds {
+            pattern,
+            workers,
+            shuffle_buffer,
+        } => {
+            let shards = clip_data::files::shard_files(pattern).map_err(data_err)?;
+            tracing::info!(shards = shards.len(), workers, shuffle_buffer, "{pattern}");
+            let stream = StreamCfg {
+                workers: *workers,
+                shuffle_buffer: *shuffle_buffer,
+                seed: cfg.seed,
+            };
+            Ok(Arc::new(StreamBatcher::new(shards, stream, size, ctx)))
         }
     }
 }
@@ -188,6 +209,18 @@ impl TrainConfig {
         }
         if self.checkpoint_every == 0 {
             return bad("checkpoint-every must be positive".into());
+        }
+        if let DataSpec::Wds {
+            workers,
+            shuffle_buffer,
+            ..
+        } = self.data
+        {
+            if workers == 0 || shuffle_buffer == 0 {
+                return bad(format!(
+                    "workers and shuffle-buffer must be at least 1, got {workers} and {shuffle_buffer}"
+                ));
+            }
         }
         if let DataSpec::Builtin { hard_negatives, .. } = self.data {
             // A colour allows 7 shapes in training (one combination is held out).
@@ -523,6 +556,7 @@ impl Trainer {
             )
             .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
             tracing::debug!(step = m.step, loss = m.loss, lr = m.lr, "step");
+            self.report_epochs()?;
             observer.on_step(&m, self.cfg.steps);
             if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == self.cfg.steps {
                 self.save_checkpoint()?;
@@ -542,6 +576,35 @@ impl Trainer {
             .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
         }
         self.write_plots()?;
+        Ok(())
+    }
+
+    /// Log the epochs the data source has finished, and append them to `epochs.jsonl`: how
+    /// many samples each yielded and what it skipped, by reason.
+    fn report_epochs(&self) -> Result<()> {
+        let reports = self.source.take_epoch_reports();
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let path = self.run_dir.join("epochs.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        for r in reports {
+            if r.skipped.total() > 0 {
+                tracing::warn!(epoch = r.epoch, samples = r.samples, skipped = ?r.skipped, "epoch done; bad samples skipped");
+            } else {
+                tracing::info!(
+                    epoch = r.epoch,
+                    samples = r.samples,
+                    "epoch done; nothing skipped"
+                );
+            }
+            writeln!(f, "{}", serde_json::to_string(&r).expect("serialises"))
+                .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        }
         Ok(())
     }
 

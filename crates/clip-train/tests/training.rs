@@ -38,14 +38,72 @@ fn losses(dir: &std::path::Path) -> Vec<(u64, f64)> {
 
 #[test]
 fn resume_continues_exactly() {
-    let cfg = micro_config(8);
-    let straight = run_dir("straight");
+    let straight = check_resume(micro_config(8), "builtin");
+    std::fs::remove_dir_all(straight).ok();
+}
+
+/// 40 built-in scenes as PNGs in shards of 8, the 7th a corrupt image.
+fn write_shards(dir: &std::path::Path) -> String {
+    let mut w = clip_data::files::ShardWriter::new(dir, "shard", 8).unwrap();
+    for i in 0..40 {
+        let scene = clip_data::Shapes::new(4, clip_data::Split::Train).scene(i);
+        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
+        let mut png = Vec::new();
+        image::RgbImage::from_raw(16, 16, px)
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        if i == 6 {
+            png = b"\x89PNG\r\n\x1a\nbroken".to_vec();
+        }
+        w.write(&png, "png", &scene.caption()).unwrap();
+    }
+    w.finish().unwrap();
+    format!("{}/shard-{{000000..000004}}.tar", dir.display())
+}
+
+#[test]
+fn resume_continues_exactly_on_streamed_shards() {
+    let shards = run_dir("shards");
+    std::fs::create_dir_all(&shards).unwrap();
+    let mut cfg = micro_config(8);
+    cfg.data = clip_train::DataSpec::Wds {
+        pattern: write_shards(&shards),
+        workers: 3,
+        shuffle_buffer: 10,
+    };
+    let straight = check_resume(cfg, "wds");
+    // 8 steps × 16 = 128 samples: three whole epochs of 40, each reported with its bad image.
+    let epochs: Vec<serde_json::Value> = std::fs::read_to_string(straight.join("epochs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(epochs.len(), 3, "{epochs:?}");
+    for (e, r) in epochs.iter().enumerate() {
+        assert_eq!(r["epoch"], e as u64);
+        assert_eq!(r["samples"], 39);
+        assert_eq!(r["skipped"]["corrupt_image"], 1);
+    }
+    let skipped: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("skipped.json")).unwrap())
+            .unwrap();
+    assert!(skipped["corrupt_image"].as_u64().unwrap() >= 3, "{skipped}");
+    for d in [straight, shards] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// Train `cfg` straight, and again stopped after 3 steps and resumed: every loss must match.
+/// Returns the straight run's directory (the caller removes it).
+fn check_resume(cfg: TrainConfig, tag: &str) -> PathBuf {
+    let straight = run_dir(&format!("straight-{tag}"));
     Trainer::new(cfg.clone(), &straight)
         .unwrap()
         .run(&mut ())
         .unwrap();
 
-    let split = run_dir("split");
+    let split = run_dir(&format!("split-{tag}"));
     let mut first = Trainer::new(cfg, &split).unwrap();
     for _ in 0..3 {
         let b = first.batch_for(first.step).unwrap();
@@ -87,9 +145,8 @@ fn resume_continues_exactly() {
             straight.display()
         );
     }
-    for d in [straight, split] {
-        std::fs::remove_dir_all(d).ok();
-    }
+    std::fs::remove_dir_all(split).ok();
+    straight
 }
 
 #[test]

@@ -19,8 +19,11 @@ similarity matrices similarity_start.png / similarity_end.png.\n\n\
 Data (--data): builtin (captioned scenes, the default), csv:LIST.csv, tsv:LIST.tsv,\n\
 jsonl:LIST.jsonl (image paths relative to the list; columns/keys by --csv-img-key and\n\
 --csv-caption-key), or wds:'shards/shard-{000000..000127}.tar' (WebDataset: KEY.jpg|png|webp\n\
-with KEY.txt or KEY.json's \"caption\"). Images that do not decode, empty captions and\n\
-truncated shards are skipped, counted, and reported in skipped.json."
+with KEY.txt or KEY.json's \"caption\", a sample's files adjacent). Shards are streamed: each\n\
+epoch they are shuffled and dealt to --workers reader threads, and a --shuffle-buffer of\n\
+samples mixes them; the order is a function of --seed alone, so --resume is exact here too.\n\
+Images that do not decode, empty captions and truncated shards are skipped and counted: each\n\
+epoch's counts are logged when it ends and appended to epochs.jsonl; totals in skipped.json."
 )]
 pub struct Args {
     /// Model preset (tiny, small, ViT-B-32, …) or an open_clip-format config JSON.
@@ -72,6 +75,12 @@ pub struct Args {
     /// colours, sizes, places), so colour and size alone cannot tell the captions apart. 1: off.
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub hard_negatives: usize,
+    /// WebDataset: reader threads the shards are dealt to.
+    #[arg(long, default_value_t = clip_train::trainer::default_workers())]
+    pub workers: usize,
+    /// WebDataset: samples held in the shuffle buffer (1: shard order only).
+    #[arg(long, default_value_t = clip_train::trainer::default_shuffle_buffer())]
+    pub shuffle_buffer: usize,
     /// Training pairs: builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN.
     #[arg(long, default_value = "builtin")]
     pub data: String,
@@ -175,6 +184,8 @@ fn data_spec(args: &Args) -> Result<DataSpec> {
         },
         Some(("wds", p)) => DataSpec::Wds {
             pattern: p.to_string(),
+            workers: args.workers,
+            shuffle_buffer: args.shuffle_buffer,
         },
         _ => anyhow::bail!(
             "--data {:?}: expected builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN",
