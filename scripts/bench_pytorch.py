@@ -12,8 +12,8 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from open_clip.model import CLIP
+
+from torch_clip import adamw, build, random_batch, train_step
 
 
 def timed(warmup, runs, f):
@@ -42,32 +42,9 @@ def main():
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     cfg = json.load(open(cfg_path))
-    vision = {k: v for k, v in cfg["vision_cfg"].items() if not k.startswith("proj_")}
-    text = {k: v for k, v in cfg["text_cfg"].items() if not k.startswith("proj_")}
-    model = CLIP(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text,
-                 quick_gelu=cfg.get("quick_gelu", False))
-    size, ctx, vocab = vision["image_size"], text["context_length"], text["vocab_size"]
-    images = torch.randn(batch, 3, size, size)
-    ids = torch.randint(1, vocab - 2, (batch, ctx))
-    ids[:, 0] = vocab - 2
-    ids[:, ctx // 2] = vocab - 1  # end of text: the largest id
-    ids[:, ctx // 2 + 1:] = 0
-
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.2},
-                             {"params": rest, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
-    labels = torch.arange(batch)
-
-    def step():
-        img = F.normalize(model.encode_image(images), dim=-1)
-        txt = F.normalize(model.encode_text(ids), dim=-1)
-        logits = model.logit_scale.exp() * img @ txt.t()
-        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    model = build(cfg)
+    images, ids = random_batch(cfg, batch)
+    step = train_step(model, adamw(model), images, ids)
 
     model.train()
     train = timed(warmup, steps, step)

@@ -12,8 +12,8 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
-from open_clip.model import CLIP
+
+from torch_clip import adamw, build, random_batch, train_step
 
 
 def timed(warmup, runs, f):
@@ -56,41 +56,19 @@ def main():
     cfg_path, batch, steps, warmup = sys.argv[1], *map(int, sys.argv[2:5])
     torch.manual_seed(0)
     cfg = json.load(open(cfg_path))
-    vision = {k: v for k, v in cfg["vision_cfg"].items() if not k.startswith("proj_")}
-    text = {k: v for k, v in cfg["text_cfg"].items() if not k.startswith("proj_")}
     print(json.dumps({"engine": f"pytorch {torch.__version__}", "gpu": torch.cuda.get_device_name(),
                       "bf16_matmul_tflops": matmul_ceiling()}), flush=True)
     img_flops, step_flops = flops(cfg, batch)
-    size, ctx, vocab = vision["image_size"], text["context_length"], text["vocab_size"]
-    images = torch.randn(batch, 3, size, size, device="cuda")
-    ids = torch.randint(1, vocab - 2, (batch, ctx), device="cuda")
-    ids[:, 0] = vocab - 2
-    ids[:, ctx // 2] = vocab - 1
-    ids[:, ctx // 2 + 1:] = 0
-    labels = torch.arange(batch, device="cuda")
+    images, ids = random_batch(cfg, batch, "cuda")
 
     # (precision, tf32): f32 as clipforge's step; open_clip's default training is amp_bf16.
     for precision, tf32 in [("f32", False), ("f32", True), ("amp_bf16", True)]:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
-        model = CLIP(embed_dim=cfg["embed_dim"], vision_cfg=vision, text_cfg=text,
-                     quick_gelu=cfg.get("quick_gelu", False)).cuda()
-        decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-        rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.2},
-                                 {"params": rest, "weight_decay": 0.0}],
-                                lr=1e-4, betas=(0.9, 0.98), eps=1e-6)
+        model = build(cfg, "cuda")
+        opt = adamw(model)
         amp = precision == "amp_bf16"
-
-        def step():
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                img = F.normalize(model.encode_image(images), dim=-1)
-                txt = F.normalize(model.encode_text(ids), dim=-1)
-                logits = model.logit_scale.exp() * img @ txt.t()
-                loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        step = train_step(model, opt, images, ids, autocast_bf16=amp)
 
         model.train()
         s = timed(warmup, steps, step)
