@@ -22,6 +22,8 @@ pub struct RawSample {
     pub origin: String,
     pub image: ImageSource,
     pub caption: String,
+    /// Class index, for labelled sets (`KEY.cls` in a shard).
+    pub label: Option<usize>,
 }
 
 /// What was skipped while reading, by reason.
@@ -155,6 +157,7 @@ fn push_listed(
         origin,
         image: ImageSource::File(p),
         caption: cap.to_string(),
+        label: None,
     });
 }
 
@@ -230,6 +233,7 @@ struct Partial {
     key: String,
     image: Option<Vec<u8>>,
     caption: Option<String>,
+    label: Option<usize>,
 }
 
 impl Partial {
@@ -245,6 +249,7 @@ impl Partial {
                 origin: format!("{}:{}", path.display(), self.key),
                 image: ImageSource::Bytes(std::sync::Arc::new(img)),
                 caption: cap,
+                label: self.label,
             }),
             (Some(_), Some(_)) => {
                 skips.empty_caption += 1;
@@ -307,6 +312,8 @@ pub fn stream_shard(path: &Path, mut emit: impl FnMut(RawSample) -> bool) -> Ski
         let ext = ext.to_ascii_lowercase();
         if IMAGE_EXTS.contains(&ext.as_str()) {
             slot.image = Some(bytes);
+        } else if ext == "cls" {
+            slot.label = String::from_utf8_lossy(&bytes).trim().parse().ok();
         } else if ext == "txt" {
             slot.caption = Some(String::from_utf8_lossy(&bytes).trim().to_string());
         } else if ext == "json" {
@@ -358,6 +365,17 @@ impl ShardWriter {
 
     /// Add one sample: image bytes with their extension (`png`, `jpg`, `webp`) and a caption.
     pub fn write(&mut self, image: &[u8], ext: &str, caption: &str) -> Result<(), DataError> {
+        self.write_labelled(image, ext, caption, None)
+    }
+
+    /// Add one sample with its class index, written as `KEY.cls` (WebDataset's convention).
+    pub fn write_labelled(
+        &mut self,
+        image: &[u8],
+        ext: &str,
+        caption: &str,
+        label: Option<usize>,
+    ) -> Result<(), DataError> {
         if self.count.is_multiple_of(self.per_shard) {
             self.finish_shard()?;
             let path = self.dir.join(format!(
@@ -375,6 +393,9 @@ impl ShardWriter {
         let err = |e: std::io::Error| DataError::Input(format!("writing shard: {e}"));
         Self::append(b, &format!("{key}.{ext}"), image).map_err(err)?;
         Self::append(b, &format!("{key}.txt"), caption.as_bytes()).map_err(err)?;
+        if let Some(l) = label {
+            Self::append(b, &format!("{key}.cls"), l.to_string().as_bytes()).map_err(err)?;
+        }
         self.count += 1;
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod augment;
 pub mod batch;
 pub mod file_batcher;
 pub mod files;
+pub mod packaged;
 pub mod stream;
 pub mod synthetic;
 

@@ -218,6 +218,7 @@ fn png_loader(png_size: usize, size: usize, ctx: usize, count: usize) -> Result<
                 origin: format!("scene {i}"),
                 image: ImageSource::Bytes(std::sync::Arc::new(bytes)),
                 caption: scene.caption(),
+                label: None,
             })
         })
         .collect::<Result<Vec<_>>>()?;

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod dataset_eval;
 pub mod error;
 pub mod eval;
 pub mod optim;

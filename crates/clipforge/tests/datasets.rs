@@ -1,0 +1,220 @@
+//! `clipforge eval --dataset` and `clipforge data fetch` end to end, on small labelled datasets
+//! written here: the linear probe separates what is separable, zero-shot's counts add up, and
+//! bad datasets (no dataset.json, labels beyond the class list, a pattern matching no shard,
+//! an interrupted fetch) are clear one-line errors. Nothing here downloads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use clip_data::files::ShardWriter;
+use common::{assert_clean_error, clipforge, tmp};
+
+/// A 1-step `tiny` run to evaluate (its weights barely trained: the task tests the runner).
+fn run_dir(tag: &str) -> PathBuf {
+    let out = tmp(&format!("ds-run-{tag}"));
+    let o = clipforge(&[
+        "train",
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+/// A 20×20 PNG, dark for class 0 and bright for class 1, with per-pixel noise.
+fn png(label: usize, i: usize) -> Vec<u8> {
+    let base = if label == 0 { 40u32 } else { 200 };
+    let px: Vec<u8> = (0..20 * 20)
+        .map(|p| (base + ((p * 7 + i * 13) % 31) as u32) as u8)
+        .collect();
+    let mut bytes = Vec::new();
+    image::GrayImage::from_raw(20, 20, px)
+        .unwrap()
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+/// Train and test shards of two classes (dark, bright), and a dataset.json naming `classes`.
+fn write_dataset(dir: &Path, classes: &[&str], test_shards: &str) {
+    for (split, n) in [("train", 60), ("test", 40)] {
+        let mut w = ShardWriter::new(dir, split, 25).unwrap();
+        for i in 0..n {
+            let label = i % 2;
+            w.write_labelled(
+                &png(label, i),
+                "png",
+                &format!("a {} square", ["dark", "bright"][label]),
+                Some(label),
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let info = serde_json::json!({
+        "name": "dark-bright",
+        "classes": classes,
+        "templates": ["a {} square", "a picture of a {} square"],
+        "splits": {
+            "train": {"shards": "train-{000000..000002}.tar", "count": 60},
+            "test": {"shards": test_shards, "count": 40}
+        },
+        "source": {"registry": "none", "package": "written by this test", "version": "0", "files": []},
+        "license": "CC0",
+        "caption_rule": "class name in the first template"
+    });
+    std::fs::write(dir.join("dataset.json"), info.to_string()).unwrap();
+}
+
+fn eval_json(run: &Path, ds: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = clipforge(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn linear_probe_separates_the_separable_and_zero_shot_counts_add_up() {
+    let run = run_dir("ok");
+    let ds = tmp("ds-ok");
+    std::fs::create_dir_all(&ds).unwrap();
+    write_dataset(&ds, &["dark", "bright"], "test-{000000..000001}.tar");
+
+    let probe = eval_json(
+        &run,
+        &ds,
+        &["--task", "linear-probe", "--features", "pixels"],
+    );
+    assert_eq!(probe["task"], "linear_probe");
+    assert_eq!(probe["test_images"], 40);
+    let acc = probe["metrics"]["acc1"].as_f64().unwrap();
+    assert!(
+        acc >= 0.95,
+        "dark against bright must be linearly separable: {probe}"
+    );
+
+    let zs = eval_json(&run, &ds, &["--task", "zeroshot"]);
+    assert_eq!(zs["task"], "zeroshot_classification");
+    for key in ["acc1", "acc5", "mean_per_class_recall"] {
+        let v = zs["metrics"][key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&v), "{key} = {v}");
+    }
+    assert_eq!(
+        zs["metrics"]["acc5"], 1.0,
+        "two classes: the truth is always in the top 5"
+    );
+    let png = zs["details"]["confusion_png"].as_str().unwrap();
+    assert!(Path::new(png).is_file(), "{png}");
+}
+
+#[test]
+fn a_directory_without_dataset_json_is_a_clear_error() {
+    let run = run_dir("nojson");
+    let ds = tmp("ds-nojson");
+    std::fs::create_dir_all(&ds).unwrap();
+    let o = clipforge(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["dataset.json", "clipforge data fetch"]);
+}
+
+#[test]
+fn labels_beyond_the_class_names_are_a_clear_error() {
+    let run = run_dir("labels");
+    let ds = tmp("ds-labels");
+    std::fs::create_dir_all(&ds).unwrap();
+    write_dataset(&ds, &["dark"], "test-{000000..000001}.tar");
+    let o = clipforge(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["label 1", "1 classes", "do not match"]);
+}
+
+#[test]
+fn a_shard_pattern_that_matches_nothing_is_a_clear_error() {
+    let run = run_dir("pattern");
+    let ds = tmp("ds-pattern");
+    std::fs::create_dir_all(&ds).unwrap();
+    write_dataset(&ds, &["dark", "bright"], "missing-{000000..000003}.tar");
+    let o = clipforge(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        ds.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["missing-", "matches no file"]);
+}
+
+#[test]
+fn fetch_leaves_a_complete_dataset_alone_and_a_partial_one_looks_incomplete() {
+    let root = tmp("fetch-root");
+    let done = root.join("fashion-mnist");
+    std::fs::create_dir_all(&done).unwrap();
+    write_dataset(&done, &["dark", "bright"], "test-{000000..000001}.tar");
+    let before = std::fs::read(done.join("dataset.json")).unwrap();
+    let o = clipforge(&[
+        "data",
+        "fetch",
+        "fashion-mnist",
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already present, nothing fetched"));
+    assert_eq!(std::fs::read(done.join("dataset.json")).unwrap(), before);
+
+    // What an interrupted fetch leaves: shards in NAME.partial/, no dataset.json, no NAME/.
+    let root2 = tmp("fetch-root2");
+    let partial = root2.join("fashion-mnist.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    ShardWriter::new(&partial, "train", 10)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let run = run_dir("partial");
+    let o = clipforge(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        root2.join("fashion-mnist").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["dataset.json"]);
+
+    let o = clipforge(&[
+        "data",
+        "fetch",
+        "imagenet",
+        "--root",
+        root.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["unknown dataset \"imagenet\"", "fashion-mnist"]);
+}
