@@ -218,3 +218,40 @@ fn fetch_leaves_a_complete_dataset_alone_and_a_partial_one_looks_incomplete() {
     ]);
     assert_clean_error(&o, &["unknown dataset \"imagenet\"", "fashion-mnist"]);
 }
+
+#[test]
+fn train_reads_a_fetched_datasets_train_split() {
+    let ds = tmp("ds-train");
+    std::fs::create_dir_all(&ds).unwrap();
+    write_dataset(&ds, &["dark", "bright"], "test-{000000..000001}.tar");
+    let out = tmp("ds-train-run");
+    let o = clipforge(&[
+        "train",
+        "--model",
+        "tiny",
+        "--dataset",
+        ds.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["data"]["kind"], "wds");
+    assert!(cfg["data"]["pattern"]
+        .as_str()
+        .unwrap()
+        .ends_with("train-{000000..000002}.tar"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+}

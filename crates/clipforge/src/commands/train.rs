@@ -81,6 +81,9 @@ pub struct Args {
     /// WebDataset: samples held in the shuffle buffer (1: shard order only).
     #[arg(long, default_value_t = clip_train::trainer::default_shuffle_buffer())]
     pub shuffle_buffer: usize,
+    /// A fetched dataset directory (clipforge data fetch): train on its train split's shards.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
     /// Training pairs: builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN.
     #[arg(long, default_value = "builtin")]
     pub data: String,
@@ -163,8 +166,16 @@ pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> 
     Ok(cfg)
 }
 
-/// Parse `--data`.
+/// Parse `--data` (or `--dataset`, a fetched dataset's training split).
 fn data_spec(args: &Args) -> Result<DataSpec> {
+    if let Some(dir) = &args.dataset {
+        let info = clip_data::packaged::DatasetInfo::load(dir)?;
+        return Ok(DataSpec::Wds {
+            pattern: info.split_pattern(dir, "train")?,
+            workers: args.workers,
+            shuffle_buffer: args.shuffle_buffer,
+        });
+    }
     let (img_key, caption_key) = (args.csv_img_key.clone(), args.csv_caption_key.clone());
     let spec = match args.data.split_once(':') {
         None if args.data == "builtin" => DataSpec::Builtin {
