@@ -287,3 +287,144 @@ pub fn linear_probe(
         feature_dim: train.0.dim(1)?,
     })
 }
+
+/// Images of one split with their captions (one or more per image).
+pub struct Captioned {
+    /// `[N, 3, S, S]`.
+    pub pixels: Tensor,
+    /// `captions[i]`: every caption of image i.
+    pub captions: Vec<Vec<String>>,
+}
+
+/// Read up to `limit` images of `split` with their captions; samples whose image bytes are
+/// identical are one image with several captions.
+pub fn load_captioned(
+    dir: &Path,
+    info: &DatasetInfo,
+    split: &str,
+    limit: usize,
+    size: usize,
+    device: &Device,
+) -> Result<Captioned> {
+    let input = |m: String| TrainError::Input(m);
+    let pattern = info
+        .split_pattern(dir, split)
+        .map_err(|e| input(e.to_string()))?;
+    let mut by_image: Vec<(clip_data::RawSample, Vec<String>)> = Vec::new();
+    let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    for shard in clip_data::files::shard_files(&pattern).map_err(|e| input(e.to_string()))? {
+        let (samples, _) =
+            clip_data::files::read_shard(&shard).map_err(|e| input(e.to_string()))?;
+        for s in samples {
+            let key = match &s.image {
+                clip_data::files::ImageSource::Bytes(b) => b.as_ref().clone(),
+                clip_data::files::ImageSource::File(p) => p.display().to_string().into_bytes(),
+            };
+            match index.get(&key) {
+                Some(&i) => by_image[i].1.push(s.caption.clone()),
+                None if by_image.len() < limit => {
+                    index.insert(key, by_image.len());
+                    let cap = s.caption.clone();
+                    by_image.push((s, vec![cap]));
+                }
+                None => {}
+            }
+        }
+    }
+    let images: Vec<Option<Vec<f32>>> = by_image
+        .par_iter()
+        .map(|(s, _)| {
+            clip_data::augment::decode(&s.image).map(|img| clip::transform::preprocess(&img, size))
+        })
+        .collect();
+    let (mut pixels, mut captions) = (Vec::new(), Vec::new());
+    for (img, (_, caps)) in images.into_iter().zip(by_image) {
+        if let Some(p) = img {
+            pixels.extend(p);
+            captions.push(caps);
+        }
+    }
+    if captions.len() < 2 {
+        return Err(input(format!(
+            "{pattern}: fewer than 2 images of split {split} decode"
+        )));
+    }
+    let pixels = Tensor::from_vec(pixels, (captions.len(), 3, size, size), device)?; // [N, 3, S, S]
+    Ok(Captioned { pixels, captions })
+}
+
+/// Recall at 1, 5 and 10 both ways, with CLIP_benchmark's names: `text_retrieval` finds an
+/// image's captions (image → text), `image_retrieval` a caption's image (text → image).
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalMetrics {
+    #[serde(rename = "text_retrieval_recall@1")]
+    pub text_r1: f64,
+    #[serde(rename = "text_retrieval_recall@5")]
+    pub text_r5: f64,
+    #[serde(rename = "text_retrieval_recall@10")]
+    pub text_r10: f64,
+    #[serde(rename = "image_retrieval_recall@1")]
+    pub image_r1: f64,
+    #[serde(rename = "image_retrieval_recall@5")]
+    pub image_r5: f64,
+    #[serde(rename = "image_retrieval_recall@10")]
+    pub image_r10: f64,
+    pub images: usize,
+    pub texts: usize,
+}
+
+/// Fraction of queries (rows of `sims`) whose best `k` columns include a relevant one.
+fn recall_at(sims: &Tensor, relevant: &[Vec<usize>], ks: [usize; 3]) -> Result<[f64; 3]> {
+    let cols = sims.dim(1)?;
+    let kmax = ks[2].min(cols);
+    let ranked: Vec<Vec<u32>> = sims
+        .arg_sort_last_dim(false)?
+        .narrow(1, 0, kmax)?
+        .to_vec2()?;
+    let mut hits = [0usize; 3];
+    for (row, rel) in ranked.iter().zip(relevant) {
+        for (h, &k) in hits.iter_mut().zip(&ks) {
+            *h += row.iter().take(k).any(|c| rel.contains(&(*c as usize))) as usize;
+        }
+    }
+    let n = relevant.len() as f64;
+    Ok(hits.map(|h| h as f64 / n))
+}
+
+/// Image ↔ text retrieval over a split: unit embeddings, cosine similarities, recall@k.
+pub fn retrieval(model: &Clip, data: &Captioned) -> Result<RetrievalMetrics> {
+    let img = image_features(model, &data.pixels, false)?; // [N, E]
+    let texts: Vec<String> = data.captions.iter().flatten().cloned().collect();
+    let owner: Vec<usize> = data
+        .captions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, caps)| std::iter::repeat_n(i, caps.len()))
+        .collect();
+    let tokenizer = Tokenizer::new();
+    let ctx = model.config.text_cfg.context_length;
+    let mut chunks = Vec::new();
+    for part in texts.chunks(256) {
+        let ids = tokenizer.tokenize_tensor(part, ctx, data.pixels.device())?; // [m, T]
+        chunks.push(clip::ops::inference(|| model.encode_text(&ids))?.detach());
+    }
+    let txt = Tensor::cat(&chunks, 0)?.to_dtype(DType::F32)?; // [M, E]
+    let sims = img.matmul(&txt.t()?)?; // [N, M]
+    let mut of_image: Vec<Vec<usize>> = vec![Vec::new(); data.captions.len()];
+    for (j, &i) in owner.iter().enumerate() {
+        of_image[i].push(j);
+    }
+    let t = recall_at(&sims, &of_image, [1, 5, 10])?;
+    let own: Vec<Vec<usize>> = owner.iter().map(|&i| vec![i]).collect();
+    let i = recall_at(&sims.t()?.contiguous()?, &own, [1, 5, 10])?;
+    Ok(RetrievalMetrics {
+        text_r1: t[0],
+        text_r5: t[1],
+        text_r10: t[2],
+        image_r1: i[0],
+        image_r5: i[1],
+        image_r10: i[2],
+        images: data.captions.len(),
+        texts: texts.len(),
+    })
+}

@@ -255,3 +255,38 @@ fn train_reads_a_fetched_datasets_train_split() {
         2
     );
 }
+
+#[test]
+fn retrieval_counts_images_once_and_recall_grows_with_k() {
+    let run = run_dir("retrieval");
+    let ds = tmp("ds-retrieval");
+    std::fs::create_dir_all(&ds).unwrap();
+    let mut w = ShardWriter::new(&ds, "test", 100).unwrap();
+    for i in 0..8 {
+        w.write(&png(i % 2, i), "png", &format!("picture number {i}"))
+            .unwrap();
+    }
+    // Image 0 again with a second caption: one image, two captions.
+    w.write(&png(0, 0), "png", "the very first picture")
+        .unwrap();
+    w.finish().unwrap();
+    let info = serde_json::json!({
+        "name": "captioned", "splits": {"test": {"shards": "test-{000000..000000}.tar", "count": 9}},
+        "source": {"registry": "none", "package": "written by this test", "version": "0", "files": []},
+        "license": "CC0", "caption_rule": "as written"
+    });
+    std::fs::write(ds.join("dataset.json"), info.to_string()).unwrap();
+    let v = eval_json(&run, &ds, &["--task", "retrieval"]);
+    let m = &v["metrics"];
+    assert_eq!(m["images"], 8, "{v}");
+    assert_eq!(m["texts"], 9, "{v}");
+    for dir in ["text", "image"] {
+        let r = |k: u32| m[format!("{dir}_retrieval_recall@{k}")].as_f64().unwrap();
+        assert!(r(1) <= r(5) && r(5) <= r(10), "{v}");
+        assert_eq!(
+            r(10),
+            1.0,
+            "8 images, 9 texts: everything is in the top 10 ({v})"
+        );
+    }
+}

@@ -9,6 +9,7 @@
 
 mod fashion_mnist;
 mod registry;
+mod tuxpaint;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::DataError;
 
 /// The names `fetch` knows.
-pub const NAMES: &[&str] = &["fashion-mnist"];
+pub const NAMES: &[&str] = &["fashion-mnist", "tuxpaint"];
 
 /// One split's shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +128,7 @@ pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetch
         .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
     let info = match name {
         "fashion-mnist" => fashion_mnist::fetch(&partial, &mut log)?,
+        "tuxpaint" => tuxpaint::fetch(&partial, &mut log)?,
         _ => unreachable!("checked against NAMES"),
     };
     // dataset.json last, then the rename: only a finished fetch has either.

@@ -18,9 +18,11 @@ pub enum Action {
     #[command(
         after_help = "Example:\n  clipforge data fetch fashion-mnist        # → data/fashion-mnist/\n\n\
 Names: fashion-mnist (Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product\n\
-photos, 10 classes). The package client runs as a child process (apt-get download + dpkg -x),\n\
+photos, 10 classes), tuxpaint (Debian tuxpaint-stamps-default: Tux Paint's PNG stamps with\n\
+their English descriptions as captions, split 90/10 by image). The package client runs as a\n\
+child process (apt-get download + dpkg -x),\n\
 the way this machine reaches a registry. The result: train-*.tar and test-*.tar shards\n\
-(KEY.png, KEY.txt caption, KEY.cls label) and dataset.json (classes, prompt templates,\n\
+(KEY.png, KEY.txt caption, KEY.cls label for labelled sets) and dataset.json (classes, prompt templates,\n\
 splits, counts, source package and version, license, caption rule). Fetching again does\n\
 nothing; an interrupted fetch leaves only NAME.partial/, which the next fetch replaces."
     )]

@@ -22,7 +22,9 @@ zeroshot: the dataset's class names × its templates (dataset.json) → a classi
 top-5, mean per-class recall on the test split, and a confusion matrix PNG in the run\n\
 directory. linear-probe: logistic regression on the frozen pre-projection image features\n\
 (--features pixels: on the model's input pixels, the baseline), L2 strength chosen on 10% of\n\
-the training rows. --json prints CLIP_benchmark's layout: {dataset, model, task, metrics}."
+the training rows. retrieval: image → text and text → image recall@1/5/10 on the test split\n\
+(an image with several captions counts a hit on any of them). --json prints CLIP_benchmark's\n\
+layout: {dataset, model, task, metrics}."
 )]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
@@ -34,7 +36,7 @@ pub struct Args {
     /// A fetched dataset directory (with dataset.json) instead of the built-in scenes.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// With --dataset: zeroshot or linear-probe.
+    /// With --dataset: zeroshot, linear-probe (labelled sets) or retrieval (captioned sets).
     #[arg(long, default_value = "zeroshot")]
     pub task: String,
     /// Linear probe input: model (pre-projection image features) or pixels.
@@ -105,6 +107,41 @@ fn eval_dataset(
     use clip_train::dataset_eval as de;
     let info = clip_data::packaged::DatasetInfo::load(dir)?;
     let size = model.config.vision_cfg.image_size;
+    if args.task == "retrieval" {
+        let data = de::load_captioned(dir, &info, "test", args.test_limit, size, device)?;
+        let m = de::retrieval(model, &data)?;
+        if args.json {
+            let v = serde_json::json!({"dataset": info.name, "model": run_dir.display().to_string(),
+                "task": "zeroshot_retrieval", "metrics": m});
+            println!("{v}");
+            return Ok(());
+        }
+        println!(
+            "| {} test: {} images, {} captions | R@1 | R@5 | R@10 |",
+            info.name, m.images, m.texts
+        );
+        println!("|---|---|---|---|");
+        println!(
+            "| image → text | {:.1}% | {:.1}% | {:.1}% |",
+            100.0 * m.text_r1,
+            100.0 * m.text_r5,
+            100.0 * m.text_r10
+        );
+        println!(
+            "| text → image | {:.1}% | {:.1}% | {:.1}% |",
+            100.0 * m.image_r1,
+            100.0 * m.image_r5,
+            100.0 * m.image_r10
+        );
+        let chance = |k: f64| 100.0 * (k / m.images as f64).min(1.0);
+        println!(
+            "| chance (text → image) | {:.1}% | {:.1}% | {:.1}% |",
+            chance(1.0),
+            chance(5.0),
+            chance(10.0)
+        );
+        return Ok(());
+    }
     let test = de::load_split(dir, &info, "test", args.test_limit, size, device)?;
     let (task, metrics, extra) = match args.task.as_str() {
         "zeroshot" => {
@@ -146,7 +183,7 @@ fn eval_dataset(
                 "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len()});
             ("linear_probe", r.metrics, extra)
         }
-        other => anyhow::bail!("--task {other}: expected zeroshot or linear-probe"),
+        other => anyhow::bail!("--task {other}: expected zeroshot, linear-probe or retrieval"),
     };
     if args.json {
         let v = serde_json::json!({
