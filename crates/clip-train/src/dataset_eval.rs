@@ -25,6 +25,33 @@ pub struct Labelled {
     pub skipped: usize,
 }
 
+/// A split's shard pattern (under `dir`) and the shard files it names.
+fn split_shards(
+    dir: &Path,
+    info: &DatasetInfo,
+    split: &str,
+) -> Result<(String, Vec<std::path::PathBuf>)> {
+    let input = |e: clip_data::DataError| TrainError::Input(e.to_string());
+    let pattern = info.split_pattern(dir, split).map_err(input)?;
+    let shards = clip_data::files::shard_files(&pattern).map_err(input)?;
+    Ok((pattern, shards))
+}
+
+/// Decode and preprocess (resize, centre crop, normalise) on all threads; None where an
+/// image does not decode.
+fn preprocess_all<'a>(
+    samples: impl Iterator<Item = &'a clip_data::RawSample>,
+    size: usize,
+) -> Vec<Option<Vec<f32>>> {
+    let samples: Vec<&clip_data::RawSample> = samples.collect();
+    samples
+        .par_iter()
+        .map(|s| {
+            clip_data::augment::decode(&s.image).map(|img| clip::transform::preprocess(&img, size))
+        })
+        .collect()
+}
+
 /// Read up to `limit` samples of `split` (in shard order), checking every label against the
 /// class list; preprocess them to `size` px on all threads.
 pub fn load_split(
@@ -36,10 +63,7 @@ pub fn load_split(
     device: &Device,
 ) -> Result<Labelled> {
     let input = |m: String| TrainError::Input(m);
-    let pattern = info
-        .split_pattern(dir, split)
-        .map_err(|e| input(e.to_string()))?;
-    let shards = clip_data::files::shard_files(&pattern).map_err(|e| input(e.to_string()))?;
+    let (pattern, shards) = split_shards(dir, info, split)?;
     let mut samples = Vec::new();
     for shard in shards {
         if samples.len() >= limit {
@@ -64,12 +88,7 @@ pub fn load_split(
             None => return Err(input(format!("{}: no .cls label", s.origin))),
         }
     }
-    let images: Vec<Option<Vec<f32>>> = samples
-        .par_iter()
-        .map(|s| {
-            clip_data::augment::decode(&s.image).map(|img| clip::transform::preprocess(&img, size))
-        })
-        .collect();
+    let images = preprocess_all(samples.iter(), size);
     let (mut pixels, mut kept) = (Vec::new(), Vec::new());
     for (img, label) in images.into_iter().zip(labels) {
         if let Some(p) = img {
@@ -307,12 +326,10 @@ pub fn load_captioned(
     device: &Device,
 ) -> Result<Captioned> {
     let input = |m: String| TrainError::Input(m);
-    let pattern = info
-        .split_pattern(dir, split)
-        .map_err(|e| input(e.to_string()))?;
+    let (pattern, shards) = split_shards(dir, info, split)?;
     let mut by_image: Vec<(clip_data::RawSample, Vec<String>)> = Vec::new();
     let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-    for shard in clip_data::files::shard_files(&pattern).map_err(|e| input(e.to_string()))? {
+    for shard in shards {
         let (samples, _) =
             clip_data::files::read_shard(&shard).map_err(|e| input(e.to_string()))?;
         for s in samples {
@@ -331,12 +348,7 @@ pub fn load_captioned(
             }
         }
     }
-    let images: Vec<Option<Vec<f32>>> = by_image
-        .par_iter()
-        .map(|(s, _)| {
-            clip_data::augment::decode(&s.image).map(|img| clip::transform::preprocess(&img, size))
-        })
-        .collect();
+    let images = preprocess_all(by_image.iter().map(|(s, _)| s), size);
     let (mut pixels, mut captions) = (Vec::new(), Vec::new());
     for (img, (_, caps)) in images.into_iter().zip(by_image) {
         if let Some(p) = img {

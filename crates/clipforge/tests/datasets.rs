@@ -77,6 +77,12 @@ fn write_dataset(dir: &Path, classes: &[&str], test_shards: &str) {
     std::fs::write(dir.join("dataset.json"), info.to_string()).unwrap();
 }
 
+/// `clipforge eval` with the default task on `ds`, its output as it comes.
+fn eval_default(run: &Path, ds: &Path) -> std::process::Output {
+    let (run, ds) = (run.to_str().unwrap(), ds.to_str().unwrap());
+    clipforge(&["eval", "--checkpoint", run, "--dataset", ds])
+}
+
 fn eval_json(run: &Path, ds: &Path, extra: &[&str]) -> serde_json::Value {
     let mut args = vec![
         "eval",
@@ -131,13 +137,7 @@ fn a_directory_without_dataset_json_is_a_clear_error() {
     let run = run_dir("nojson");
     let ds = tmp("ds-nojson");
     std::fs::create_dir_all(&ds).unwrap();
-    let o = clipforge(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--dataset",
-        ds.to_str().unwrap(),
-    ]);
+    let o = eval_default(&run, &ds);
     assert_clean_error(&o, &["dataset.json", "clipforge data fetch"]);
 }
 
@@ -147,13 +147,7 @@ fn labels_beyond_the_class_names_are_a_clear_error() {
     let ds = tmp("ds-labels");
     std::fs::create_dir_all(&ds).unwrap();
     write_dataset(&ds, &["dark"], "test-{000000..000001}.tar");
-    let o = clipforge(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--dataset",
-        ds.to_str().unwrap(),
-    ]);
+    let o = eval_default(&run, &ds);
     assert_clean_error(&o, &["label 1", "1 classes", "do not match"]);
 }
 
@@ -163,13 +157,7 @@ fn a_shard_pattern_that_matches_nothing_is_a_clear_error() {
     let ds = tmp("ds-pattern");
     std::fs::create_dir_all(&ds).unwrap();
     write_dataset(&ds, &["dark", "bright"], "missing-{000000..000003}.tar");
-    let o = clipforge(&[
-        "eval",
-        "--checkpoint",
-        run.to_str().unwrap(),
-        "--dataset",
-        ds.to_str().unwrap(),
-    ]);
+    let o = eval_default(&run, &ds);
     assert_clean_error(&o, &["missing-", "matches no file"]);
 }
 
