@@ -37,7 +37,10 @@ enum Command {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The SVG rasteriser warns about every quirk it recovers from.
+                "warn,usvg=error,tiny_skia=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

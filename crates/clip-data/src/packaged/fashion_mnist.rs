@@ -156,5 +156,6 @@ pub fn fetch(out: &Path, log: &mut impl FnMut(&str)) -> Result<DatasetInfo, Data
         caption_rule: "bare labels made sentences: the class name in the first template, \
                        \"a photo of a {class}.\""
             .into(),
+        parts: Vec::new(),
     })
 }

@@ -7,9 +7,18 @@
 //! (it is built in `<name>.partial/` and renamed into place last, so an interrupted fetch
 //! leaves nothing that looks complete).
 
+mod captioned;
+mod emoji;
 mod fashion_mnist;
+mod mnist;
+mod openclipart;
+mod openmoji;
+mod pickle;
 mod registry;
+mod svg;
 mod tuxpaint;
+
+pub use captioned::PartInfo;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +28,18 @@ use serde::{Deserialize, Serialize};
 use crate::DataError;
 
 /// The names `fetch` knows.
-pub const NAMES: &[&str] = &["fashion-mnist", "tuxpaint"];
+pub const NAMES: &[&str] = &[
+    "fashion-mnist",
+    "mnist",
+    "tuxpaint",
+    "emoji",
+    "openmoji",
+    "openclipart",
+    "captions",
+];
+
+/// The real-caption sets that `captions` joins, each keeping its own 90/10 split by image.
+pub const CAPTION_SOURCES: [&str; 4] = ["tuxpaint", "emoji", "openmoji", "openclipart"];
 
 /// One split's shards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +76,9 @@ pub struct DatasetInfo {
     pub license: String,
     /// How each sample's caption was made.
     pub caption_rule: String,
+    /// For a set joined from several sources (`captions`): each one's record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartInfo>,
 }
 
 impl DatasetInfo {
@@ -95,6 +118,65 @@ impl DatasetInfo {
     }
 }
 
+/// Convert caption sources into one set of train/test shards in `out`.
+fn caption_set(
+    name: &str,
+    sources: &[&str],
+    out: &Path,
+    log: &mut impl FnMut(&str),
+) -> Result<DatasetInfo, DataError> {
+    let mut sink = captioned::CaptionSink::new(out)?;
+    let mut parts = Vec::new();
+    for &source in sources {
+        let work = out.join(".download").join(source);
+        std::fs::create_dir_all(&work)
+            .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+        let part = match source {
+            "tuxpaint" => tuxpaint::convert(&work, &mut sink, log)?,
+            "emoji" => emoji::convert(&work, &mut sink, log)?,
+            "openmoji" => openmoji::convert(&work, &mut sink, log)?,
+            "openclipart" => openclipart::convert(&work, &mut sink, log)?,
+            _ => unreachable!("a caption source"),
+        };
+        std::fs::remove_dir_all(&work)
+            .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+        parts.push(part);
+    }
+    let _ = std::fs::remove_dir(out.join(".download"));
+    let splits = sink.finish()?;
+    if let [part] = &parts[..] {
+        return Ok(DatasetInfo {
+            name: name.into(),
+            classes: Vec::new(),
+            templates: Vec::new(),
+            splits,
+            source: part.source.clone(),
+            license: part.license.clone(),
+            caption_rule: part.caption_rule.clone(),
+            parts: Vec::new(),
+        });
+    }
+    let join = |f: &dyn Fn(&PartInfo) -> String| parts.iter().map(f).collect::<Vec<_>>().join("; ");
+    Ok(DatasetInfo {
+        name: name.into(),
+        classes: Vec::new(),
+        templates: Vec::new(),
+        splits,
+        source: SourceInfo {
+            registry: join(&|p| p.source.registry.clone()),
+            package: join(&|p| p.source.package.clone()),
+            version: join(&|p| p.source.version.clone()),
+            files: Vec::new(),
+        },
+        license: join(&|p| format!("{}: {}", p.name, p.license)),
+        caption_rule: format!(
+            "each source's own rule (see parts); each source's fixed 90/10 split by image: {}",
+            sources.join(", ")
+        ),
+        parts,
+    })
+}
+
 /// What `fetch` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fetched {
@@ -128,8 +210,9 @@ pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetch
         .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
     let info = match name {
         "fashion-mnist" => fashion_mnist::fetch(&partial, &mut log)?,
-        "tuxpaint" => tuxpaint::fetch(&partial, &mut log)?,
-        _ => unreachable!("checked against NAMES"),
+        "mnist" => mnist::fetch(&partial, &mut log)?,
+        "captions" => caption_set(name, &CAPTION_SOURCES, &partial, &mut log)?,
+        _ => caption_set(name, &[name], &partial, &mut log)?,
     };
     // dataset.json last, then the rename: only a finished fetch has either.
     let json = serde_json::to_string_pretty(&info).expect("serialises");

