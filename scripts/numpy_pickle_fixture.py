@@ -1,4 +1,4 @@
-"""Write crates/clip-data/tests/fixtures/numpy_protocol2.pkl: the opcodes Python 2's
+"""Write tests/fixtures/numpy_protocol2.pkl: the opcodes Python 2's
 cPickle (protocol 2) writes for ((x, y),), x = float32 [[0.5, 1], [0.25, 0]], y = int64 [3, 7]
 -- the layout of MNIST's mnist.pkl.gz -- and check that Python's own pickle and NumPy read
 it back as those arrays. Run: FIXTURE_VENV python (needs numpy)."""
@@ -37,6 +37,6 @@ raw += b"\x86\x85."  # TUPLE2, TUPLE1, STOP
 ((rx, ry),) = pickle.loads(raw, encoding="latin1")
 assert rx.dtype == np.float32 and (rx == x).all(), rx
 assert ry.dtype == np.int64 and (ry == y).all(), ry
-out = sys.argv[1] if len(sys.argv) > 1 else "crates/clip-data/tests/fixtures/numpy_protocol2.pkl"
+out = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/numpy_protocol2.pkl"
 open(out, "wb").write(raw)
 print(f"{out}: {len(raw)} bytes; pickle + numpy {np.__version__} read it back")

@@ -201,46 +201,13 @@ pub struct ProbeReport {
     /// Validation top-1 for every strength tried.
     pub validation: Vec<(f64, f64)>,
     pub feature_dim: usize,
+    /// L-BFGS iterations of the final fit, and its largest gradient component at the end.
+    pub iterations: usize,
+    pub grad_max: f64,
 }
 
 /// L2 strengths tried on the validation split.
-pub const L2_GRID: [f64; 6] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
-
-/// Multinomial logistic regression `[D] → [C]`: mean cross-entropy + l2/2 · ‖W‖², minimised
-/// by 300 full-batch Adam steps on the closed-form gradient (∂/∂logits = softmax − one-hot);
-/// returns (W `[D, C]`, b `[C]`). Xᵀ is formed once: autograd would copy it every step.
-fn fit_logistic(x: &Tensor, y: &[usize], classes: usize, l2: f64) -> Result<(Tensor, Tensor)> {
-    let (n, d) = x.dims2()?;
-    let dev = x.device();
-    let xt = x.t()?.contiguous()?; // [D, N]
-    let mut onehot = vec![0f32; n * classes];
-    for (i, &c) in y.iter().enumerate() {
-        onehot[i * classes + c] = 1.0;
-    }
-    let onehot = Tensor::from_vec(onehot, (n, classes), dev)?; // [N, C]
-    let mut w = Tensor::zeros((d, classes), DType::F32, dev)?; // [D, C]
-    let mut b = Tensor::zeros(classes, DType::F32, dev)?; // [C]
-    let (mut mw, mut vw) = (w.zeros_like()?, w.zeros_like()?);
-    let (mut mb, mut vb) = (b.zeros_like()?, b.zeros_like()?);
-    let (lr, b1, b2, eps) = (0.05, 0.9f64, 0.999f64, 1e-8);
-    for t in 1..=300i32 {
-        let p = candle_nn::ops::softmax_last_dim(&x.matmul(&w)?.broadcast_add(&b)?)?; // [N, C]
-        let g = ((p - &onehot)? / n as f64)?; // [N, C]
-        let gw = (xt.matmul(&g)? + (&w * l2)?)?; // [D, C]
-        let gb = g.sum(0)?; // [C]
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        mw = ((mw * b1)? + (&gw * (1.0 - b1))?)?;
-        vw = ((vw * b2)? + (gw.sqr()? * (1.0 - b2))?)?;
-        mb = ((mb * b1)? + (&gb * (1.0 - b1))?)?;
-        vb = ((vb * b2)? + (gb.sqr()? * (1.0 - b2))?)?;
-        let step = |m: &Tensor, v: &Tensor| -> candle_core::Result<Tensor> {
-            ((m / c1)? / ((v / c2)?.sqrt()? + eps)?)? * lr
-        };
-        w = (w - step(&mw, &vw)?)?;
-        b = (b - step(&mb, &vb)?)?;
-    }
-    Ok((w, b))
-}
+pub const L2_GRID: [f64; 7] = [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0];
 
 /// Standardise columns with the statistics of `fit` (features differ wildly in scale).
 fn standardise(fit: &Tensor, others: &[&Tensor]) -> Result<Vec<Tensor>> {
@@ -282,8 +249,8 @@ pub fn linear_probe(
     let v = standardise(&fit_x, &[&val_x])?;
     let mut validation = Vec::new();
     for &l2 in &L2_GRID {
-        let (w, b) = fit_logistic(&v[0], &fit_y, classes, l2)?;
-        let acc = class_metrics(&v[1].matmul(&w)?.broadcast_add(&b)?, &val_y)?.acc1;
+        let f = crate::logistic::fit(&v[0], &fit_y, classes, l2)?;
+        let acc = class_metrics(&v[1].matmul(&f.w)?.broadcast_add(&f.b)?, &val_y)?.acc1;
         validation.push((l2, acc));
     }
     let l2 = validation
@@ -297,13 +264,15 @@ pub fn linear_probe(
         })
         .0;
     let s = standardise(train.0, &[test.0])?;
-    let (w, b) = fit_logistic(&s[0], train.1, classes, l2)?;
-    let metrics = class_metrics(&s[1].matmul(&w)?.broadcast_add(&b)?, test.1)?;
+    let f = crate::logistic::fit(&s[0], train.1, classes, l2)?;
+    let metrics = class_metrics(&s[1].matmul(&f.w)?.broadcast_add(&f.b)?, test.1)?;
     Ok(ProbeReport {
         metrics,
         l2,
         validation,
         feature_dim: train.0.dim(1)?,
+        iterations: f.iterations,
+        grad_max: f.grad_max,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod dataset_eval;
 pub mod error;
 pub mod eval;
+pub mod logistic;
 pub mod optim;
 pub mod plots;
 pub mod schedule;

@@ -361,7 +361,7 @@ mod tests {
     /// The opcodes of Python 2's `cPickle.dump(((x, y),), f, 2)` for x = float32 [[0.5, 1],
     /// [0.25, 0]] and y = int64 [3, 7], as in MNIST's file; `scripts/numpy_pickle_fixture.py`
     /// writes it and checks that Python's own pickle + NumPy load it as those arrays.
-    const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/numpy_protocol2.pkl");
+    const FIXTURE: &[u8] = include_bytes!("../../../../tests/fixtures/numpy_protocol2.pkl");
 
     #[test]
     fn reads_numpy_arrays_written_by_numpy() {

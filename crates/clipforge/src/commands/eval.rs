@@ -180,7 +180,8 @@ fn eval_dataset(
                 0,
             )?;
             let extra = serde_json::json!({"features": args.features, "feature_dim": r.feature_dim,
-                "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len()});
+                "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len(),
+                "lbfgs_iterations": r.iterations, "lbfgs_grad_max": r.grad_max});
             ("linear_probe", r.metrics, extra)
         }
         other => anyhow::bail!("--task {other}: expected zeroshot, linear-probe or retrieval"),
