@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use clip_data::files::ShardWriter;
-use common::{assert_clean_error, clipforge, tmp};
+use common::{assert_clean_error, clipforge, clipforge_in, tmp};
 
 /// A 1-step `tiny` run to evaluate (its weights barely trained: the task tests the runner).
 fn run_dir(tag: &str) -> PathBuf {
@@ -139,6 +139,41 @@ fn a_directory_without_dataset_json_is_a_clear_error() {
     std::fs::create_dir_all(&ds).unwrap();
     let o = eval_default(&run, &ds);
     assert_clean_error(&o, &["dataset.json", "clipforge data fetch"]);
+}
+
+#[test]
+fn a_bare_name_means_data_slash_name_and_says_how_to_fetch_it() {
+    let run = run_dir("bare");
+    let cwd = tmp("cwd-bare");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let args = |name: &'static str| {
+        [
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--dataset",
+            name,
+            "--task",
+            "zeroshot",
+            "--json",
+        ]
+        .map(str::to_string)
+    };
+    let run_in =
+        |a: [String; 8]| clipforge_in(&cwd, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_clean_error(
+        &run_in(args("mnist")),
+        &["dataset mnist is not fetched", "clipforge data fetch mnist"],
+    );
+    write_dataset(
+        &cwd.join("data/mnist"),
+        &["dark", "bright"],
+        "test-{000000..000001}.tar",
+    );
+    let o = run_in(args("mnist"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["task"], "zeroshot_classification");
 }
 
 #[test]

@@ -177,6 +177,28 @@ fn caption_set(
     })
 }
 
+/// Where `--dataset ARG` points: ARG itself when it is a directory; a bare known name
+/// (`mnist`) means `<root>/<name>` (the default fetch place), and an error that says how to
+/// fetch it when it is not there. Anything else is returned as given, for `DatasetInfo::load`
+/// to report.
+pub fn locate(arg: &Path, root: &Path) -> Result<PathBuf, DataError> {
+    if arg.is_dir() {
+        return Ok(arg.to_path_buf());
+    }
+    let name = arg.to_string_lossy();
+    if NAMES.contains(&name.as_ref()) {
+        let dir = root.join(arg);
+        if dir.is_dir() {
+            return Ok(dir);
+        }
+        return Err(DataError::Input(format!(
+            "dataset {name} is not fetched (no {}): run `clipforge data fetch {name}`",
+            dir.display()
+        )));
+    }
+    Ok(arg.to_path_buf())
+}
+
 /// What `fetch` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fetched {

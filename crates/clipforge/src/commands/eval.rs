@@ -33,7 +33,8 @@ pub struct Args {
     /// Images per split.
     #[arg(long, default_value_t = 512)]
     pub images: usize,
-    /// A fetched dataset directory (with dataset.json) instead of the built-in scenes.
+    /// A fetched dataset (a directory with dataset.json, or a name fetched into data/) instead
+    /// of the built-in scenes.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// With --dataset: zeroshot, linear-probe (labelled sets) or retrieval (captioned sets).
@@ -68,8 +69,9 @@ pub fn run(args: Args) -> Result<()> {
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
-    if let Some(dir) = &args.dataset {
-        return eval_dataset(&args, dir, &model, run_dir, &device);
+    if let Some(arg) = &args.dataset {
+        let dir = clip_data::packaged::locate(arg, Path::new("data"))?;
+        return eval_dataset(&args, &dir, &model, run_dir, &device);
     }
     let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
     let report = clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images, &device)?;

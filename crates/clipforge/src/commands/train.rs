@@ -81,7 +81,8 @@ pub struct Args {
     /// WebDataset: samples held in the shuffle buffer (1: shard order only).
     #[arg(long, default_value_t = clip_train::trainer::default_shuffle_buffer())]
     pub shuffle_buffer: usize,
-    /// A fetched dataset directory (clipforge data fetch): train on its train split's shards.
+    /// A fetched dataset (its directory, or a name fetched into data/ by clipforge data fetch):
+    /// train on its train split's shards.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
     /// Training pairs: builtin, csv:PATH, tsv:PATH, jsonl:PATH or wds:PATTERN.
@@ -168,7 +169,8 @@ pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> 
 
 /// Parse `--data` (or `--dataset`, a fetched dataset's training split).
 fn data_spec(args: &Args) -> Result<DataSpec> {
-    if let Some(dir) = &args.dataset {
+    if let Some(arg) = &args.dataset {
+        let dir = &clip_data::packaged::locate(arg, std::path::Path::new("data"))?;
         let info = clip_data::packaged::DatasetInfo::load(dir)?;
         return Ok(DataSpec::Wds {
             pattern: info.split_pattern(dir, "train")?,

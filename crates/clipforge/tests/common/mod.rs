@@ -11,6 +11,15 @@ pub fn clipforge(args: &[&str]) -> Output {
         .expect("run clipforge")
 }
 
+/// `clipforge ARGS` run in `dir`.
+pub fn clipforge_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clipforge"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run clipforge")
+}
+
 pub fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clipforge-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
