@@ -91,6 +91,16 @@ impl CaptionSink {
         Ok(())
     }
 
+    /// The counts so far, to measure one source's share with [`CaptionSink::since`].
+    pub fn mark(&self) -> (usize, usize) {
+        (self.n_train, self.n_test)
+    }
+
+    /// (train, test) images added since `mark`.
+    pub fn since(&self, mark: (usize, usize)) -> (usize, usize) {
+        (self.n_train - mark.0, self.n_test - mark.1)
+    }
+
     /// Close the last shards; the splits for `dataset.json`.
     pub fn finish(self) -> Result<BTreeMap<String, SplitInfo>, DataError> {
         let mut splits = BTreeMap::new();
@@ -109,6 +119,13 @@ impl CaptionSink {
         }
         Ok(splits)
     }
+}
+
+/// Parse a JSON file of a package (its metadata), naming the file on error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DataError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))
 }
 
 /// Turn a bare name or tag into words: `_` and `-` to spaces, runs of spaces squeezed.

@@ -41,13 +41,9 @@ pub fn convert(
 ) -> Result<PartInfo, DataError> {
     log(&format!("npm pack {PACKAGE}@{VERSION}"));
     let root = registry::npm(PACKAGE, VERSION, work)?;
-    let json_path = root.join("emoji.json");
-    let text = std::fs::read_to_string(&json_path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", json_path.display())))?;
-    let entries: Vec<Entry> = serde_json::from_str(&text)
-        .map_err(|e| DataError::Input(format!("{}: {e}", json_path.display())))?;
+    let entries: Vec<Entry> = captioned::read_json(&root.join("emoji.json"))?;
     log(&format!("converting {} emoji", entries.len()));
-    let (train0, test0) = (sink.n_train, sink.n_test);
+    let mark = sink.mark();
     let (mut no_image, mut no_name) = (0, 0);
     for e in &entries {
         let Some(name) = e.name.as_deref().filter(|n| !n.trim().is_empty()) else {
@@ -68,8 +64,8 @@ pub fn convert(
     let skipped = format!("{no_image} without a Google image, {no_name} without a name");
     log(&format!(
         "{} train, {} test; skipped {skipped}",
-        sink.n_train - train0,
-        sink.n_test - test0
+        sink.since(mark).0,
+        sink.since(mark).1
     ));
     Ok(PartInfo {
         name: "emoji".into(),
@@ -83,8 +79,8 @@ pub fn convert(
         caption_rule: "\"an emoji of {name}, from {category}: {subcategory}\", lower-cased, \
                        - and _ as spaces; split 90/10 by FNV-1a of img/google/64/<image>"
             .into(),
-        train: sink.n_train - train0,
-        test: sink.n_test - test0,
+        train: sink.since(mark).0,
+        test: sink.since(mark).1,
         skipped,
     })
 }

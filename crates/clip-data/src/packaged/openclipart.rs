@@ -134,7 +134,7 @@ pub fn convert(
     pngs(&png_root.join(PNG_DIR), &mut files);
     files.sort();
     log(&format!("converting {} drawings", files.len()));
-    let (train0, test0) = (sink.n_train, sink.n_test);
+    let mark = sink.mark();
     let (mut giants, mut no_svg, mut repeats) = (0, 0, 0);
     // Pass 1: every drawing's metadata, and how many drawings share each title.
     let mut described = Vec::new();
@@ -180,8 +180,8 @@ pub fn convert(
     );
     log(&format!(
         "{} train, {} test; skipped {skipped}",
-        sink.n_train - train0,
-        sink.n_test - test0
+        sink.since(mark).0,
+        sink.since(mark).1
     ));
     Ok(PartInfo {
         name: "openclipart".into(),
@@ -203,8 +203,8 @@ pub fn convert(
                        clipart), repeats or words of the title; PNGs over 16 Mpx skipped, longest \
                        side capped at 256 px; split 90/10 by FNV-1a of the PNG's path"
             .into(),
-        train: sink.n_train - train0,
-        test: sink.n_test - test0,
+        train: sink.since(mark).0,
+        test: sink.since(mark).1,
         skipped,
     })
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::captioned::{CaptionSink, PartInfo};
+use super::captioned::{self, CaptionSink, PartInfo};
 use super::{registry, svg, SourceInfo};
 use crate::DataError;
 
@@ -59,13 +59,9 @@ pub fn convert(
 ) -> Result<PartInfo, DataError> {
     log(&format!("npm pack {PACKAGE}@{VERSION}"));
     let root = registry::npm(PACKAGE, VERSION, work)?;
-    let json_path = root.join("data/openmoji.json");
-    let text = std::fs::read_to_string(&json_path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", json_path.display())))?;
-    let entries: Vec<Entry> = serde_json::from_str(&text)
-        .map_err(|e| DataError::Input(format!("{}: {e}", json_path.display())))?;
+    let entries: Vec<Entry> = captioned::read_json(&root.join("data/openmoji.json"))?;
     log(&format!("rasterising {} OpenMoji", entries.len()));
-    let (train0, test0) = (sink.n_train, sink.n_test);
+    let mark = sink.mark();
     let (mut skintone, mut unreadable) = (0, 0);
     for e in &entries {
         let toned = match &e.skintone {
@@ -94,8 +90,8 @@ pub fn convert(
     let skipped = format!("{skintone} skin-tone variants, {unreadable} missing or unreadable SVGs");
     log(&format!(
         "{} train, {} test; skipped {skipped}",
-        sink.n_train - train0,
-        sink.n_test - test0
+        sink.since(mark).0,
+        sink.since(mark).1
     ));
     Ok(PartInfo {
         name: "openmoji".into(),
@@ -114,8 +110,8 @@ pub fn convert(
                        colour SVG rasterised at 128 px; skin-tone variants left out; split 90/10 \
                        by FNV-1a of color/svg/<hexcode>.svg"
             .into(),
-        train: sink.n_train - train0,
-        test: sink.n_test - test0,
+        train: sink.since(mark).0,
+        test: sink.since(mark).1,
         skipped,
     })
 }

