@@ -2,11 +2,14 @@
 //! `[B, T, 3W]` (q | k | v, each `H` heads of `Dh`, PyTorch's `in_proj` layout) → `[B, T, W]`,
 //! optionally causal. Nothing but the output is kept: the backward pass recomputes each row of
 //! probabilities (as FlashAttention does), so no `[B, H, T, T]` tensor, no head permutes, no
-//! additive mask. Parallel over the batch; every inner loop is an axpy over a contiguous row.
+//! additive mask. Parallel over the batch; within one batch element and head, every product
+//! (q kᵀ, p v and the backward's four) is one small `gemm` call on strided views of the packed
+//! rows, so the arithmetic runs in gemm's register-blocked kernel rather than in axpy loops.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::gemm::{matmul_serial_into, View};
 use super::{contiguous_f32, exp, fused_ok};
 
 /// softmax(q kᵀ / √Dh [+ causal mask]) v for every head: qkv `[B, T, 3W]` → `[B, T, W]`.
@@ -107,38 +110,33 @@ impl Dims {
     }
 }
 
-/// `dst[j] += a · src[j]`.
-#[inline]
-fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
+/// Head columns `[T, Dh]` starting at column `off` of one batch element's rows, `rs` apart.
+fn head(x: &[f32], d: Dims, off: usize, rs: usize) -> View<'_> {
+    View {
+        data: &x[off..],
+        rows: d.t,
+        cols: d.dh,
+        rs,
+        cs: 1,
     }
 }
 
-/// Head `hd`'s `[Dh, T]` transpose of the block at column `off` of one batch element's qkv.
-fn transpose_head(x: &[f32], d: Dims, off: usize, out: &mut [f32]) {
-    for j in 0..d.t {
-        let row = &x[j * 3 * d.w + off..j * 3 * d.w + off + d.dh];
-        for (c, &v) in row.iter().enumerate() {
-            out[c * d.t + j] = v;
-        }
-    }
-}
-
-/// Row `i` of head `hd`'s probabilities into `p[..visible]`, given kᵀ `[Dh, T]`.
-fn probs_row(x: &[f32], d: Dims, hd: usize, kt: &[f32], i: usize, p: &mut [f32]) {
-    let n = d.visible(i);
-    let p = &mut p[..n];
-    p.fill(0.0);
-    let q = &x[i * 3 * d.w + hd * d.dh..i * 3 * d.w + (hd + 1) * d.dh];
-    for (c, &qc) in q.iter().enumerate() {
-        axpy(p, qc, &kt[c * d.t..c * d.t + n]);
-    }
+/// Head `hd`'s probabilities `[T, T]` into `p` from one batch element's qkv `[T, 3W]`:
+/// softmax(q kᵀ·scale) per row; under the causal mask, row i keeps keys 0..=i and the rest are 0.
+fn probs(x: &[f32], d: Dims, hd: usize, p: &mut [f32]) {
+    let w3 = 3 * d.w;
+    let q = head(x, d, hd * d.dh, w3); // [T, Dh]
+    let kt = head(x, d, d.w + hd * d.dh, w3).t(); // [Dh, T]
+    matmul_serial_into(q, kt, p, d.t, false); // [T, T]
     let scale = d.scale();
-    let max = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
-    p.iter_mut().for_each(|v| *v = exp(*v * scale - max));
-    let inv = 1.0 / p.iter().sum::<f32>();
-    p.iter_mut().for_each(|v| *v *= inv);
+    for (i, row) in p.chunks_mut(d.t).enumerate() {
+        let (live, masked) = row.split_at_mut(d.visible(i));
+        masked.fill(0.0);
+        let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+        live.iter_mut().for_each(|v| *v = exp(*v * scale - max));
+        let inv = 1.0 / live.iter().sum::<f32>();
+        live.iter_mut().for_each(|v| *v *= inv);
+    }
 }
 
 impl CustomOp1 for AttentionOp {
@@ -197,73 +195,58 @@ pub(crate) fn attn_fwd(qkv: &[f32], d: Dims) -> Vec<f32> {
     let mut out = vec![0f32; b * d.t * d.w];
     out.par_chunks_mut(d.t * d.w)
         .zip(qkv.par_chunks(d.t * 3 * d.w))
-        .for_each(|(o, x)| {
-            let mut kt = vec![0f32; d.dh * d.t];
-            let mut p = vec![0f32; d.t];
-            for hd in 0..d.h {
-                transpose_head(x, d, d.w + hd * d.dh, &mut kt);
-                for i in 0..d.t {
-                    probs_row(x, d, hd, &kt, i, &mut p);
-                    let orow = &mut o[i * d.w + hd * d.dh..i * d.w + (hd + 1) * d.dh];
-                    for (j, &pj) in p[..d.visible(i)].iter().enumerate() {
-                        let v0 = j * 3 * d.w + 2 * d.w + hd * d.dh;
-                        axpy(orow, pj, &x[v0..v0 + d.dh]);
-                    }
+        .for_each_init(
+            || vec![0f32; d.t * d.t],
+            |p, (o, x)| {
+                for hd in 0..d.h {
+                    probs(x, d, hd, p); // [T, T]
+                    let v = head(x, d, 2 * d.w + hd * d.dh, 3 * d.w); // [T, Dh]
+                    let p = View::rows(p, d.t, d.t);
+                    matmul_serial_into(p, v, &mut o[hd * d.dh..], d.w, false); // o_h [T, Dh]
                 }
-            }
-        });
+            },
+        );
     out
 }
 
-/// (qkv, out, dout) → d qkv, all batch-major as in [`attn_fwd`].
+/// (qkv, out, dout) → d qkv, all batch-major as in [`attn_fwd`]. With S = q kᵀ·scale,
+/// P = softmax(S): dP = dO vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dv = Pᵀ dO, dk = scale·dSᵀ q,
+/// dq = scale·dS k.
 pub(crate) fn attn_bwd(qkv: &[f32], out: &[f32], dout: &[f32], d: Dims) -> Vec<f32> {
     let b = qkv.len() / (d.t * 3 * d.w);
-    let (tw, tw3) = (d.t * d.w, d.t * 3 * d.w);
-    let mut dqkv = vec![0f32; b * tw3];
-    dqkv.par_chunks_mut(tw3)
-        .zip(qkv.par_chunks(tw3))
-        .zip(out.par_chunks(tw).zip(dout.par_chunks(tw)))
-        .for_each(|((g, x), (o, go))| {
-            let mut kt = vec![0f32; d.dh * d.t];
-            let mut vt = vec![0f32; d.dh * d.t];
-            let mut p = vec![0f32; d.t];
-            let mut ds = vec![0f32; d.t];
-            let mut dq = vec![0f32; d.dh];
-            let scale = d.scale();
-            for hd in 0..d.h {
-                let (qo, ko, vo) = (hd * d.dh, d.w + hd * d.dh, 2 * d.w + hd * d.dh);
-                transpose_head(x, d, ko, &mut kt);
-                transpose_head(x, d, vo, &mut vt);
-                for i in 0..d.t {
-                    let n = d.visible(i);
-                    probs_row(x, d, hd, &kt, i, &mut p);
-                    let goi = &go[i * d.w + qo..i * d.w + qo + d.dh];
-                    let oi = &o[i * d.w + qo..i * d.w + qo + d.dh];
-                    // dP_ij = dO_i · v_j; D_i = dO_i · O_i; dS = P ∘ (dP − D_i) · scale.
-                    let dsi = &mut ds[..n];
-                    dsi.fill(0.0);
-                    for (c, &gc) in goi.iter().enumerate() {
-                        axpy(dsi, gc, &vt[c * d.t..c * d.t + n]);
+    let (t, w, w3) = (d.t, d.w, 3 * d.w);
+    let mut dqkv = vec![0f32; b * t * w3];
+    dqkv.par_chunks_mut(t * w3)
+        .zip(qkv.par_chunks(t * w3))
+        .zip(out.par_chunks(t * w).zip(dout.par_chunks(t * w)))
+        .for_each_init(
+            || (vec![0f32; t * t], vec![0f32; t * t]),
+            |(p, ds), ((g, x), (o, go))| {
+                let scale = d.scale();
+                for hd in 0..d.h {
+                    let (qo, ko, vo) = (hd * d.dh, w + hd * d.dh, 2 * w + hd * d.dh);
+                    probs(x, d, hd, p); // [T, T]
+                    let go_h = head(go, d, qo, w); // [T, Dh]
+                    matmul_serial_into(go_h, head(x, d, vo, w3).t(), ds, t, false); // dP [T, T]
+                    for (i, (dsi, pi)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
+                        let row = i * w + qo..i * w + qo + d.dh;
+                        let di: f32 = go[row.clone()]
+                            .iter()
+                            .zip(&o[row])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        for (s, &pj) in dsi.iter_mut().zip(pi) {
+                            *s = pj * (*s - di) * scale; // masked keys: pj = 0
+                        }
                     }
-                    let di: f32 = goi.iter().zip(oi).map(|(a, b)| a * b).sum();
-                    for (s, &pj) in dsi.iter_mut().zip(&p[..n]) {
-                        *s = pj * (*s - di) * scale;
-                    }
-                    let r = 3 * d.w;
-                    for j in 0..n {
-                        // dV_j += P_ij dO_i; dK_j += dS_ij q_i.
-                        let (gk, gv) = g[j * r + ko..j * r + vo + d.dh].split_at_mut(d.w);
-                        axpy(&mut gv[..d.dh], p[j], goi);
-                        axpy(&mut gk[..d.dh], dsi[j], &x[i * r + qo..i * r + qo + d.dh]);
-                    }
-                    // dQ_i = Σ_j dS_ij k_j.
-                    dq.fill(0.0);
-                    for (j, &sj) in dsi.iter().enumerate() {
-                        axpy(&mut dq, sj, &x[j * r + ko..j * r + ko + d.dh]);
-                    }
-                    g[i * r + qo..i * r + qo + d.dh].copy_from_slice(&dq);
+                    let (pv, dsv) = (View::rows(p, t, t), View::rows(ds, t, t));
+                    matmul_serial_into(pv.t(), go_h, &mut g[vo..], w3, false); // dv_h [T, Dh]
+                    let q = head(x, d, qo, w3);
+                    matmul_serial_into(dsv.t(), q, &mut g[ko..], w3, false); // dk_h [T, Dh]
+                    let k = head(x, d, ko, w3);
+                    matmul_serial_into(dsv, k, &mut g[qo..], w3, false); // dq_h [T, Dh]
                 }
-            }
-        });
+            },
+        );
     dqkv
 }

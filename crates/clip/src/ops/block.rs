@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::activation::{act_fwd, act_grad, Act};
+use super::activation::{act_fwd_par, act_grad_par, Act};
 use super::attention::{attn_bwd, attn_fwd, Dims};
 use super::linear::{linear_bwd, linear_fwd};
 use super::norm::{ln_bwd_dx, ln_fwd, ln_param_grads};
@@ -205,11 +205,7 @@ impl CustomOp2 for BlockOp {
         add_into(&mut x1, x);
         let ln2 = ln_fwd(&x1, &p[o[6]..o[7]], &p[o[7]..o[8]], c.eps); // [R, W]
         let hpre = linear_fwd(&ln2, r, &p[o[8]..o[9]], &p[o[9]..o[10]]); // [R, H]
-        let act = c.act();
-        let mut hact = vec![0f32; hpre.len()];
-        hact.par_chunks_mut(1 << 14)
-            .zip(hpre.par_chunks(1 << 14))
-            .for_each(|(y, v)| y.iter_mut().zip(v).for_each(|(a, &u)| *a = act_fwd(act, u)));
+        let hact = act_fwd_par(c.act(), &hpre); // [R, H]
         let mut y = linear_fwd(&hact, r, &p[o[10]..o[11]], &p[o[11]..]); // [R, W]
         add_into(&mut y, &x1);
         if !INFERENCE.with(|f| f.get()) {
@@ -288,14 +284,7 @@ impl CustomOp3 for BlockBwdOp {
         // MLP branch: y = x1 + hact·c_projᵀ + b.
         let (dw, db) = dp[o[10]..].split_at_mut(w * hd);
         let mut dh = linear_bwd(dy, &s.hact, &p[o[10]..o[11]], dw, db); // [R, H]
-        let act = c.act();
-        dh.par_chunks_mut(1 << 14)
-            .zip(s.hpre.par_chunks(1 << 14))
-            .for_each(|(g, v)| {
-                g.iter_mut()
-                    .zip(v)
-                    .for_each(|(a, &u)| *a *= act_grad(act, u))
-            });
+        act_grad_par(c.act(), &s.hpre, &mut dh);
         let (dw, db) = dp[o[8]..o[10]].split_at_mut(hd * w);
         let dln2 = linear_bwd(&dh, &s.ln2, &p[o[8]..o[9]], dw, db); // [R, W]
         drop(dh);

@@ -44,17 +44,28 @@ impl<'a> View<'a> {
 /// Products smaller than this many multiply-adds run on one thread.
 const PARALLEL_MACS: usize = 1 << 18;
 
-/// `c = a·b` (or `c += a·b` with `accumulate`), `c` row-major `[a.rows, b.cols]`.
-///
+/// `c = a·b` (or `c += a·b` with `accumulate`), `c` row-major `[a.rows, b.cols]`; large
+/// products split over rayon's threads.
+pub(crate) fn matmul(a: View, b: View, c: &mut [f32], accumulate: bool) {
+    let n = b.cols;
+    let parallel = a.rows * a.cols * n >= PARALLEL_MACS;
+    gemm_into(a, b, c, n, accumulate, parallel);
+}
+
+/// `c = a·b` (or `+=`) on the calling thread, into rows `ldc` apart: `c[i·ldc + j]`. For the
+/// many small products of one attention head, run inside a loop that is itself parallel.
+pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool) {
+    gemm_into(a, b, c, ldc, accumulate, false);
+}
+
 /// The project's one `unsafe` block: `gemm` takes raw pointers and strides.
 #[allow(unsafe_code)]
-pub(crate) fn matmul(a: View, b: View, c: &mut [f32], accumulate: bool) {
+fn gemm_into(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "matmul: inner dimensions {k} and {}", b.rows);
-    assert_eq!(
-        c.len(),
-        m * n,
-        "matmul: output holds {} not {m}×{n}",
+    assert!(
+        ldc >= n && (m == 0 || c.len() >= (m - 1) * ldc + n),
+        "matmul: output of {} values, rows {ldc} apart, cannot hold {m}×{n}",
         c.len()
     );
     assert!(a.in_bounds() && b.in_bounds(), "matmul: view out of bounds");
@@ -63,18 +74,19 @@ pub(crate) fn matmul(a: View, b: View, c: &mut [f32], accumulate: bool) {
     }
     if k == 0 {
         if !accumulate {
-            c.fill(0.0);
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if m * n * k >= PARALLEL_MACS && threads > 1 {
+    let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the three views were checked to lie inside their slices, `c` is exclusively
-    // borrowed and holds m×n row-major elements; gemm reads `c` only when `accumulate`.
+    // SAFETY: the two views were checked to lie inside their slices; `c` is exclusively
+    // borrowed and holds element (i, j) at i·ldc + j < c.len() for i < m, j < n (checked);
+    // gemm reads `c` only when `accumulate`.
     unsafe {
         gemm::gemm(
             m,
@@ -82,7 +94,7 @@ pub(crate) fn matmul(a: View, b: View, c: &mut [f32], accumulate: bool) {
             k,
             c.as_mut_ptr(),
             1,
-            n as isize,
+            ldc as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -131,6 +143,25 @@ mod tests {
             matmul(x, y, &mut c, true);
             for (g, w) in c.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn products_into_a_wider_output_leave_the_gaps_alone() {
+        let a: Vec<f32> = (0..4 * 3).map(|i| (i as f32 * 0.7).sin()).collect();
+        let b: Vec<f32> = (0..3 * 5).map(|i| (i as f32 * 0.3).cos()).collect();
+        let (av, bv) = (View::rows(&a, 4, 3), View::rows(&b, 3, 5));
+        let want = naive(av, bv);
+        let ldc = 9;
+        let mut c = vec![7f32; 3 * ldc + 5];
+        matmul_serial_into(av, bv, &mut c, ldc, false);
+        for (idx, &g) in c.iter().enumerate() {
+            let (i, j) = (idx / ldc, idx % ldc);
+            if j < 5 {
+                assert!((g - want[i * 5 + j]).abs() < 1e-5, "({i}, {j})");
+            } else {
+                assert_eq!(g, 7.0, "gap at ({i}, {j}) written");
             }
         }
     }
