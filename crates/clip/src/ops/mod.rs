@@ -42,15 +42,19 @@ pub(crate) fn exp(x: f32) -> f32 {
     const C2: f32 = -2.121_944_4e-4;
     let xc = x.clamp(-87.3, 88.7);
     // Round to nearest by the 1.5·2²³ trick: no `floor`, which is a libm call on baseline x86-64.
+    // The sum's low mantissa bits then hold k as an integer, read by a bit cast: an `as i32`
+    // cast saturates, which LLVM does one lane at a time and which kept every caller scalar.
     const MAGIC: f32 = 12_582_912.0;
-    let k = (xc * LOG2E + MAGIC) - MAGIC;
+    let shifted = xc * LOG2E + MAGIC;
+    let k = shifted - MAGIC;
+    let ki = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32); // k, −126 … 128
     let r = xc - k * C1 - k * C2;
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((k as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((ki + 127) as u32) << 23);
     if x < -87.3 {
         0.0
     } else {
