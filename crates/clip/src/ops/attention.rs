@@ -189,7 +189,17 @@ impl CustomOp3 for AttentionBwdOp {
     }
 }
 
-/// qkv `[B, T, 3W]` → `[B, T, W]` (B from the length).
+/// One batch element: qkv `[T, 3W]` → o `[T, W]`, with `p` a `[T, T]` scratch buffer.
+pub(crate) fn attn_fwd_one(x: &[f32], d: Dims, o: &mut [f32], p: &mut [f32]) {
+    for hd in 0..d.h {
+        probs(x, d, hd, p); // [T, T]
+        let v = head(x, d, 2 * d.w + hd * d.dh, 3 * d.w); // [T, Dh]
+        let pv = View::rows(p, d.t, d.t);
+        matmul_serial_into(pv, v, &mut o[hd * d.dh..], d.w, false); // o_h [T, Dh]
+    }
+}
+
+/// qkv `[B, T, 3W]` → `[B, T, W]` (B from the length), in parallel over the batch.
 pub(crate) fn attn_fwd(qkv: &[f32], d: Dims) -> Vec<f32> {
     let b = qkv.len() / (d.t * 3 * d.w);
     let mut out = vec![0f32; b * d.t * d.w];
@@ -197,21 +207,52 @@ pub(crate) fn attn_fwd(qkv: &[f32], d: Dims) -> Vec<f32> {
         .zip(qkv.par_chunks(d.t * 3 * d.w))
         .for_each_init(
             || vec![0f32; d.t * d.t],
-            |p, (o, x)| {
-                for hd in 0..d.h {
-                    probs(x, d, hd, p); // [T, T]
-                    let v = head(x, d, 2 * d.w + hd * d.dh, 3 * d.w); // [T, Dh]
-                    let p = View::rows(p, d.t, d.t);
-                    matmul_serial_into(p, v, &mut o[hd * d.dh..], d.w, false); // o_h [T, Dh]
-                }
-            },
+            |p, (o, x)| attn_fwd_one(x, d, o, p),
         );
     out
 }
 
-/// (qkv, out, dout) → d qkv, all batch-major as in [`attn_fwd`]. With S = q kᵀ·scale,
+/// One batch element's backward: (qkv `[T, 3W]`, o `[T, W]`, dO `[T, W]`) → dqkv `[T, 3W]`
+/// (overwritten), with `p` and `ds` `[T, T]` scratch buffers. With S = q kᵀ·scale,
 /// P = softmax(S): dP = dO vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dv = Pᵀ dO, dk = scale·dSᵀ q,
 /// dq = scale·dS k.
+pub(crate) fn attn_bwd_one(
+    x: &[f32],
+    o: &[f32],
+    go: &[f32],
+    d: Dims,
+    g: &mut [f32],
+    p: &mut [f32],
+    ds: &mut [f32],
+) {
+    let (t, w, w3) = (d.t, d.w, 3 * d.w);
+    let scale = d.scale();
+    for hd in 0..d.h {
+        let (qo, ko, vo) = (hd * d.dh, w + hd * d.dh, 2 * w + hd * d.dh);
+        probs(x, d, hd, p); // [T, T]
+        let go_h = head(go, d, qo, w); // [T, Dh]
+        matmul_serial_into(go_h, head(x, d, vo, w3).t(), ds, t, false); // dP [T, T]
+        for (i, (dsi, pi)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
+            let row = i * w + qo..i * w + qo + d.dh;
+            let di: f32 = go[row.clone()]
+                .iter()
+                .zip(&o[row])
+                .map(|(a, b)| a * b)
+                .sum();
+            for (s, &pj) in dsi.iter_mut().zip(pi.iter()) {
+                *s = pj * (*s - di) * scale; // masked keys: pj = 0
+            }
+        }
+        let (pv, dsv) = (View::rows(p, t, t), View::rows(ds, t, t));
+        matmul_serial_into(pv.t(), go_h, &mut g[vo..], w3, false); // dv_h [T, Dh]
+        let q = head(x, d, qo, w3);
+        matmul_serial_into(dsv.t(), q, &mut g[ko..], w3, false); // dk_h [T, Dh]
+        let k = head(x, d, ko, w3);
+        matmul_serial_into(dsv, k, &mut g[qo..], w3, false); // dq_h [T, Dh]
+    }
+}
+
+/// (qkv, out, dout) → d qkv, all batch-major as in [`attn_fwd`], in parallel over the batch.
 pub(crate) fn attn_bwd(qkv: &[f32], out: &[f32], dout: &[f32], d: Dims) -> Vec<f32> {
     let b = qkv.len() / (d.t * 3 * d.w);
     let (t, w, w3) = (d.t, d.w, 3 * d.w);
@@ -221,32 +262,7 @@ pub(crate) fn attn_bwd(qkv: &[f32], out: &[f32], dout: &[f32], d: Dims) -> Vec<f
         .zip(out.par_chunks(t * w).zip(dout.par_chunks(t * w)))
         .for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(p, ds), ((g, x), (o, go))| {
-                let scale = d.scale();
-                for hd in 0..d.h {
-                    let (qo, ko, vo) = (hd * d.dh, w + hd * d.dh, 2 * w + hd * d.dh);
-                    probs(x, d, hd, p); // [T, T]
-                    let go_h = head(go, d, qo, w); // [T, Dh]
-                    matmul_serial_into(go_h, head(x, d, vo, w3).t(), ds, t, false); // dP [T, T]
-                    for (i, (dsi, pi)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
-                        let row = i * w + qo..i * w + qo + d.dh;
-                        let di: f32 = go[row.clone()]
-                            .iter()
-                            .zip(&o[row])
-                            .map(|(a, b)| a * b)
-                            .sum();
-                        for (s, &pj) in dsi.iter_mut().zip(pi) {
-                            *s = pj * (*s - di) * scale; // masked keys: pj = 0
-                        }
-                    }
-                    let (pv, dsv) = (View::rows(p, t, t), View::rows(ds, t, t));
-                    matmul_serial_into(pv.t(), go_h, &mut g[vo..], w3, false); // dv_h [T, Dh]
-                    let q = head(x, d, qo, w3);
-                    matmul_serial_into(dsv.t(), q, &mut g[ko..], w3, false); // dk_h [T, Dh]
-                    let k = head(x, d, ko, w3);
-                    matmul_serial_into(dsv, k, &mut g[qo..], w3, false); // dq_h [T, Dh]
-                }
-            },
+            |(p, ds), ((g, x), (o, go))| attn_bwd_one(x, o, go, d, g, p, ds),
         );
     dqkv
 }

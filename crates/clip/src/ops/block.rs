@@ -11,10 +11,10 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::activation::{act_fwd_par, act_grad_par, Act};
-use super::attention::{attn_bwd, attn_fwd, Dims};
-use super::linear::{linear_bwd, linear_fwd};
-use super::norm::{ln_bwd_dx, ln_fwd, ln_param_grads};
+use super::activation::{act_fwd_slice, act_grad_slice, Act};
+use super::attention::{attn_bwd_one, attn_fwd_one, Dims};
+use super::gemm::{matmul_serial_into, View};
+use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::{contiguous_f32, fused_ok};
 
 thread_local! {
@@ -155,6 +155,21 @@ struct Saved {
     hact: Vec<f32>, // [R, H]
 }
 
+impl Saved {
+    fn zeros(r: usize, w: usize, h: usize) -> Self {
+        let z = |n: usize| vec![0f32; n];
+        Self {
+            ln1: z(r * w),
+            qkv: z(r * 3 * w),
+            att: z(r * w),
+            x1: z(r * w),
+            ln2: z(r * w),
+            hpre: z(r * h),
+            hact: z(r * h),
+        }
+    }
+}
+
 struct BlockOp {
     cfg: BlockCfg,
     saved: Mutex<Option<Saved>>,
@@ -168,13 +183,125 @@ impl BlockCfg {
             Act::Gelu
         }
     }
+
+    fn dims(&self, t: usize) -> Dims {
+        Dims::of(t, self.width, self.heads, self.causal)
+    }
 }
 
-/// `a += b`, in parallel.
+/// Batch elements per task: whole elements (attention mixes a element's rows), about 256 rows
+/// — enough for `gemm` to run well on one thread, few enough that a task's intermediates stay
+/// in cache. Each task runs the whole block over its rows, so the element-wise passes (bias,
+/// LayerNorm, activation, residual adds) read what the product before them just wrote.
+fn elems_per_task(t: usize) -> usize {
+    256usize.div_ceil(t.max(1))
+}
+
+/// The twelve parameters, sliced out of the packed vector.
+struct Weights<'a> {
+    ln1_w: &'a [f32],
+    ln1_b: &'a [f32],
+    in_w: &'a [f32],
+    in_b: &'a [f32],
+    out_w: &'a [f32],
+    out_b: &'a [f32],
+    ln2_w: &'a [f32],
+    ln2_b: &'a [f32],
+    fc_w: &'a [f32],
+    fc_b: &'a [f32],
+    proj_w: &'a [f32],
+    proj_b: &'a [f32],
+}
+
+impl<'a> Weights<'a> {
+    fn of(p: &'a [f32], w: usize, h: usize) -> Self {
+        let (o, _) = offsets(w, h);
+        Self {
+            ln1_w: &p[o[0]..o[1]],
+            ln1_b: &p[o[1]..o[2]],
+            in_w: &p[o[2]..o[3]],
+            in_b: &p[o[3]..o[4]],
+            out_w: &p[o[4]..o[5]],
+            out_b: &p[o[5]..o[6]],
+            ln2_w: &p[o[6]..o[7]],
+            ln2_b: &p[o[7]..o[8]],
+            fc_w: &p[o[8]..o[9]],
+            fc_b: &p[o[9]..o[10]],
+            proj_w: &p[o[10]..o[11]],
+            proj_b: &p[o[11]..],
+        }
+    }
+}
+
+/// One task's activations: rows of the kept buffers, or of scratch under [`inference`].
+struct Acts<'a> {
+    ln1: &'a mut [f32],
+    qkv: &'a mut [f32],
+    att: &'a mut [f32],
+    x1: &'a mut [f32],
+    ln2: &'a mut [f32],
+    hpre: &'a mut [f32],
+    hact: &'a mut [f32],
+}
+
+/// `y = x·Wᵀ + b` for x `[rows, in]`, W `[out, in]`, on the calling thread, into y `[rows, out]`.
+fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    let dout = b.len();
+    let din = w.len() / dout;
+    let rows = x.len() / din;
+    y.chunks_mut(dout).for_each(|r| r.copy_from_slice(b));
+    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
+    matmul_serial_into(xv, wt, y, dout, true);
+}
+
+/// `a += b`.
 fn add_into(a: &mut [f32], b: &[f32]) {
-    a.par_chunks_mut(1 << 14)
-        .zip(b.par_chunks(1 << 14))
-        .for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(u, v)| *u += v));
+    a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
+}
+
+/// The block over one task's rows x `[r, W]` (whole batch elements of T tokens) → y `[r, W]`.
+fn fwd_rows(
+    p: &Weights,
+    c: &BlockCfg,
+    t: usize,
+    x: &[f32],
+    a: Acts,
+    y: &mut [f32],
+    probs: &mut [f32],
+) {
+    let w = c.width;
+    for (xr, lr) in x.chunks(w).zip(a.ln1.chunks_mut(w)) {
+        ln_row(xr, p.ln1_w, p.ln1_b, c.eps, lr); // [r, W]
+    }
+    affine(a.ln1, p.in_w, p.in_b, a.qkv); // [r, 3W]
+    let d = c.dims(t);
+    for (qe, oe) in a.qkv.chunks(t * 3 * w).zip(a.att.chunks_mut(t * w)) {
+        attn_fwd_one(qe, d, oe, probs); // [T, W] per element
+    }
+    affine(a.att, p.out_w, p.out_b, a.x1);
+    add_into(a.x1, x); // x1 = x + attention branch, [r, W]
+    for (xr, lr) in a.x1.chunks(w).zip(a.ln2.chunks_mut(w)) {
+        ln_row(xr, p.ln2_w, p.ln2_b, c.eps, lr); // [r, W]
+    }
+    affine(a.ln2, p.fc_w, p.fc_b, a.hpre); // [r, H]
+    act_fwd_slice(c.act(), a.hpre, a.hact); // [r, H]
+    affine(a.hact, p.proj_w, p.proj_b, y);
+    add_into(y, a.x1); // [r, W]
+}
+
+/// Scratch for one task under [`inference`], sized for `rows` rows.
+struct Scratch {
+    bufs: Saved,
+    probs: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(rows: usize, c: &BlockCfg, t: usize) -> Self {
+        Self {
+            bufs: Saved::zeros(rows, c.width, c.hidden),
+            probs: vec![0f32; t * t],
+        }
+    }
 }
 
 impl CustomOp2 for BlockOp {
@@ -196,29 +323,61 @@ impl CustomOp2 for BlockOp {
         if w != c.width {
             bail!("residual block: input width {w}, block width {}", c.width);
         }
-        let (o, _) = offsets(w, c.hidden);
-        let r = b * t;
-        let ln1 = ln_fwd(x, &p[o[0]..o[1]], &p[o[1]..o[2]], c.eps); // [R, W]
-        let qkv = linear_fwd(&ln1, r, &p[o[2]..o[3]], &p[o[3]..o[4]]); // [R, 3W]
-        let att = attn_fwd(&qkv, Dims::of(t, w, c.heads, c.causal)); // [R, W]
-        let mut x1 = linear_fwd(&att, r, &p[o[4]..o[5]], &p[o[5]..o[6]]); // [R, W]
-        add_into(&mut x1, x);
-        let ln2 = ln_fwd(&x1, &p[o[6]..o[7]], &p[o[7]..o[8]], c.eps); // [R, W]
-        let hpre = linear_fwd(&ln2, r, &p[o[8]..o[9]], &p[o[9]..o[10]]); // [R, H]
-        let hact = act_fwd_par(c.act(), &hpre); // [R, H]
-        let mut y = linear_fwd(&hact, r, &p[o[10]..o[11]], &p[o[11]..]); // [R, W]
-        add_into(&mut y, &x1);
-        if !INFERENCE.with(|f| f.get()) {
-            *self.saved.lock().expect("block activations lock") = Some(Saved {
-                ln1,
-                qkv,
-                att,
-                x1,
-                ln2,
-                hpre,
-                hact,
-            });
+        let (hd, r) = (c.hidden, b * t);
+        let wts = Weights::of(p, w, hd);
+        let rows = elems_per_task(t) * t; // rows per task
+        let mut y = vec![0f32; r * w]; // [R, W]
+        if INFERENCE.with(|f| f.get()) {
+            y.par_chunks_mut(rows * w)
+                .zip(x.par_chunks(rows * w))
+                .for_each_init(
+                    || Scratch::new(rows, &c, t),
+                    |sc, (yc, xc)| {
+                        let n = xc.len() / w;
+                        let s = &mut sc.bufs;
+                        let acts = Acts {
+                            ln1: &mut s.ln1[..n * w],
+                            qkv: &mut s.qkv[..n * 3 * w],
+                            att: &mut s.att[..n * w],
+                            x1: &mut s.x1[..n * w],
+                            ln2: &mut s.ln2[..n * w],
+                            hpre: &mut s.hpre[..n * hd],
+                            hact: &mut s.hact[..n * hd],
+                        };
+                        fwd_rows(&wts, &c, t, xc, acts, yc, &mut sc.probs);
+                    },
+                );
+            return Ok((CpuStorage::F32(y), l1.shape().clone()));
         }
+        let mut s = Saved::zeros(r, w, hd);
+        (
+            y.par_chunks_mut(rows * w),
+            x.par_chunks(rows * w),
+            s.ln1.par_chunks_mut(rows * w),
+            s.qkv.par_chunks_mut(rows * 3 * w),
+            s.att.par_chunks_mut(rows * w),
+            s.x1.par_chunks_mut(rows * w),
+            s.ln2.par_chunks_mut(rows * w),
+            s.hpre.par_chunks_mut(rows * hd),
+            s.hact.par_chunks_mut(rows * hd),
+        )
+            .into_par_iter()
+            .for_each_init(
+                || vec![0f32; t * t],
+                |probs, (yc, xc, ln1, qkv, att, x1, ln2, hpre, hact)| {
+                    let acts = Acts {
+                        ln1,
+                        qkv,
+                        att,
+                        x1,
+                        ln2,
+                        hpre,
+                        hact,
+                    };
+                    fwd_rows(&wts, &c, t, xc, acts, yc, probs);
+                },
+            );
+        *self.saved.lock().expect("block activations lock") = Some(s);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -255,6 +414,136 @@ struct BlockBwdOp {
     saved: Saved,
 }
 
+/// One task's rows of what the forward pass kept.
+struct SavedRows<'a> {
+    ln1: &'a [f32],
+    qkv: &'a [f32],
+    att: &'a [f32],
+    x1: &'a [f32],
+    ln2: &'a [f32],
+    hpre: &'a [f32],
+    hact: &'a [f32],
+}
+
+/// A task's backward scratch: dh `[r, H]`, four `[r, W]` row blocks, dqkv `[r, 3W]` and two
+/// `[T, T]` probability blocks; allocated once per rayon job, reused across its tasks.
+struct BwdScratch {
+    dh: Vec<f32>,
+    dln2: Vec<f32>,
+    dx1: Vec<f32>,
+    datt: Vec<f32>,
+    dln1: Vec<f32>,
+    dqkv: Vec<f32>,
+    p: Vec<f32>,
+    ds: Vec<f32>,
+}
+
+impl BwdScratch {
+    fn new(rows: usize, c: &BlockCfg, t: usize) -> Self {
+        let z = |n: usize| vec![0f32; n];
+        let w = c.width;
+        Self {
+            dh: z(rows * c.hidden),
+            dln2: z(rows * w),
+            dx1: z(rows * w),
+            datt: z(rows * w),
+            dln1: z(rows * w),
+            dqkv: z(rows * 3 * w),
+            p: z(t * t),
+            ds: z(t * t),
+        }
+    }
+}
+
+/// Backward of `y = x·Wᵀ + b` over one task's rows: adds dyᵀ·x to `dw` `[out, in]` and the
+/// column sums of dy to `db` `[out]`.
+fn affine_param_grads(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    let dout = db.len();
+    let din = dw.len() / dout;
+    let rows = dy.len() / dout;
+    let (dyt, xv) = (View::rows(dy, rows, dout).t(), View::rows(x, rows, din));
+    matmul_serial_into(dyt, xv, dw, din, true);
+    for row in dy.chunks(dout) {
+        add_into(db, row);
+    }
+}
+
+/// dx = dy·W `[rows, in]` for W `[out, in]`, on the calling thread, into `dx`.
+fn affine_dx(dy: &[f32], w: &[f32], dout: usize, dx: &mut [f32]) {
+    let din = w.len() / dout;
+    let rows = dy.len() / dout;
+    let (dyv, wv) = (View::rows(dy, rows, dout), View::rows(w, dout, din));
+    matmul_serial_into(dyv, wv, dx, din, false);
+}
+
+/// The block's backward over one task's rows: writes dx `[r, W]`, adds the parameters'
+/// gradients (packed order) to `g`.
+#[allow(clippy::too_many_arguments)]
+fn bwd_rows(
+    p: &Weights,
+    c: &BlockCfg,
+    t: usize,
+    x: &[f32],
+    dy: &[f32],
+    s: SavedRows,
+    dx: &mut [f32],
+    g: &mut [f32],
+    sc: &mut BwdScratch,
+) {
+    let (w, hd) = (c.width, c.hidden);
+    let r = x.len() / w;
+    let (o, _) = offsets(w, hd);
+    let (dh, dln2, dx1) = (
+        &mut sc.dh[..r * hd],
+        &mut sc.dln2[..r * w],
+        &mut sc.dx1[..r * w],
+    );
+    let (datt, dln1) = (&mut sc.datt[..r * w], &mut sc.dln1[..r * w]);
+    let dqkv = &mut sc.dqkv[..r * 3 * w];
+    let (g_ln1, rest) = g.split_at_mut(o[2]);
+    let (g_in, rest) = rest.split_at_mut(o[4] - o[2]);
+    let (g_out, rest) = rest.split_at_mut(o[6] - o[4]);
+    let (g_ln2, rest) = rest.split_at_mut(o[8] - o[6]);
+    let (g_fc, g_proj) = rest.split_at_mut(o[10] - o[8]);
+
+    // MLP branch: y = x1 + hact·projᵀ + b.
+    let (dw, db) = g_proj.split_at_mut(w * hd);
+    affine_param_grads(dy, s.hact, dw, db);
+    affine_dx(dy, p.proj_w, w, dh); // [r, H]
+    act_grad_slice(c.act(), s.hpre, dh);
+    let (dw, db) = g_fc.split_at_mut(hd * w);
+    affine_param_grads(dh, s.ln2, dw, db);
+    affine_dx(dh, p.fc_w, hd, dln2); // [r, W]
+    for ((xr, gr), dr) in s.x1.chunks(w).zip(dln2.chunks(w)).zip(dx1.chunks_mut(w)) {
+        ln_bwd_row(xr, p.ln2_w, gr, c.eps, dr);
+    }
+    add_into(dx1, dy); // [r, W]
+    ln_param_grads_into(s.x1, dln2, w, c.eps, g_ln2);
+
+    // Attention branch: x1 = x + att·out_projᵀ + b.
+    let (dw, db) = g_out.split_at_mut(w * w);
+    affine_param_grads(dx1, s.att, dw, db);
+    affine_dx(dx1, p.out_w, w, datt); // [r, W]
+    let d = c.dims(t);
+    for (((qe, oe), ge), de) in s
+        .qkv
+        .chunks(t * 3 * w)
+        .zip(s.att.chunks(t * w))
+        .zip(datt.chunks(t * w))
+        .zip(dqkv.chunks_mut(t * 3 * w))
+    {
+        attn_bwd_one(qe, oe, ge, d, de, &mut sc.p, &mut sc.ds); // [T, 3W] per element
+    }
+    let (dw, db) = g_in.split_at_mut(3 * w * w);
+    affine_param_grads(dqkv, s.ln1, dw, db);
+    affine_dx(dqkv, p.in_w, 3 * w, dln1); // [r, W]
+    for ((xr, gr), dr) in x.chunks(w).zip(dln1.chunks(w)).zip(dx.chunks_mut(w)) {
+        ln_bwd_row(xr, p.ln1_w, gr, c.eps, dr);
+    }
+    add_into(dx, dx1);
+    ln_param_grads_into(x, dln1, w, c.eps, g_ln1);
+}
+
 impl CustomOp3 for BlockBwdOp {
     fn name(&self) -> &'static str {
         "clip-residual-block-bwd"
@@ -275,35 +564,50 @@ impl CustomOp3 for BlockBwdOp {
         let (b, t, w) = l1.shape().dims3()?;
         let (c, s) = (self.cfg, &self.saved);
         let hd = c.hidden;
-        let (o, total) = offsets(w, hd);
-        let r = b * t;
-        let n = r * w;
+        let (_, total) = offsets(w, hd);
+        let wts = Weights::of(p, w, hd);
+        let n = b * t * w;
+        let rows = elems_per_task(t) * t;
         let mut out = vec![0f32; n + total];
         let (dx_out, dp) = out.split_at_mut(n);
-
-        // MLP branch: y = x1 + hact·c_projᵀ + b.
-        let (dw, db) = dp[o[10]..].split_at_mut(w * hd);
-        let mut dh = linear_bwd(dy, &s.hact, &p[o[10]..o[11]], dw, db); // [R, H]
-        act_grad_par(c.act(), &s.hpre, &mut dh);
-        let (dw, db) = dp[o[8]..o[10]].split_at_mut(hd * w);
-        let dln2 = linear_bwd(&dh, &s.ln2, &p[o[8]..o[9]], dw, db); // [R, W]
-        drop(dh);
-        let mut dx1 = ln_bwd_dx(&s.x1, &p[o[6]..o[7]], &dln2, c.eps); // [R, W]
-        add_into(&mut dx1, dy);
-        dp[o[6]..o[8]].copy_from_slice(&ln_param_grads(&s.x1, &dln2, w, c.eps));
-
-        // Attention branch: x1 = x + att·out_projᵀ + b.
-        let (dw, db) = dp[o[4]..o[6]].split_at_mut(w * w);
-        let datt = linear_bwd(&dx1, &s.att, &p[o[4]..o[5]], dw, db); // [R, W]
-        let dqkv = attn_bwd(&s.qkv, &s.att, &datt, Dims::of(t, w, c.heads, c.causal)); // [R, 3W]
-        drop(datt);
-        let (dw, db) = dp[o[2]..o[4]].split_at_mut(3 * w * w);
-        let dln1 = linear_bwd(&dqkv, &s.ln1, &p[o[2]..o[3]], dw, db); // [R, W]
-        let dx = ln_bwd_dx(x, &p[o[0]..o[1]], &dln1, c.eps);
-        dx_out.copy_from_slice(&dx);
-        add_into(dx_out, &dx1);
-        let g1 = ln_param_grads(x, &dln1, w, c.eps);
-        dp[o[0]..o[2]].copy_from_slice(&g1);
+        let grads = (
+            dx_out.par_chunks_mut(rows * w),
+            x.par_chunks(rows * w),
+            dy.par_chunks(rows * w),
+            s.ln1.par_chunks(rows * w),
+            s.qkv.par_chunks(rows * 3 * w),
+            s.att.par_chunks(rows * w),
+            s.x1.par_chunks(rows * w),
+            s.ln2.par_chunks(rows * w),
+            s.hpre.par_chunks(rows * hd),
+            s.hact.par_chunks(rows * hd),
+        )
+            .into_par_iter()
+            .fold(
+                || (vec![0f32; total], BwdScratch::new(rows, &c, t)),
+                |(mut g, mut sc), (dxc, xc, dyc, ln1, qkv, att, x1, ln2, hpre, hact)| {
+                    let saved = SavedRows {
+                        ln1,
+                        qkv,
+                        att,
+                        x1,
+                        ln2,
+                        hpre,
+                        hact,
+                    };
+                    bwd_rows(&wts, &c, t, xc, dyc, saved, dxc, &mut g, &mut sc);
+                    (g, sc)
+                },
+            )
+            .map(|(g, _)| g)
+            .reduce(
+                || vec![0f32; total],
+                |mut a, b| {
+                    add_into(&mut a, &b);
+                    a
+                },
+            );
+        dp.copy_from_slice(&grads);
         Ok((CpuStorage::F32(out), Shape::from(n + total)))
     }
 }

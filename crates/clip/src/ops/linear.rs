@@ -156,32 +156,3 @@ pub(crate) fn column_sum(x: &[f32], c: usize) -> Vec<f32> {
             },
         )
 }
-
-/// Backward of `y = x·wᵀ + b` for dy `[R, out]`, x `[R, in]`, w `[out, in]`: writes dW = dyᵀ·x
-/// into `dw` (`[out, in]`) and db = Σ_rows dy into `db` (`[out]`); returns dx = dy·w `[R, in]`.
-pub(crate) fn linear_bwd(
-    dy: &[f32],
-    x: &[f32],
-    w: &[f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) -> Vec<f32> {
-    let dout = db.len();
-    let din = w.len() / dout;
-    let rows = dy.len() / dout;
-    matmul(
-        View::rows(dy, rows, dout).t(),
-        View::rows(x, rows, din),
-        dw,
-        false,
-    );
-    db.copy_from_slice(&column_sum(dy, dout));
-    let mut dx = vec![0f32; rows * din];
-    matmul(
-        View::rows(dy, rows, dout),
-        View::rows(w, dout, din),
-        &mut dx,
-        false,
-    );
-    dx
-}

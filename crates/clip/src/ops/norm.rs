@@ -133,18 +133,39 @@ impl CustomOp3 for LayerNormBwdOp {
     }
 }
 
-/// LayerNorm of every row of `x` (width `w.len()`).
-pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
-    let c = w.len();
-    map_rows(x, c, |xrow, yrow| {
-        let (mean, rstd) = row_stats(xrow, eps);
-        for i in 0..c {
-            yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
-        }
-    })
+/// LayerNorm of one row.
+#[inline]
+pub(crate) fn ln_row(xrow: &[f32], w: &[f32], b: &[f32], eps: f32, yrow: &mut [f32]) {
+    let (mean, rstd) = row_stats(xrow, eps);
+    for i in 0..w.len() {
+        yrow[i] = (xrow[i] - mean) * rstd * w[i] + b[i];
+    }
 }
 
-/// dx = rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w·x̂)), row by row.
+/// LayerNorm of every row of `x` (width `w.len()`).
+pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    map_rows(x, w.len(), |xrow, yrow| ln_row(xrow, w, b, eps, yrow))
+}
+
+/// dx of one row: rstd · (dy·w − mean(dy·w) − x̂ · mean(dy·w·x̂)).
+#[inline]
+pub(crate) fn ln_bwd_row(xrow: &[f32], w: &[f32], dyrow: &[f32], eps: f32, dxrow: &mut [f32]) {
+    let c = w.len();
+    let (mean, rstd) = row_stats(xrow, eps);
+    let (mut m1, mut m2) = (0f32, 0f32);
+    for i in 0..c {
+        let g = dyrow[i] * w[i];
+        m1 += g;
+        m2 += g * (xrow[i] - mean) * rstd;
+    }
+    let (m1, m2) = (m1 / c as f32, m2 / c as f32);
+    for i in 0..c {
+        let xhat = (xrow[i] - mean) * rstd;
+        dxrow[i] = rstd * (dyrow[i] * w[i] - m1 - xhat * m2);
+    }
+}
+
+/// dx for every row (see [`ln_bwd_row`]), in parallel.
 pub(crate) fn ln_bwd_dx(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Vec<f32> {
     let c = w.len();
     let mut dx = vec![0f32; x.len()];
@@ -155,21 +176,23 @@ pub(crate) fn ln_bwd_dx(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Vec<f32> 
         )
         .for_each(|(dxr, (xr, dyr))| {
             for ((dxrow, xrow), dyrow) in dxr.chunks_mut(c).zip(xr.chunks(c)).zip(dyr.chunks(c)) {
-                let (mean, rstd) = row_stats(xrow, eps);
-                let (mut m1, mut m2) = (0f32, 0f32);
-                for i in 0..c {
-                    let g = dyrow[i] * w[i];
-                    m1 += g;
-                    m2 += g * (xrow[i] - mean) * rstd;
-                }
-                let (m1, m2) = (m1 / c as f32, m2 / c as f32);
-                for i in 0..c {
-                    let xhat = (xrow[i] - mean) * rstd;
-                    dxrow[i] = rstd * (dyrow[i] * w[i] - m1 - xhat * m2);
-                }
+                ln_bwd_row(xrow, w, dyrow, eps, dxrow);
             }
         });
     dx
+}
+
+/// Adds Σ_rows dy·x̂ (the gain's gradient) to `acc[..C]` and Σ_rows dy (the bias's) to
+/// `acc[C..]`, on the calling thread.
+pub(crate) fn ln_param_grads_into(x: &[f32], dy: &[f32], c: usize, eps: f32, acc: &mut [f32]) {
+    let (dw, db) = acc.split_at_mut(c);
+    for (xrow, dyrow) in x.chunks(c).zip(dy.chunks(c)) {
+        let (mean, rstd) = row_stats(xrow, eps);
+        for i in 0..c {
+            dw[i] += dyrow[i] * (xrow[i] - mean) * rstd;
+            db[i] += dyrow[i];
+        }
+    }
 }
 
 /// `[2·C]`: Σ_rows dy·x̂ (the gain's gradient), then Σ_rows dy (the bias's), in one pass.
@@ -178,14 +201,7 @@ pub(crate) fn ln_param_grads(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f
         .zip(dy.par_chunks(c * ROWS_PER_TASK))
         .map(|(xr, dyr)| {
             let mut acc = vec![0f32; 2 * c];
-            let (dw, db) = acc.split_at_mut(c);
-            for (xrow, dyrow) in xr.chunks(c).zip(dyr.chunks(c)) {
-                let (mean, rstd) = row_stats(xrow, eps);
-                for i in 0..c {
-                    dw[i] += dyrow[i] * (xrow[i] - mean) * rstd;
-                    db[i] += dyrow[i];
-                }
-            }
+            ln_param_grads_into(xr, dyr, c, eps, &mut acc);
             acc
         })
         .reduce(
