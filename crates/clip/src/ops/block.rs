@@ -1,7 +1,9 @@
 //! A whole pre-LN residual block as one op, llm.c-style: x + attn(ln_1(x)), then + mlp(ln_2(·)),
 //! forward and backward written out over plain buffers with the kernels of the other op
 //! modules. candle sees one graph node per block instead of about twenty, so its autograd no
-//! longer allocates a zeroed gradient and adds into it for every intermediate tensor. The
+//! longer allocates a zeroed gradient and adds into it for every intermediate tensor. Work is
+//! split by whole batch elements (~256 rows per rayon task), each task taking its rows through
+//! every stage with single-threaded `gemm` calls, so intermediates stay in cache. The
 //! activations the backward needs are kept inside the op (not recomputed); under
 //! [`inference`] they are not kept, and a backward through such a block is an error.
 
