@@ -220,13 +220,16 @@ fn standardise(fit: &Tensor, others: &[&Tensor]) -> Result<Vec<Tensor>> {
 }
 
 /// Linear probe: features `[N, D]` with labels; 10% of the training rows (seeded) pick the L2
-/// strength, then a fit on all training rows is measured on the test rows.
+/// strength, then a fit on all training rows is measured on the test rows. `progress(done,
+/// total, l2)` is called before each of the `L2_GRID.len() + 1` fits (each can take seconds).
 pub fn linear_probe(
     train: (&Tensor, &[usize]),
     test: (&Tensor, &[usize]),
     classes: usize,
     seed: u64,
+    progress: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<ProbeReport> {
+    let fits = L2_GRID.len() + 1;
     let device = train.0.device();
     let n = train.1.len();
     let mut order: Vec<usize> = (0..n).collect();
@@ -248,7 +251,8 @@ pub fn linear_probe(
     let (val_x, val_y) = pick(val_idx)?;
     let v = standardise(&fit_x, &[&val_x])?;
     let mut validation = Vec::new();
-    for &l2 in &L2_GRID {
+    for (i, &l2) in L2_GRID.iter().enumerate() {
+        progress(i, fits, l2);
         let f = crate::logistic::fit(&v[0], &fit_y, classes, l2)?;
         let acc = class_metrics(&v[1].matmul(&f.w)?.broadcast_add(&f.b)?, &val_y)?.acc1;
         validation.push((l2, acc));
@@ -264,6 +268,7 @@ pub fn linear_probe(
         })
         .0;
     let s = standardise(train.0, &[test.0])?;
+    progress(fits - 1, fits, l2);
     let f = crate::logistic::fit(&s[0], train.1, classes, l2)?;
     let metrics = class_metrics(&s[1].matmul(&f.w)?.broadcast_add(&f.b)?, test.1)?;
     Ok(ProbeReport {

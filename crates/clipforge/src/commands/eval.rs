@@ -175,12 +175,24 @@ fn eval_dataset(
                     other => anyhow::bail!("--features {other}: expected model or pixels"),
                 })
             };
+            let (train_x, test_x) = (feats(&train)?, feats(&test)?);
+            let bar = probe_bar(args.json);
             let r = de::linear_probe(
-                (&feats(&train)?, &train.labels),
-                (&feats(&test)?, &test.labels),
+                (&train_x, &train.labels),
+                (&test_x, &test.labels),
                 info.classes.len(),
                 0,
+                &mut |done, total, l2| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.set_message(if done + 1 < total {
+                        format!("choosing L2 on the validation split: {l2:e}")
+                    } else {
+                        format!("final fit on all training rows, L2 {l2:e}")
+                    });
+                },
             )?;
+            bar.finish_and_clear();
             let extra = serde_json::json!({"features": args.features, "feature_dim": r.feature_dim,
                 "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len(),
                 "lbfgs_iterations": r.iterations, "lbfgs_grad_max": r.grad_max});
@@ -216,4 +228,19 @@ fn eval_dataset(
     );
     println!("{extra}");
     Ok(())
+}
+
+/// Progress over the probe's fits (L-BFGS, seconds to minutes each); hidden under `--json`.
+fn probe_bar(hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} probe fits  {msg}  [{elapsed}]",
+        )
+        .expect("valid template"),
+    );
+    bar
 }
