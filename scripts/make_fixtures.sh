@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 "$VENV/bin/python" scripts/make_fixtures.py tests/fixtures
+"$VENV/bin/python" scripts/adamw_fixture.py tests/fixtures/adamw.json
 du -sh tests/fixtures
