@@ -65,17 +65,16 @@ impl TextTransformer {
             .reshape((b, t, self.width))?; // [B, T, W]
         let pos = self.positional_embedding.narrow(0, 0, t)?; // [T, W]
         let x = x.broadcast_add(&pos)?; // [B, T, W]
-        let x = self.transformer.forward(&x, true)?; // [B, T, W], causal
-        let x = self.ln_final.forward(&x)?; // [B, T, W]
-                                            // End-of-text has the highest id: gather row b·T + argmax(ids[b]) on the device.
-        let eot = ids.argmax(D::Minus1)?.to_dtype(DType::U32)?; // [B]
-        let offsets = Tensor::from_vec(
-            (0..b).map(|i| (i * t) as u32).collect::<Vec<_>>(),
-            b,
-            ids.device(),
-        )?; // [B]
-        let rows = (eot + offsets)?; // [B]
-        x.reshape((b * t, self.width))?.index_select(&rows, 0) // [B, W]
+                                        // End-of-text has the highest id: the feature is read at argmax(ids[b]).
+        let eot: Vec<usize> = ids
+            .argmax(D::Minus1)?
+            .to_dtype(DType::U32)?
+            .to_vec1::<u32>()?
+            .into_iter()
+            .map(|i| i as usize)
+            .collect(); // [B]
+        let x = self.transformer.forward_pooled(&x, true, &eot)?; // [B, W], causal
+        self.ln_final.forward(&x) // per row, so the same as ln_final before the gather
     }
 
     /// ids `[B, T]` → unnormalised text features `[B, E]`.

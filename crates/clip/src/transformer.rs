@@ -93,42 +93,60 @@ impl ResidualAttentionBlock {
     /// `[B, T, W]` → `[B, T, W]`. On the CPU in f32, one fused op ([`ops::residual_block`]).
     pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
         if ops::fused_ok(x) {
-            let bias = |l: &'_ Linear| -> Result<Tensor> {
-                l.bias
-                    .clone()
-                    .ok_or_else(|| candle_core::Error::Msg("block linear without bias".into()))
-            };
-            let (out_b, fc_b, proj_b) = (
-                bias(&self.attn.out_proj)?,
-                bias(&self.mlp.c_fc)?,
-                bias(&self.mlp.c_proj)?,
-            );
-            let p = ops::BlockParams {
-                ln_1_weight: &self.ln_1.weight,
-                ln_1_bias: &self.ln_1.bias,
-                in_proj_weight: &self.attn.in_proj_weight,
-                in_proj_bias: &self.attn.in_proj_bias,
-                out_proj_weight: &self.attn.out_proj.weight,
-                out_proj_bias: &out_b,
-                ln_2_weight: &self.ln_2.weight,
-                ln_2_bias: &self.ln_2.bias,
-                c_fc_weight: &self.mlp.c_fc.weight,
-                c_fc_bias: &fc_b,
-                c_proj_weight: &self.mlp.c_proj.weight,
-                c_proj_bias: &proj_b,
-            };
-            let cfg = ops::BlockCfg {
-                width: self.ln_1.weight.dim(0)?,
-                heads: self.attn.heads,
-                hidden: self.mlp.c_fc.weight.dim(0)?,
-                quick_gelu: self.mlp.act == Activation::QuickGelu,
-                causal,
-                eps: self.ln_1.eps as f32,
-            };
-            return ops::residual_block(x, &p, cfg);
+            return self.fused(causal, |p, cfg| ops::residual_block(x, p, cfg));
         }
         let x = (x + self.attn.forward(&self.ln_1.forward(x)?, causal)?)?;
         &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
+    }
+
+    /// `[B, T, W]` → `[B, W]`: row `pos[b]` of each element's output. On the CPU in f32 one
+    /// fused op that computes only what those rows need ([`ops::residual_block_pooled`]).
+    pub fn forward_pooled(&self, x: &Tensor, causal: bool, pos: &[usize]) -> Result<Tensor> {
+        if ops::fused_ok(x) {
+            return self.fused(causal, |p, cfg| ops::residual_block_pooled(x, p, cfg, pos));
+        }
+        ops::gather_rows(&self.forward(x, causal)?, pos)
+    }
+
+    /// Calls `f` with the block's parameters and shape in the fused ops' terms.
+    fn fused(
+        &self,
+        causal: bool,
+        f: impl FnOnce(&ops::BlockParams, ops::BlockCfg) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let bias = |l: &'_ Linear| -> Result<Tensor> {
+            l.bias
+                .clone()
+                .ok_or_else(|| candle_core::Error::Msg("block linear without bias".into()))
+        };
+        let (out_b, fc_b, proj_b) = (
+            bias(&self.attn.out_proj)?,
+            bias(&self.mlp.c_fc)?,
+            bias(&self.mlp.c_proj)?,
+        );
+        let p = ops::BlockParams {
+            ln_1_weight: &self.ln_1.weight,
+            ln_1_bias: &self.ln_1.bias,
+            in_proj_weight: &self.attn.in_proj_weight,
+            in_proj_bias: &self.attn.in_proj_bias,
+            out_proj_weight: &self.attn.out_proj.weight,
+            out_proj_bias: &out_b,
+            ln_2_weight: &self.ln_2.weight,
+            ln_2_bias: &self.ln_2.bias,
+            c_fc_weight: &self.mlp.c_fc.weight,
+            c_fc_bias: &fc_b,
+            c_proj_weight: &self.mlp.c_proj.weight,
+            c_proj_bias: &proj_b,
+        };
+        let cfg = ops::BlockCfg {
+            width: self.ln_1.weight.dim(0)?,
+            heads: self.attn.heads,
+            hidden: self.mlp.c_fc.weight.dim(0)?,
+            quick_gelu: self.mlp.act == Activation::QuickGelu,
+            causal,
+            eps: self.ln_1.eps as f32,
+        };
+        f(&p, cfg)
     }
 }
 
@@ -161,5 +179,19 @@ impl Transformer {
             x = block.forward(&x, causal)?;
         }
         Ok(x)
+    }
+
+    /// `[B, T, W]` → `[B, W]`: row `pos[b]` of each element after the last block, the only
+    /// rows a tower reads (class token, end-of-text token). The last block computes keys and
+    /// values for every token and the rest for those rows only: the same values and gradients.
+    pub fn forward_pooled(&self, x: &Tensor, causal: bool, pos: &[usize]) -> Result<Tensor> {
+        let Some((last, rest)) = self.resblocks.split_last() else {
+            return ops::gather_rows(x, pos);
+        };
+        let mut x = x.clone();
+        for block in rest {
+            x = block.forward(&x, causal)?;
+        }
+        last.forward_pooled(&x, causal, pos)
     }
 }

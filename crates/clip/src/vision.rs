@@ -83,8 +83,7 @@ impl VisionTransformer {
         let x = Tensor::cat(&[&cls, &x], 1)?; // [B, G+1, W]
         let x = x.broadcast_add(&self.positional_embedding)?; // [B, G+1, W]
         let x = self.ln_pre.forward(&x)?;
-        let x = self.transformer.forward(&x, false)?; // [B, G+1, W]
-        let cls = x.narrow(1, 0, 1)?.squeeze(1)?; // [B, W]
+        let cls = self.transformer.forward_pooled(&x, false, &vec![0; b])?; // [B, W], class token
         self.ln_post.forward(&cls)
     }
 

@@ -259,3 +259,66 @@ fn a_block_run_under_inference_keeps_nothing_for_backward() {
     assert_eq!(max_diff(&y, &yi), 0.0, "inference changed the values");
     assert!(y.sum_all().unwrap().backward().is_ok());
 }
+
+#[test]
+fn pooled_block_matches_the_full_block_then_a_gather() {
+    // 61 elements of 9 tokens: phase one runs ~256 rows per task (three tasks), phase two 32
+    // pooled rows per task (two). Positions vary per element (the end-of-text token), so under
+    // the causal mask each pooled query sees a different number of keys.
+    let (w, h) = (24, 40);
+    let pos: Vec<usize> = (0..61).map(|i| (i * 5 + 2) % 9).collect();
+    for (quick_gelu, causal) in [(false, false), (true, true), (false, true)] {
+        let vars = [
+            var(&[61, 9, w], 1.0),
+            var(&[w], 0.5),
+            var(&[w], 0.5),
+            var(&[3 * w, w], 0.3),
+            var(&[3 * w], 0.3),
+            var(&[w, w], 0.3),
+            var(&[w], 0.3),
+            var(&[w], 0.5),
+            var(&[w], 0.5),
+            var(&[h, w], 0.3),
+            var(&[h], 0.3),
+            var(&[w, h], 0.3),
+            var(&[w], 0.3),
+        ];
+        let cfg = ops::BlockCfg {
+            width: w,
+            heads: 3,
+            hidden: h,
+            quick_gelu,
+            causal,
+            eps: 1e-5,
+        };
+        let block = |t: &[Tensor], fused: bool| {
+            let p = &t[1..];
+            let bp = ops::BlockParams {
+                ln_1_weight: &p[0],
+                ln_1_bias: &p[1],
+                in_proj_weight: &p[2],
+                in_proj_bias: &p[3],
+                out_proj_weight: &p[4],
+                out_proj_bias: &p[5],
+                ln_2_weight: &p[6],
+                ln_2_bias: &p[7],
+                c_fc_weight: &p[8],
+                c_fc_bias: &p[9],
+                c_proj_weight: &p[10],
+                c_proj_bias: &p[11],
+            };
+            if fused {
+                ops::residual_block_pooled(&t[0], &bp, cfg, &pos).unwrap()
+            } else {
+                ops::residual_block_pooled_composed(&t[0], &bp, cfg, &pos).unwrap()
+            }
+        };
+        check(
+            &format!("pooled block quick_gelu={quick_gelu} causal={causal}"),
+            &vars,
+            |t| block(t, true),
+            |t| block(t, false),
+            5e-5,
+        );
+    }
+}

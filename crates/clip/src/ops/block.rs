@@ -85,7 +85,7 @@ impl BlockParams<'_> {
 }
 
 /// Offsets of the twelve parameters in the packed vector, and its length.
-fn offsets(w: usize, h: usize) -> ([usize; 12], usize) {
+pub(super) fn offsets(w: usize, h: usize) -> ([usize; 12], usize) {
     let sizes = [w, w, 3 * w * w, 3 * w, w * w, w, w, w, h * w, h, w * h, w];
     let mut off = [0; 12];
     let mut acc = 0;
@@ -101,6 +101,17 @@ pub fn residual_block(x: &Tensor, p: &BlockParams, cfg: BlockCfg) -> Result<Tens
     if !fused_ok(x) {
         return residual_block_composed(x, p, cfg);
     }
+    x.contiguous()?.apply_op2(
+        &pack(p, cfg)?,
+        BlockOp {
+            cfg,
+            saved: Mutex::new(None),
+        },
+    )
+}
+
+/// The twelve parameters as one vector `[P]`, in [`offsets`] order (one op input, one gradient).
+pub(super) fn pack(p: &BlockParams, cfg: BlockCfg) -> Result<Tensor> {
     let flat = p
         .list()
         .iter()
@@ -116,13 +127,7 @@ pub fn residual_block(x: &Tensor, p: &BlockParams, cfg: BlockCfg) -> Result<Tens
             cfg.hidden
         );
     }
-    x.contiguous()?.apply_op2(
-        &packed,
-        BlockOp {
-            cfg,
-            saved: Mutex::new(None),
-        },
-    )
+    Ok(packed)
 }
 
 /// The same block out of the separate ops (the reference, and the non-CPU path).
@@ -178,7 +183,7 @@ struct BlockOp {
 }
 
 impl BlockCfg {
-    fn act(&self) -> Act {
+    pub(super) fn act(&self) -> Act {
         if self.quick_gelu {
             Act::QuickGelu
         } else {
@@ -195,28 +200,28 @@ impl BlockCfg {
 /// — enough for `gemm` to run well on one thread, few enough that a task's intermediates stay
 /// in cache. Each task runs the whole block over its rows, so the element-wise passes (bias,
 /// LayerNorm, activation, residual adds) read what the product before them just wrote.
-fn elems_per_task(t: usize) -> usize {
+pub(super) fn elems_per_task(t: usize) -> usize {
     256usize.div_ceil(t.max(1))
 }
 
 /// The twelve parameters, sliced out of the packed vector.
-struct Weights<'a> {
-    ln1_w: &'a [f32],
-    ln1_b: &'a [f32],
-    in_w: &'a [f32],
-    in_b: &'a [f32],
-    out_w: &'a [f32],
-    out_b: &'a [f32],
-    ln2_w: &'a [f32],
-    ln2_b: &'a [f32],
-    fc_w: &'a [f32],
-    fc_b: &'a [f32],
-    proj_w: &'a [f32],
-    proj_b: &'a [f32],
+pub(super) struct Weights<'a> {
+    pub(super) ln1_w: &'a [f32],
+    pub(super) ln1_b: &'a [f32],
+    pub(super) in_w: &'a [f32],
+    pub(super) in_b: &'a [f32],
+    pub(super) out_w: &'a [f32],
+    pub(super) out_b: &'a [f32],
+    pub(super) ln2_w: &'a [f32],
+    pub(super) ln2_b: &'a [f32],
+    pub(super) fc_w: &'a [f32],
+    pub(super) fc_b: &'a [f32],
+    pub(super) proj_w: &'a [f32],
+    pub(super) proj_b: &'a [f32],
 }
 
 impl<'a> Weights<'a> {
-    fn of(p: &'a [f32], w: usize, h: usize) -> Self {
+    pub(super) fn of(p: &'a [f32], w: usize, h: usize) -> Self {
         let (o, _) = offsets(w, h);
         Self {
             ln1_w: &p[o[0]..o[1]],
@@ -247,7 +252,7 @@ struct Acts<'a> {
 }
 
 /// `y = x·Wᵀ + b` for x `[rows, in]`, W `[out, in]`, on the calling thread, into y `[rows, out]`.
-fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     let dout = b.len();
     let din = w.len() / dout;
     let rows = x.len() / din;
@@ -257,7 +262,7 @@ fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
 }
 
 /// `a += b`.
-fn add_into(a: &mut [f32], b: &[f32]) {
+pub(super) fn add_into(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
 }
 
@@ -459,7 +464,7 @@ impl BwdScratch {
 
 /// Backward of `y = x·Wᵀ + b` over one task's rows: adds dyᵀ·x to `dw` `[out, in]` and the
 /// column sums of dy to `db` `[out]`.
-fn affine_param_grads(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32]) {
+pub(super) fn affine_param_grads(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32]) {
     let dout = db.len();
     let din = dw.len() / dout;
     let rows = dy.len() / dout;
@@ -471,7 +476,7 @@ fn affine_param_grads(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32]) {
 }
 
 /// dx = dy·W `[rows, in]` for W `[out, in]`, on the calling thread, into `dx`.
-fn affine_dx(dy: &[f32], w: &[f32], dout: usize, dx: &mut [f32]) {
+pub(super) fn affine_dx(dy: &[f32], w: &[f32], dout: usize, dx: &mut [f32]) {
     let din = w.len() / dout;
     let rows = dy.len() / dout;
     let (dyv, wv) = (View::rows(dy, rows, dout), View::rows(w, dout, din));

@@ -1,4 +1,5 @@
 //! Fused CPU ops with explicit backward, as candle custom ops: a whole residual block (`block`),
+//! the last block reduced to the rows pooled after it (`pooled_block`),
 //! linear, multi-head attention, LayerNorm, softmax over the last dimension, exact GELU and
 //! QuickGELU. candle's generic versions are chains of element-wise ops (each a pass over memory
 //! and an allocation, and more in backward); these work over plain buffers, parallel over rows. Off the CPU, or for dtypes other than f32, the composed candle ops run.
@@ -72,6 +73,7 @@ mod block;
 mod gemm;
 mod linear;
 mod norm;
+mod pooled_block;
 mod softmax;
 
 pub use activation::{gelu, quick_gelu};
@@ -79,6 +81,7 @@ pub use attention::{attention, attention_composed, causal_mask};
 pub use block::{inference, residual_block, residual_block_composed, BlockCfg, BlockParams};
 pub use linear::{linear, linear_composed};
 pub use norm::{layer_norm, layer_norm_composed};
+pub use pooled_block::{gather_rows, residual_block_pooled, residual_block_pooled_composed};
 pub use softmax::softmax_last_dim;
 
 #[cfg(test)]

@@ -1,0 +1,510 @@
+//! The last residual block when only one token per sequence is read after it: the class token
+//! of the image tower, the end-of-text token of the text tower. Keys and values are needed for
+//! every token, but the query, the attention, out_proj, ln_2 and the MLP only for the pooled
+//! row. x `[B, T, W]` → `[B, W]`, the values and gradients of the full block followed by a
+//! gather, for 2 of the block's 12 W² products per row (K and V) instead of all 12.
+//! Two phases each way: whole batch elements (~256 rows per task) for ln_1 and K, V; then the
+//! B pooled rows (32 per task) for everything else.
+
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::activation::{act_fwd_slice, act_grad_slice};
+use super::block::{
+    add_into, affine, affine_dx, affine_param_grads, elems_per_task, in_inference, offsets, pack,
+    residual_block_composed, BlockCfg, BlockParams, Weights,
+};
+use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
+use super::{contiguous_f32, exp, fused_ok};
+
+/// Pooled rows per task in the second phase.
+const POOLED_PER_TASK: usize = 32;
+
+/// x `[B, T, W]` → row `pos[b]` of each element of the block's output, `[B, W]`, as one op
+/// that computes only what those rows depend on (CPU, f32).
+pub fn residual_block_pooled(
+    x: &Tensor,
+    p: &BlockParams,
+    cfg: BlockCfg,
+    pos: &[usize],
+) -> Result<Tensor> {
+    let (b, t, w) = x.dims3()?;
+    if pos.len() != b {
+        bail!("pooled block: {} positions for a batch of {b}", pos.len());
+    }
+    if let Some(q) = pos.iter().find(|&&q| q >= t) {
+        bail!("pooled block: position {q} outside sequences of {t} tokens");
+    }
+    if w != cfg.width {
+        bail!("pooled block: input width {w}, block width {}", cfg.width);
+    }
+    if !fused_ok(x) {
+        return residual_block_pooled_composed(x, p, cfg, pos);
+    }
+    x.contiguous()?.apply_op2(
+        &pack(p, cfg)?,
+        PooledOp {
+            cfg,
+            pos: pos.to_vec(),
+            saved: Mutex::new(None),
+        },
+    )
+}
+
+/// The full block, then the pooled rows (the reference, and the non-CPU path).
+pub fn residual_block_pooled_composed(
+    x: &Tensor,
+    p: &BlockParams,
+    cfg: BlockCfg,
+    pos: &[usize],
+) -> Result<Tensor> {
+    gather_rows(&residual_block_composed(x, p, cfg)?, pos)
+}
+
+/// Row `pos[b]` of every element: `[B, T, W]` → `[B, W]`.
+pub fn gather_rows(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
+    let (b, t, w) = x.dims3()?;
+    let idx: Vec<u32> = pos
+        .iter()
+        .enumerate()
+        .map(|(i, &q)| (i * t + q) as u32)
+        .collect();
+    let idx = Tensor::from_vec(idx, b, x.device())?; // [B]
+    x.reshape((b * t, w))?.index_select(&idx, 0) // [B, W]
+}
+
+/// What the backward pass reads, kept from the forward pass.
+struct Saved {
+    ln1: Vec<f32>,   // [R, W], every row
+    kv: Vec<f32>,    // [R, 2W], keys | values, every row
+    lnq: Vec<f32>,   // [B, W], ln_1 of the pooled rows
+    q: Vec<f32>,     // [B, W], their queries
+    probs: Vec<f32>, // [B, H, T], their attention probabilities
+    att: Vec<f32>,   // [B, W], attention output before out_proj
+    x1: Vec<f32>,    // [B, W], x + attention branch
+    ln2: Vec<f32>,   // [B, W]
+    hpre: Vec<f32>,  // [B, Hd], before the activation
+    hact: Vec<f32>,  // [B, Hd]
+}
+
+struct PooledOp {
+    cfg: BlockCfg,
+    pos: Vec<usize>,
+    saved: Mutex<Option<Saved>>,
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Visible keys for the query at position `q` of `t` tokens.
+fn keys(c: &BlockCfg, q: usize, t: usize) -> usize {
+    if c.causal {
+        q + 1
+    } else {
+        t
+    }
+}
+
+/// One query against one element's keys and values, every head: q `[W]`, kv `[T, 2W]`
+/// (k | v), keys `0..n` visible → att `[W]` and the probabilities p `[H, T]` (0 past n).
+fn query_attn_fwd(q: &[f32], kv: &[f32], heads: usize, n: usize, att: &mut [f32], p: &mut [f32]) {
+    let w = q.len();
+    let (dh, t) = (w / heads, p.len() / heads);
+    let scale = (dh as f32).powf(-0.5);
+    for h in 0..heads {
+        let qh = &q[h * dh..(h + 1) * dh];
+        let ph = &mut p[h * t..(h + 1) * t];
+        for (j, s) in ph[..n].iter_mut().enumerate() {
+            *s = dot(qh, &kv[j * 2 * w + h * dh..][..dh]) * scale; // q·k_j / √Dh
+        }
+        ph[n..].fill(0.0);
+        let live = &mut ph[..n];
+        let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        live.iter_mut().for_each(|v| *v = exp(*v - max));
+        let inv = 1.0 / live.iter().sum::<f32>();
+        live.iter_mut().for_each(|v| *v *= inv);
+        let oh = &mut att[h * dh..(h + 1) * dh];
+        oh.fill(0.0);
+        for (j, &pj) in live.iter().enumerate() {
+            let v = &kv[j * 2 * w + w + h * dh..][..dh];
+            oh.iter_mut().zip(v).for_each(|(o, v)| *o += pj * v); // Σ_j p_j v_j
+        }
+    }
+}
+
+/// Backward of [`query_attn_fwd`]: from datt `[W]`, writes dq `[W]` and dkv `[T, 2W]` (rows
+/// past n are 0). `ds` is scratch of at least n values.
+#[allow(clippy::too_many_arguments)]
+fn query_attn_bwd(
+    q: &[f32],
+    kv: &[f32],
+    p: &[f32],
+    datt: &[f32],
+    heads: usize,
+    n: usize,
+    dq: &mut [f32],
+    dkv: &mut [f32],
+    ds: &mut [f32],
+) {
+    let w = q.len();
+    let (dh, t) = (w / heads, p.len() / heads);
+    let scale = (dh as f32).powf(-0.5);
+    dkv[n * 2 * w..].fill(0.0);
+    for h in 0..heads {
+        let (qh, gh) = (&q[h * dh..(h + 1) * dh], &datt[h * dh..(h + 1) * dh]);
+        let ph = &p[h * t..h * t + n];
+        let ds = &mut ds[..n];
+        for (j, d) in ds.iter_mut().enumerate() {
+            *d = dot(gh, &kv[j * 2 * w + w + h * dh..][..dh]); // dp_j = g·v_j
+        }
+        let s = dot(ph, ds); // Σ_j p_j dp_j
+        ds.iter_mut()
+            .zip(ph)
+            .for_each(|(d, &pj)| *d = pj * (*d - s) * scale);
+        let dqh = &mut dq[h * dh..(h + 1) * dh];
+        dqh.fill(0.0);
+        for (j, (&d, &pj)) in ds.iter().zip(ph).enumerate() {
+            let row = &mut dkv[j * 2 * w..(j + 1) * 2 * w];
+            let k = &kv[j * 2 * w + h * dh..][..dh];
+            dqh.iter_mut().zip(k).for_each(|(a, k)| *a += d * k); // dq = Σ_j ds_j k_j / √Dh
+            let (dk, dv) = row.split_at_mut(w);
+            dk[h * dh..(h + 1) * dh]
+                .iter_mut()
+                .zip(qh)
+                .for_each(|(a, q)| *a = d * q); // dk_j = ds_j q / √Dh
+            dv[h * dh..(h + 1) * dh]
+                .iter_mut()
+                .zip(gh)
+                .for_each(|(a, g)| *a = pj * g); // dv_j = p_j g
+        }
+    }
+}
+
+impl CustomOp2 for PooledOp {
+    fn name(&self) -> &'static str {
+        "clip-pooled-residual-block"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let p = contiguous_f32(s2, l2, self.name())?;
+        let (b, t, w) = l1.shape().dims3()?;
+        let c = self.cfg;
+        let (hd, heads) = (c.hidden, c.heads);
+        let wts = Weights::of(p, w, hd);
+        let (wq, wkv) = wts.in_w.split_at(w * w); // [W, W], [2W, W]
+        let (bq, bkv) = wts.in_b.split_at(w);
+        let z = |n: usize| vec![0f32; n];
+        let mut s = Saved {
+            ln1: z(b * t * w),
+            kv: z(b * t * 2 * w),
+            lnq: z(b * w),
+            q: z(b * w),
+            probs: z(b * heads * t),
+            att: z(b * w),
+            x1: z(b * w),
+            ln2: z(b * w),
+            hpre: z(b * hd),
+            hact: z(b * hd),
+        };
+        // Phase 1, whole elements: ln_1 and the keys and values of every row.
+        let e = elems_per_task(t);
+        (
+            x.par_chunks(e * t * w),
+            s.ln1.par_chunks_mut(e * t * w),
+            s.kv.par_chunks_mut(e * t * 2 * w),
+            s.lnq.par_chunks_mut(e * w),
+            self.pos.par_chunks(e),
+        )
+            .into_par_iter()
+            .for_each(|(xc, ln1, kv, lnq, pc)| {
+                for (xr, lr) in xc.chunks(w).zip(ln1.chunks_mut(w)) {
+                    ln_row(xr, wts.ln1_w, wts.ln1_b, c.eps, lr); // [r, W]
+                }
+                affine(ln1, wkv, bkv, kv); // [r, 2W]
+                for (i, (&q, lq)) in pc.iter().zip(lnq.chunks_mut(w)).enumerate() {
+                    lq.copy_from_slice(&ln1[(i * t + q) * w..][..w]);
+                }
+            });
+        // Phase 2, the pooled rows: query, attention, out_proj, ln_2, MLP.
+        let n = POOLED_PER_TASK;
+        let mut y = z(b * w); // [B, W]
+        (
+            (
+                y.par_chunks_mut(n * w),
+                s.q.par_chunks_mut(n * w),
+                s.probs.par_chunks_mut(n * heads * t),
+                s.att.par_chunks_mut(n * w),
+                s.x1.par_chunks_mut(n * w),
+                s.ln2.par_chunks_mut(n * w),
+                s.hpre.par_chunks_mut(n * hd),
+                s.hact.par_chunks_mut(n * hd),
+            ),
+            (
+                s.lnq.par_chunks(n * w),
+                s.kv.par_chunks(n * t * 2 * w),
+                x.par_chunks(n * t * w),
+                self.pos.par_chunks(n),
+            ),
+        )
+            .into_par_iter()
+            .for_each(
+                |((yc, q, probs, att, x1, ln2, hpre, hact), (lnq, kv, xc, pc))| {
+                    affine(lnq, wq, bq, q); // [n, W]
+                    for (i, &qp) in pc.iter().enumerate() {
+                        query_attn_fwd(
+                            &q[i * w..(i + 1) * w],
+                            &kv[i * t * 2 * w..(i + 1) * t * 2 * w],
+                            heads,
+                            keys(&c, qp, t),
+                            &mut att[i * w..(i + 1) * w],
+                            &mut probs[i * heads * t..(i + 1) * heads * t],
+                        );
+                    }
+                    affine(att, wts.out_w, wts.out_b, x1); // [n, W]
+                    for (i, &qp) in pc.iter().enumerate() {
+                        add_into(&mut x1[i * w..(i + 1) * w], &xc[(i * t + qp) * w..][..w]);
+                    }
+                    for (xr, lr) in x1.chunks(w).zip(ln2.chunks_mut(w)) {
+                        ln_row(xr, wts.ln2_w, wts.ln2_b, c.eps, lr);
+                    }
+                    affine(ln2, wts.fc_w, wts.fc_b, hpre); // [n, Hd]
+                    act_fwd_slice(c.act(), hpre, hact);
+                    affine(hact, wts.proj_w, wts.proj_b, yc); // [n, W]
+                    add_into(yc, x1);
+                },
+            );
+        if !in_inference() {
+            *self.saved.lock().expect("pooled block activations lock") = Some(s);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((b, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        packed: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let saved = match self
+            .saved
+            .lock()
+            .expect("pooled block activations lock")
+            .take()
+        {
+            Some(s) => s,
+            None => bail!(
+                "pooled block: no activations kept for backward (run under ops::inference, \
+                 or a second backward through the same graph)"
+            ),
+        };
+        let (b, t, w) = x.dims3()?;
+        let bwd = PooledBwdOp {
+            cfg: self.cfg,
+            pos: self.pos.clone(),
+            saved,
+        };
+        let g = x.apply_op3_no_bwd(packed, &dy.contiguous()?, &bwd)?; // [R·W + P]
+        let n = b * t * w;
+        let dx = g.narrow(0, 0, n)?.reshape((b, t, w))?;
+        let dp = g.narrow(0, n, packed.dim(0)?)?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+/// (x, packed parameters, dy `[B, W]`) → dx then d(packed parameters), one vector.
+struct PooledBwdOp {
+    cfg: BlockCfg,
+    pos: Vec<usize>,
+    saved: Saved,
+}
+
+/// A packed gradient vector cut at the parameters: ln_1 (gain | bias), in_proj weight,
+/// in_proj bias, out_proj weight, out_proj bias, ln_2 (gain | bias), c_fc weight, c_fc bias,
+/// c_proj weight, c_proj bias.
+fn grad_parts<'a>(g: &'a mut [f32], w: usize, hd: usize) -> [&'a mut [f32]; 10] {
+    let (o, _) = offsets(w, hd);
+    let cuts = [o[2], o[3], o[4], o[5], o[6], o[8], o[9], o[10], o[11]];
+    let mut parts: Vec<&'a mut [f32]> = Vec::with_capacity(10);
+    let (mut rest, mut at) = (g, 0);
+    for cut in cuts {
+        let (a, r) = rest.split_at_mut(cut - at);
+        parts.push(a);
+        (rest, at) = (r, cut);
+    }
+    parts.push(rest);
+    parts.try_into().expect("ten gradient parts")
+}
+
+/// Scratch for one task of the pooled rows' backward.
+struct PooledScratch {
+    dh: Vec<f32>,
+    dln2: Vec<f32>,
+    datt: Vec<f32>,
+    dq: Vec<f32>,
+    ds: Vec<f32>,
+}
+
+impl CustomOp3 for PooledBwdOp {
+    fn name(&self) -> &'static str {
+        "clip-pooled-residual-block-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let p = contiguous_f32(s2, l2, self.name())?;
+        let dy = contiguous_f32(s3, l3, self.name())?; // [B, W]
+        let (b, t, w) = l1.shape().dims3()?;
+        let (c, s) = (self.cfg, &self.saved);
+        let (hd, heads) = (c.hidden, c.heads);
+        let (_, total) = offsets(w, hd);
+        let wts = Weights::of(p, w, hd);
+        let (wq, wkv) = wts.in_w.split_at(w * w);
+        let z = |n: usize| vec![0f32; n];
+        let (mut dkv, mut dlnq, mut dx1) = (z(b * t * 2 * w), z(b * w), z(b * w));
+
+        // Phase 2 backward, the pooled rows: MLP, ln_2, out_proj, attention, query.
+        let n = POOLED_PER_TASK;
+        let g2 = (
+            (
+                dkv.par_chunks_mut(n * t * 2 * w),
+                dlnq.par_chunks_mut(n * w),
+                dx1.par_chunks_mut(n * w),
+                dy.par_chunks(n * w),
+                self.pos.par_chunks(n),
+                s.kv.par_chunks(n * t * 2 * w),
+            ),
+            (
+                s.lnq.par_chunks(n * w),
+                s.q.par_chunks(n * w),
+                s.probs.par_chunks(n * heads * t),
+                s.att.par_chunks(n * w),
+                s.x1.par_chunks(n * w),
+                s.ln2.par_chunks(n * w),
+                s.hpre.par_chunks(n * hd),
+                s.hact.par_chunks(n * hd),
+            ),
+        )
+            .into_par_iter()
+            .fold(
+                || {
+                    let sc = PooledScratch {
+                        dh: z(n * hd),
+                        dln2: z(n * w),
+                        datt: z(n * w),
+                        dq: z(n * w),
+                        ds: z(t),
+                    };
+                    (z(total), sc)
+                },
+                |(mut g, mut sc), ((dkv, dlnq, dx1, dy, pc, kv), (lnq, q, pr, att, x1, ln2, hpre, hact))| {
+                    let r = pc.len();
+                    let [_, g_inw, g_inb, g_outw, g_outb, g_ln2, g_fcw, g_fcb, g_projw, g_projb] =
+                        grad_parts(&mut g, w, hd);
+                    let (dh, dln2) = (&mut sc.dh[..r * hd], &mut sc.dln2[..r * w]);
+                    let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
+                    // y = x1 + hact·c_projᵀ + b
+                    affine_param_grads(dy, hact, g_projw, g_projb);
+                    affine_dx(dy, wts.proj_w, w, dh); // [r, Hd]
+                    act_grad_slice(c.act(), hpre, dh);
+                    affine_param_grads(dh, ln2, g_fcw, g_fcb);
+                    affine_dx(dh, wts.fc_w, hd, dln2); // [r, W]
+                    for ((xr, gr), dr) in x1.chunks(w).zip(dln2.chunks(w)).zip(dx1.chunks_mut(w)) {
+                        ln_bwd_row(xr, wts.ln2_w, gr, c.eps, dr);
+                    }
+                    add_into(dx1, dy); // [r, W]
+                    ln_param_grads_into(x1, dln2, w, c.eps, g_ln2);
+                    // x1 = x + att·out_projᵀ + b
+                    affine_param_grads(dx1, att, g_outw, g_outb);
+                    affine_dx(dx1, wts.out_w, w, datt); // [r, W]
+                    for (i, &qp) in pc.iter().enumerate() {
+                        let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
+                        query_attn_bwd(
+                            &q[i * w..(i + 1) * w],
+                            &kv[kvr.clone()],
+                            &pr[i * heads * t..(i + 1) * heads * t],
+                            &datt[i * w..(i + 1) * w],
+                            heads,
+                            keys(&c, qp, t),
+                            &mut dq[i * w..(i + 1) * w],
+                            &mut dkv[kvr],
+                            &mut sc.ds,
+                        );
+                    }
+                    // q = lnq·W_qᵀ + b_q: the first W rows of in_proj.
+                    affine_param_grads(dq, lnq, &mut g_inw[..w * w], &mut g_inb[..w]);
+                    affine_dx(dq, wq, w, dlnq); // [r, W]
+                    (g, sc)
+                },
+            )
+            .map(|(g, _)| g)
+            .reduce(|| z(total), sum_into);
+
+        // Phase 1 backward, whole elements: K, V and ln_1 of every row, the residual.
+        let e = elems_per_task(t);
+        let mut out = z(b * t * w + total);
+        let (dx, dp) = out.split_at_mut(b * t * w);
+        let g1 = (
+            dx.par_chunks_mut(e * t * w),
+            x.par_chunks(e * t * w),
+            s.ln1.par_chunks(e * t * w),
+            dkv.par_chunks(e * t * 2 * w),
+            dlnq.par_chunks(e * w),
+            dx1.par_chunks(e * w),
+            self.pos.par_chunks(e),
+        )
+            .into_par_iter()
+            .fold(
+                || (z(total), z(e * t * w)),
+                |(mut g, mut dln1), (dxc, xc, ln1, dkv, dlnq, dx1, pc)| {
+                    let dln1s = &mut dln1[..xc.len()];
+                    let [g_ln1, g_inw, g_inb, ..] = grad_parts(&mut g, w, hd);
+                    // k | v = ln1·W_kvᵀ + b_kv: the last 2W rows of in_proj.
+                    affine_param_grads(dkv, ln1, &mut g_inw[w * w..], &mut g_inb[w..]);
+                    affine_dx(dkv, wkv, 2 * w, dln1s); // [r, W]
+                    for (i, &qp) in pc.iter().enumerate() {
+                        add_into(
+                            &mut dln1s[(i * t + qp) * w..][..w],
+                            &dlnq[i * w..(i + 1) * w],
+                        );
+                    }
+                    for ((xr, gr), dr) in xc.chunks(w).zip(dln1s.chunks(w)).zip(dxc.chunks_mut(w)) {
+                        ln_bwd_row(xr, wts.ln1_w, gr, c.eps, dr);
+                    }
+                    for (i, &qp) in pc.iter().enumerate() {
+                        add_into(&mut dxc[(i * t + qp) * w..][..w], &dx1[i * w..(i + 1) * w]);
+                    }
+                    ln_param_grads_into(xc, dln1s, w, c.eps, g_ln1);
+                    (g, dln1)
+                },
+            )
+            .map(|(g, _)| g)
+            .reduce(|| z(total), sum_into);
+        dp.copy_from_slice(&g1);
+        add_into(dp, &g2);
+        Ok((CpuStorage::F32(out), Shape::from(b * t * w + total)))
+    }
+}
+
+fn sum_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
+    add_into(&mut a, &b);
+    a
+}
