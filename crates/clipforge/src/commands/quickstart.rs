@@ -48,7 +48,7 @@ struct DefaultTrainArgs {
     args: train::Args,
 }
 
-pub const QUICKSTART_STEPS: u64 = 450;
+pub const QUICKSTART_STEPS: u64 = 800;
 pub const QUICKSTART_BATCH: usize = 64;
 pub const QUICKSTART_HARD_NEGATIVES: usize = 4;
 pub const QUICKSTART_LR: f64 = 1e-3;
