@@ -58,7 +58,7 @@ pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, ac
     gemm_into(a, b, c, ldc, accumulate, false);
 }
 
-/// The project's one `unsafe` block: `gemm` takes raw pointers and strides.
+/// The library's one `unsafe` block: `gemm` takes raw pointers and strides.
 #[allow(unsafe_code)]
 fn gemm_into(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, parallel: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
