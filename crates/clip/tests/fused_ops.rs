@@ -62,6 +62,44 @@ fn var(shape: &[usize], scale: f64) -> Var {
         .unwrap()
 }
 
+/// x `[b, t, w]`, then a residual block's twelve parameters (hidden width `h`) in open_clip's
+/// order: LayerNorm gains and biases around 0.5, projections around 0.3.
+fn block_vars(b: usize, t: usize, w: usize, h: usize) -> Vec<Var> {
+    vec![
+        var(&[b, t, w], 1.0),
+        var(&[w], 0.5),
+        var(&[w], 0.5),
+        var(&[3 * w, w], 0.3),
+        var(&[3 * w], 0.3),
+        var(&[w, w], 0.3),
+        var(&[w], 0.3),
+        var(&[w], 0.5),
+        var(&[w], 0.5),
+        var(&[h, w], 0.3),
+        var(&[h], 0.3),
+        var(&[w, h], 0.3),
+        var(&[w], 0.3),
+    ]
+}
+
+/// The twelve tensors of [`block_vars`] (without x) as the fused ops take them.
+fn block_params(p: &[Tensor]) -> ops::BlockParams<'_> {
+    ops::BlockParams {
+        ln_1_weight: &p[0],
+        ln_1_bias: &p[1],
+        in_proj_weight: &p[2],
+        in_proj_bias: &p[3],
+        out_proj_weight: &p[4],
+        out_proj_bias: &p[5],
+        ln_2_weight: &p[6],
+        ln_2_bias: &p[7],
+        c_fc_weight: &p[8],
+        c_fc_bias: &p[9],
+        c_proj_weight: &p[10],
+        c_proj_bias: &p[11],
+    }
+}
+
 #[test]
 fn layer_norm_matches_composition() {
     let (x, w, b) = (var(&[3, 70, 33], 2.0), var(&[33], 1.0), var(&[33], 1.0));
@@ -152,21 +190,7 @@ fn residual_block_matches_the_separate_ops() {
     // so this spans three tasks, the last one short, and sums their parameter gradients.
     let (w, h) = (24, 40);
     for (quick_gelu, causal) in [(false, false), (true, true)] {
-        let vars = [
-            var(&[61, 9, w], 1.0),
-            var(&[w], 0.5),
-            var(&[w], 0.5),
-            var(&[3 * w, w], 0.3),
-            var(&[3 * w], 0.3),
-            var(&[w, w], 0.3),
-            var(&[w], 0.3),
-            var(&[w], 0.5),
-            var(&[w], 0.5),
-            var(&[h, w], 0.3),
-            var(&[h], 0.3),
-            var(&[w, h], 0.3),
-            var(&[w], 0.3),
-        ];
+        let vars = block_vars(61, 9, w, h);
         let cfg = ops::BlockCfg {
             width: w,
             heads: 3,
@@ -175,23 +199,9 @@ fn residual_block_matches_the_separate_ops() {
             causal,
             eps: 1e-5,
         };
-        let params = |t: &[Tensor]| -> Vec<Tensor> { t[1..].to_vec() };
         let block = |t: &[Tensor], fused: bool| {
-            let p = params(t);
-            let bp = ops::BlockParams {
-                ln_1_weight: &p[0],
-                ln_1_bias: &p[1],
-                in_proj_weight: &p[2],
-                in_proj_bias: &p[3],
-                out_proj_weight: &p[4],
-                out_proj_bias: &p[5],
-                ln_2_weight: &p[6],
-                ln_2_bias: &p[7],
-                c_fc_weight: &p[8],
-                c_fc_bias: &p[9],
-                c_proj_weight: &p[10],
-                c_proj_bias: &p[11],
-            };
+            let p = &t[1..];
+            let bp = block_params(p);
             if fused {
                 ops::residual_block(&t[0], &bp, cfg).unwrap()
             } else {
@@ -209,41 +219,12 @@ fn residual_block_matches_the_separate_ops() {
 }
 
 #[test]
-fn a_block_run_under_inference_keeps_nothing_for_backward() {
+fn blocks_run_under_inference_keep_nothing_for_backward() {
     // 150 elements of 3 tokens: two tasks on scratch (86 elements, then 64).
-    let x = var(&[150, 3, 8], 1.0);
-    let p: Vec<Var> = [
-        vec![8],
-        vec![8],
-        vec![24, 8],
-        vec![24],
-        vec![8, 8],
-        vec![8],
-        vec![8],
-        vec![8],
-        vec![16, 8],
-        vec![16],
-        vec![8, 16],
-        vec![8],
-    ]
-    .iter()
-    .map(|s| var(s, 0.3))
-    .collect();
-    let t: Vec<Tensor> = p.iter().map(|v| v.as_tensor().clone()).collect();
-    let bp = ops::BlockParams {
-        ln_1_weight: &t[0],
-        ln_1_bias: &t[1],
-        in_proj_weight: &t[2],
-        in_proj_bias: &t[3],
-        out_proj_weight: &t[4],
-        out_proj_bias: &t[5],
-        ln_2_weight: &t[6],
-        ln_2_bias: &t[7],
-        c_fc_weight: &t[8],
-        c_fc_bias: &t[9],
-        c_proj_weight: &t[10],
-        c_proj_bias: &t[11],
-    };
+    let vars = block_vars(150, 3, 8, 16);
+    let x = &vars[0];
+    let t: Vec<Tensor> = vars[1..].iter().map(|v| v.as_tensor().clone()).collect();
+    let bp = block_params(&t);
     let cfg = ops::BlockCfg {
         width: 8,
         heads: 2,
@@ -258,6 +239,20 @@ fn a_block_run_under_inference_keeps_nothing_for_backward() {
     let y = ops::residual_block(x.as_tensor(), &bp, cfg).unwrap();
     assert_eq!(max_diff(&y, &yi), 0.0, "inference changed the values");
     assert!(y.sum_all().unwrap().backward().is_ok());
+
+    // The pooled last block likewise (five tasks of 32 pooled rows in its second phase).
+    let pos: Vec<usize> = (0..150).map(|i| i % 3).collect();
+    let pooled = || ops::residual_block_pooled(x.as_tensor(), &bp, cfg, &pos).unwrap();
+    let yi = ops::inference(pooled);
+    let err = yi.sum_all().unwrap().backward().unwrap_err().to_string();
+    assert!(err.contains("no activations kept"), "{err}");
+    let y = pooled();
+    assert_eq!(
+        max_diff(&y, &yi),
+        0.0,
+        "inference changed the pooled values"
+    );
+    assert!(y.sum_all().unwrap().backward().is_ok());
 }
 
 #[test]
@@ -268,21 +263,7 @@ fn pooled_block_matches_the_full_block_then_a_gather() {
     let (w, h) = (24, 40);
     let pos: Vec<usize> = (0..61).map(|i| (i * 5 + 2) % 9).collect();
     for (quick_gelu, causal) in [(false, false), (true, true), (false, true)] {
-        let vars = [
-            var(&[61, 9, w], 1.0),
-            var(&[w], 0.5),
-            var(&[w], 0.5),
-            var(&[3 * w, w], 0.3),
-            var(&[3 * w], 0.3),
-            var(&[w, w], 0.3),
-            var(&[w], 0.3),
-            var(&[w], 0.5),
-            var(&[w], 0.5),
-            var(&[h, w], 0.3),
-            var(&[h], 0.3),
-            var(&[w, h], 0.3),
-            var(&[w], 0.3),
-        ];
+        let vars = block_vars(61, 9, w, h);
         let cfg = ops::BlockCfg {
             width: w,
             heads: 3,
@@ -293,20 +274,7 @@ fn pooled_block_matches_the_full_block_then_a_gather() {
         };
         let block = |t: &[Tensor], fused: bool| {
             let p = &t[1..];
-            let bp = ops::BlockParams {
-                ln_1_weight: &p[0],
-                ln_1_bias: &p[1],
-                in_proj_weight: &p[2],
-                in_proj_bias: &p[3],
-                out_proj_weight: &p[4],
-                out_proj_bias: &p[5],
-                ln_2_weight: &p[6],
-                ln_2_bias: &p[7],
-                c_fc_weight: &p[8],
-                c_fc_bias: &p[9],
-                c_proj_weight: &p[10],
-                c_proj_bias: &p[11],
-            };
+            let bp = block_params(p);
             if fused {
                 ops::residual_block_pooled(&t[0], &bp, cfg, &pos).unwrap()
             } else {

@@ -395,24 +395,39 @@ impl CustomOp2 for BlockOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = match self.saved.lock().expect("block activations lock").take() {
-            Some(s) => s,
-            None => bail!(
-                "residual block: no activations kept for backward (run under ops::inference, \
-                 or a second backward through the same graph)"
-            ),
-        };
-        let (b, t, w) = x.dims3()?;
         let bwd = BlockBwdOp {
             cfg: self.cfg,
-            saved,
+            saved: take_saved(&self.saved, "residual block")?,
         };
-        let g = x.apply_op3_no_bwd(packed, &dy.contiguous()?, &bwd)?; // [R·W + P]
-        let n = b * t * w;
-        let dx = g.narrow(0, 0, n)?.reshape((b, t, w))?;
-        let dp = g.narrow(0, n, packed.dim(0)?)?;
-        Ok((Some(dx), Some(dp)))
+        run_bwd(x, packed, dy, &bwd)
     }
+}
+
+/// The activations a forward pass kept, once: an error if there are none.
+pub(super) fn take_saved<S>(saved: &Mutex<Option<S>>, op: &str) -> Result<S> {
+    match saved.lock().expect("block activations lock").take() {
+        Some(s) => Ok(s),
+        None => bail!(
+            "{op}: no activations kept for backward (run under ops::inference, or a second \
+             backward through the same graph)"
+        ),
+    }
+}
+
+/// Runs a block's backward op on (x `[B, T, W]`, packed parameters `[P]`, dy), which returns
+/// dx and d(parameters) as one vector `[B·T·W + P]`, and splits it.
+pub(super) fn run_bwd(
+    x: &Tensor,
+    packed: &Tensor,
+    dy: &Tensor,
+    op: &impl CustomOp3,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let (b, t, w) = x.dims3()?;
+    let g = x.apply_op3_no_bwd(packed, &dy.contiguous()?, op)?; // [R·W + P]
+    let n = b * t * w;
+    let dx = g.narrow(0, 0, n)?.reshape((b, t, w))?;
+    let dp = g.narrow(0, n, packed.dim(0)?)?;
+    Ok((Some(dx), Some(dp)))
 }
 
 /// (x, packed parameters, dy) → dx then d(packed parameters), one vector.

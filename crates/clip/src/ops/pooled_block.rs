@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::activation::{act_fwd_slice, act_grad_slice};
 use super::block::{
     add_into, affine, affine_dx, affine_param_grads, elems_per_task, in_inference, offsets, pack,
-    residual_block_composed, BlockCfg, BlockParams, Weights,
+    residual_block_composed, run_bwd, take_saved, BlockCfg, BlockParams, Weights,
 };
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::{contiguous_f32, exp, fused_ok};
@@ -296,29 +296,12 @@ impl CustomOp2 for PooledOp {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let saved = match self
-            .saved
-            .lock()
-            .expect("pooled block activations lock")
-            .take()
-        {
-            Some(s) => s,
-            None => bail!(
-                "pooled block: no activations kept for backward (run under ops::inference, \
-                 or a second backward through the same graph)"
-            ),
-        };
-        let (b, t, w) = x.dims3()?;
         let bwd = PooledBwdOp {
             cfg: self.cfg,
             pos: self.pos.clone(),
-            saved,
+            saved: take_saved(&self.saved, "pooled block")?,
         };
-        let g = x.apply_op3_no_bwd(packed, &dy.contiguous()?, &bwd)?; // [R·W + P]
-        let n = b * t * w;
-        let dx = g.narrow(0, 0, n)?.reshape((b, t, w))?;
-        let dp = g.narrow(0, n, packed.dim(0)?)?;
-        Ok((Some(dx), Some(dp)))
+        run_bwd(x, packed, dy, &bwd)
     }
 }
 
