@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use candle_core::{backprop::GradStore, DType, Result, Tensor, Var};
+use candle_core::{
+    backprop::GradStore, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var,
+};
 use candle_nn::VarMap;
 use rayon::prelude::*;
 
@@ -48,9 +50,9 @@ struct Slot {
 }
 
 impl Slot {
-    /// [`AdamW::step`]'s update in one pass over plain buffers (CPU, f32): θ, m, v and g are
-    /// read once, where the composed version runs a dozen candle ops, each a pass over memory
-    /// and a fresh tensor (a third of them over the 49,408 × W token embedding).
+    /// [`AdamW::step`]'s update in place (CPU, f32): three passes over plain buffers — m, v,
+    /// then θ — with no allocation, where the composed version runs a dozen candle ops, each a
+    /// pass over memory and a fresh tensor (most of it over the 49,408 × W token embedding).
     fn update_cpu(
         &mut self,
         g: &Tensor,
@@ -60,31 +62,126 @@ impl Slot {
         bc1: f64,
         bc2: f64,
     ) -> Result<()> {
-        let (shape, dev) = (self.var.shape().clone(), self.var.device().clone());
-        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let (g, mut m, mut v) = (flat(g)?, flat(&self.m)?, flat(&self.v)?);
-        let mut theta = flat(self.var.as_tensor())?;
-        let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
-        let (a1, a2) = ((1.0 - p.beta1) as f32, (1.0 - p.beta2) as f32);
-        let keep = (1.0 - lr * wd) as f32; // decoupled weight decay
-        let rate = (lr / bc1) as f32;
-        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
-        const CHUNK: usize = 1 << 14;
-        theta
-            .par_chunks_mut(CHUNK)
-            .zip(m.par_chunks_mut(CHUNK))
-            .zip(v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|((t, m), (v, g))| {
-                for i in 0..t.len() {
-                    m[i] = b1 * m[i] + a1 * g[i];
-                    v[i] = b2 * v[i] + a2 * (g[i] * g[i]);
-                    // θ ← θ·(1 − lr·wd) − (lr / bc1) · m / (√v / √bc2 + ε)
-                    t[i] = t[i] * keep - rate * (m[i] / (v[i].sqrt() * inv_sqrt_bc2 + eps));
+        let g = g.contiguous()?;
+        let moment = |beta: f64, square| Moment {
+            beta: beta as f32,
+            one_minus_beta: (1.0 - beta) as f32,
+            square,
+        };
+        self.m.inplace_op2(&g, &moment(p.beta1, false))?;
+        self.v.inplace_op2(&g, &moment(p.beta2, true))?;
+        let update = Update {
+            keep: (1.0 - lr * wd) as f32, // decoupled weight decay
+            rate: (lr / bc1) as f32,
+            inv_sqrt_bc2: (1.0 / bc2.sqrt()) as f32,
+            eps: p.eps as f32,
+        };
+        self.var.as_tensor().inplace_op3(&self.m, &self.v, &update)
+    }
+}
+
+/// Elements per rayon task in the in-place passes.
+const CHUNK: usize = 1 << 14;
+
+/// A contiguous f32 buffer's elements, or an error naming the op.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("{op}: operand must be contiguous"),
+    }
+}
+
+fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{op}: state must be contiguous f32"),
+    }
+}
+
+/// m ← β·m + (1 − β)·g, or with g² for the second moment; in place.
+struct Moment {
+    beta: f32,
+    one_minus_beta: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<()> {
+        let g = f32_slice(g, gl, self.name())?;
+        let m = f32_slice_mut(dst, dst_l, self.name())?;
+        if m.len() != g.len() {
+            candle_core::bail!("adamw: {} moments for {} gradients", m.len(), g.len());
+        }
+        let (b, a) = (self.beta, self.one_minus_beta);
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                if self.square {
+                    m.iter_mut()
+                        .zip(g)
+                        .for_each(|(m, &g)| *m = b * *m + a * (g * g));
+                } else {
+                    m.iter_mut().zip(g).for_each(|(m, &g)| *m = b * *m + a * g);
                 }
             });
-        self.m = Tensor::from_vec(m, &shape, &dev)?;
-        self.v = Tensor::from_vec(v, &shape, &dev)?;
-        self.var.set(&Tensor::from_vec(theta, &shape, &dev)?)
+        Ok(())
+    }
+}
+
+/// θ ← θ·(1 − lr·wd) − (lr / bc1) · m / (√v / √bc2 + ε); in place.
+struct Update {
+    keep: f32,
+    rate: f32,
+    inv_sqrt_bc2: f32,
+    eps: f32,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<()> {
+        let (m, v) = (
+            f32_slice(m, ml, self.name())?,
+            f32_slice(v, vl, self.name())?,
+        );
+        let t = f32_slice_mut(dst, dst_l, self.name())?;
+        if t.len() != m.len() || t.len() != v.len() {
+            candle_core::bail!(
+                "adamw: {} parameters, {} and {} moments",
+                t.len(),
+                m.len(),
+                v.len()
+            );
+        }
+        t.par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK).zip(v.par_chunks(CHUNK)))
+            .for_each(|(t, (m, v))| {
+                for i in 0..t.len() {
+                    let denom = v[i].sqrt() * self.inv_sqrt_bc2 + self.eps;
+                    t[i] = t[i] * self.keep - self.rate * (m[i] / denom);
+                }
+            });
+        Ok(())
     }
 }
 
@@ -166,13 +263,14 @@ impl AdamW {
     }
 
     /// Moments under `m.{name}` / `v.{name}`, for checkpoints.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for s in &self.slots {
-            out.insert(format!("m.{}", s.name), s.m.clone());
-            out.insert(format!("v.{}", s.name), s.v.clone());
+            // Copies: the CPU update changes the moments in place at the next step.
+            out.insert(format!("m.{}", s.name), s.m.copy()?);
+            out.insert(format!("v.{}", s.name), s.v.copy()?);
         }
-        out
+        Ok(out)
     }
 
     /// Restore moments saved by `state_tensors`; every slot must be present with its shape.
@@ -194,7 +292,10 @@ impl AdamW {
                         slot.dims()
                     ));
                 }
-                *slot = t.clone();
+                // A copy of its own: the CPU update writes into it in place.
+                *slot = t
+                    .copy()
+                    .map_err(|e| format!("optimiser state {key}: {e}"))?;
             }
         }
         self.step = step;

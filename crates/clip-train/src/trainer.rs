@@ -475,7 +475,7 @@ impl Trainer {
         checkpoint::save(
             &self.run_dir,
             &self.varmap,
-            &self.optim.state_tensors(),
+            &self.optim.state_tensors()?,
             &state,
         )
     }
