@@ -65,7 +65,8 @@ impl TextTransformer {
             .reshape((b, t, self.width))?; // [B, T, W]
         let pos = self.positional_embedding.narrow(0, 0, t)?; // [T, W]
         let x = x.broadcast_add(&pos)?; // [B, T, W]
-                                        // End-of-text has the highest id: the feature is read at argmax(ids[b]).
+
+        // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
         let eot: Vec<usize> = ids
             .argmax(D::Minus1)?
             .to_dtype(DType::U32)?

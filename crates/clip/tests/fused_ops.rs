@@ -100,6 +100,24 @@ fn block_params(p: &[Tensor]) -> ops::BlockParams<'_> {
     }
 }
 
+/// A block's shape: `width` split into `heads`, MLP `hidden`, LayerNorm ε 1e-5.
+fn block_cfg(
+    width: usize,
+    heads: usize,
+    hidden: usize,
+    quick_gelu: bool,
+    causal: bool,
+) -> ops::BlockCfg {
+    ops::BlockCfg {
+        width,
+        heads,
+        hidden,
+        quick_gelu,
+        causal,
+        eps: 1e-5,
+    }
+}
+
 #[test]
 fn layer_norm_matches_composition() {
     let (x, w, b) = (var(&[3, 70, 33], 2.0), var(&[33], 1.0), var(&[33], 1.0));
@@ -191,14 +209,7 @@ fn residual_block_matches_the_separate_ops() {
     let (w, h) = (24, 40);
     for (quick_gelu, causal) in [(false, false), (true, true)] {
         let vars = block_vars(61, 9, w, h);
-        let cfg = ops::BlockCfg {
-            width: w,
-            heads: 3,
-            hidden: h,
-            quick_gelu,
-            causal,
-            eps: 1e-5,
-        };
+        let cfg = block_cfg(w, 3, h, quick_gelu, causal);
         let block = |t: &[Tensor], fused: bool| {
             let p = &t[1..];
             let bp = block_params(p);
@@ -225,14 +236,7 @@ fn blocks_run_under_inference_keep_nothing_for_backward() {
     let x = &vars[0];
     let t: Vec<Tensor> = vars[1..].iter().map(|v| v.as_tensor().clone()).collect();
     let bp = block_params(&t);
-    let cfg = ops::BlockCfg {
-        width: 8,
-        heads: 2,
-        hidden: 16,
-        quick_gelu: false,
-        causal: false,
-        eps: 1e-5,
-    };
+    let cfg = block_cfg(8, 2, 16, false, false);
     let yi = ops::inference(|| ops::residual_block(x.as_tensor(), &bp, cfg).unwrap());
     let err = yi.sum_all().unwrap().backward().unwrap_err().to_string();
     assert!(err.contains("no activations kept"), "{err}");
@@ -264,14 +268,7 @@ fn pooled_block_matches_the_full_block_then_a_gather() {
     let pos: Vec<usize> = (0..61).map(|i| (i * 5 + 2) % 9).collect();
     for (quick_gelu, causal) in [(false, false), (true, true), (false, true)] {
         let vars = block_vars(61, 9, w, h);
-        let cfg = ops::BlockCfg {
-            width: w,
-            heads: 3,
-            hidden: h,
-            quick_gelu,
-            causal,
-            eps: 1e-5,
-        };
+        let cfg = block_cfg(w, 3, h, quick_gelu, causal);
         let block = |t: &[Tensor], fused: bool| {
             let p = &t[1..];
             let bp = block_params(p);
