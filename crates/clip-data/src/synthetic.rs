@@ -101,15 +101,11 @@ pub fn is_heldout(colour: usize, shape: usize) -> bool {
     shape == (colour * 3 + 1) % SHAPES.len()
 }
 
-/// Zero-shot prompt templates for the built-in scenes: a class name carries no size, so the
-/// ensemble averages over both sizes (as CLIP's 80 ImageNet templates average over styles).
-pub const TEMPLATES: [&str; 6] = [
-    "a small {}",
-    "a large {}",
-    "a picture of a small {}",
-    "a picture of a large {}",
-    "there is a small {}",
-    "there is a large {}",
+/// Zero-shot prompt templates for the built-in scenes, one set per size (small, large): a class
+/// name ("red circle") carries no size, but every training caption does.
+pub const TEMPLATES_BY_SIZE: [[&str; 3]; 2] = [
+    ["a small {}", "a picture of a small {}", "there is a small {}"],
+    ["a large {}", "a picture of a large {}", "there is a large {}"],
 ];
 
 /// The dataset: scenes by index, rendered at any resolution.

@@ -25,30 +25,60 @@ pub fn zero_shot_classifier(
     l2_normalize(&Tensor::stack(&rows, 0)?) // [C, E]
 }
 
-/// Top-1 and top-5 accuracy of `classifier` on images `[N, 3, S, S]` with `labels`, in chunks.
-pub fn accuracy(
-    model: &Clip,
-    classifier: &Tensor,
-    pixels: &Tensor,
-    labels: &[usize],
-    chunk: usize,
-) -> Result<(f64, f64)> {
+/// Unit embeddings `[N, E]` of images `[N, 3, S, S]`, encoded `chunk` at a time.
+pub fn encode_images(model: &Clip, pixels: &Tensor, chunk: usize) -> Result<Tensor> {
     let n = pixels.dim(0)?;
-    let (mut top1, mut top5) = (0usize, 0usize);
+    let mut parts = Vec::with_capacity(n.div_ceil(chunk.max(1)));
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
         let chunk = pixels.narrow(0, start, len)?;
-        let emb = clip::ops::inference(|| model.encode_image(&chunk))?; // [n, E]
-        let scores = emb.matmul(&classifier.t()?)?; // [n, C]
-        let ranked = scores.arg_sort_last_dim(false)?; // [n, C], best first
-        let k = 5.min(scores.dim(D::Minus1)?);
-        let best: Vec<Vec<u32>> = ranked.narrow(1, 0, k)?.to_vec2()?;
-        for (row, label) in best.iter().zip(&labels[start..start + len]) {
-            top1 += (row[0] as usize == *label) as usize;
-            top5 += row.iter().any(|&c| c as usize == *label) as usize;
-        }
+        parts.push(clip::ops::inference(|| model.encode_image(&chunk))?); // [len, E]
         start += len;
     }
-    Ok((top1 as f64 / n as f64, top5 as f64 / n as f64))
+    Tensor::cat(&parts, 0)
+}
+
+/// The five best classes of each image embedding in `emb` `[N, E]`, best first. A class's score
+/// is its best over `classifiers` (each `[C, E]`): one classifier is CLIP's prompt ensemble;
+/// several score a class by whichever of its descriptions fits the image best.
+pub fn top5_predictions(emb: &Tensor, classifiers: &[Tensor]) -> Result<Vec<Vec<u32>>> {
+    let mut scores = emb.matmul(&classifiers[0].t()?)?; // [N, C]
+    for c in &classifiers[1..] {
+        scores = scores.maximum(&emb.matmul(&c.t()?)?)?;
+    }
+    let ranked = scores.arg_sort_last_dim(false)?; // [N, C], best first
+    let k = 5.min(scores.dim(D::Minus1)?);
+    ranked.narrow(1, 0, k)?.to_vec2::<u32>()
+}
+
+/// Top-1 and top-5 rates of ranked predictions against `labels`.
+pub fn top_k_rates(best: &[Vec<u32>], labels: &[usize]) -> (f64, f64) {
+    let n = labels.len().max(1) as f64;
+    let (mut top1, mut top5) = (0usize, 0usize);
+    for (row, label) in best.iter().zip(labels) {
+        top1 += (row[0] as usize == *label) as usize;
+        top5 += row.iter().any(|&c| c as usize == *label) as usize;
+    }
+    (top1 as f64 / n, top5 as f64 / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_scores_its_best_description() {
+        let dev = Device::Cpu;
+        let emb = Tensor::new(&[[1f32, 0.], [0., 1.]], &dev).unwrap(); // [2, E=2]
+        let a = Tensor::new(&[[0.9f32, 0.], [0., 0.2], [0.5, 0.5]], &dev).unwrap(); // [C=3, E]
+        let b = Tensor::new(&[[0f32, 0.], [0., 1.], [0.1, 0.1]], &dev).unwrap();
+        // Alone, `a` ranks class 2 first for the second image; its second description wins.
+        let one = top5_predictions(&emb, &[a.clone()]).unwrap();
+        assert_eq!(one, vec![vec![0, 2, 1], vec![2, 1, 0]]);
+        let best = top5_predictions(&emb, &[a, b]).unwrap();
+        assert_eq!(best, vec![vec![0, 2, 1], vec![1, 2, 0]]);
+        let (top1, top5) = top_k_rates(&best, &[0, 2]);
+        assert_eq!((top1, top5), (0.5, 1.0));
+    }
 }

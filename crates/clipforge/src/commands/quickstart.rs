@@ -80,24 +80,8 @@ pub fn run(args: Args) -> Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let chance = 100.0 / report.classes as f64;
     println!();
-    println!(
-        "| zero-shot, {} classes, {} images | top-1 | top-5 |",
-        report.classes, report.images
-    );
-    println!("|---|---|---|");
-    println!(
-        "| held-out combinations (never seen) | {:.1}% | {:.1}% |",
-        100.0 * report.zero_shot_top1,
-        100.0 * report.zero_shot_top5
-    );
-    println!(
-        "| seen combinations | {:.1}% | {:.1}% |",
-        100.0 * report.seen_top1,
-        100.0 * report.seen_top5
-    );
-    println!("| chance | {:.1}% | {:.1}% |", chance, 5.0 * chance);
+    super::eval::print_builtin_report(&report);
     println!();
     println!(
         "trained `tiny` for {} steps of {} pairs in {:.0} s",
