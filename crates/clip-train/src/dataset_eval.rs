@@ -158,16 +158,18 @@ pub fn image_features(model: &Clip, pixels: &Tensor, pre_projection: bool) -> Re
     let mut out = Vec::new();
     for start in (0..n).step_by(256) {
         let chunk = pixels.narrow(0, start, 256.min(n - start))?;
-        out.push(clip::ops::inference(|| {
+        let features = clip::ops::inference(|| {
             if pre_projection {
                 model.visual.pooled(&chunk)
             } else {
                 model.encode_image(&chunk)
             }
-        })?);
+        })?;
+        // Detached per chunk: the features are data now, and a kept output would hold its
+        // forward graph (every activation of the chunk) alive until the end.
+        out.push(features.detach());
     }
-    // Detached: the features are data now, not a path back into the model.
-    Ok(Tensor::cat(&out, 0)?.to_dtype(DType::F32)?.detach())
+    Ok(Tensor::cat(&out, 0)?.to_dtype(DType::F32)?)
 }
 
 /// Zero-shot: class names × the dataset's templates → averaged, normalised text embeddings;

@@ -19,7 +19,8 @@ pub fn zero_shot_classifier(
     for name in class_names {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
         let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?; // [K, T]
-        let emb = clip::ops::inference(|| model.encode_text(&ids))?; // [K, E], unit rows
+        // Detached: a kept output would keep its whole forward graph alive.
+        let emb = clip::ops::inference(|| model.encode_text(&ids))?.detach(); // [K, E], unit rows
         rows.push(emb.mean(0)?); // [E]
     }
     l2_normalize(&Tensor::stack(&rows, 0)?) // [C, E]
@@ -33,7 +34,8 @@ pub fn encode_images(model: &Clip, pixels: &Tensor, chunk: usize) -> Result<Tens
     while start < n {
         let len = chunk.min(n - start);
         let chunk = pixels.narrow(0, start, len)?;
-        parts.push(clip::ops::inference(|| model.encode_image(&chunk))?); // [len, E]
+        // Detached per chunk: each output holds its forward graph (every activation) alive.
+        parts.push(clip::ops::inference(|| model.encode_image(&chunk))?.detach()); // [len, E]
         start += len;
     }
     Tensor::cat(&parts, 0)
@@ -80,5 +82,22 @@ mod tests {
         assert_eq!(best, vec![vec![0, 2, 1], vec![1, 2, 0]]);
         let (top1, top5) = top_k_rates(&best, &[0, 2]);
         assert_eq!((top1, top5), (0.5, 1.0));
+    }
+
+    /// Outputs kept across chunks must carry no graph, or each holds every activation of its
+    /// forward pass alive (the built-in eval grew from 0.2 to 1.2 GB that way).
+    #[test]
+    fn kept_embeddings_hold_no_graph() {
+        let dev = Device::Cpu;
+        let cfg = clip::ClipConfig::preset("tiny").unwrap();
+        let (model, _varmap) = Clip::with_varmap(&cfg, &dev).unwrap();
+        let s = cfg.vision_cfg.image_size;
+        let pixels = Tensor::zeros((3, 3, s, s), candle_core::DType::F32, &dev).unwrap();
+        let emb = encode_images(&model, &pixels, 2).unwrap();
+        assert_eq!(emb.dims(), &[3, cfg.embed_dim]);
+        assert!(!emb.track_op());
+        let names = ["red circle".to_string(), "blue star".to_string()];
+        let c = zero_shot_classifier(&model, &Tokenizer::new(), &names, &["a {}"], &dev).unwrap();
+        assert!(!c.track_op());
     }
 }

@@ -50,7 +50,7 @@ struct DefaultTrainArgs {
 
 pub const QUICKSTART_STEPS: u64 = 800;
 pub const QUICKSTART_BATCH: usize = 64;
-pub const QUICKSTART_HARD_NEGATIVES: usize = 4;
+pub const QUICKSTART_HARD_NEGATIVES: usize = 1;
 pub const QUICKSTART_LR: f64 = 1e-3;
 
 pub fn run(args: Args) -> Result<()> {
