@@ -104,8 +104,16 @@ pub fn is_heldout(colour: usize, shape: usize) -> bool {
 /// Zero-shot prompt templates for the built-in scenes, one set per size (small, large): a class
 /// name ("red circle") carries no size, but every training caption does.
 pub const TEMPLATES_BY_SIZE: [[&str; 3]; 2] = [
-    ["a small {}", "a picture of a small {}", "there is a small {}"],
-    ["a large {}", "a picture of a large {}", "there is a large {}"],
+    [
+        "a small {}",
+        "a picture of a small {}",
+        "there is a small {}",
+    ],
+    [
+        "a large {}",
+        "a picture of a large {}",
+        "there is a large {}",
+    ],
 ];
 
 /// The dataset: scenes by index, rendered at any resolution.

@@ -46,7 +46,9 @@ pub fn zero_shot_builtin(
     let names = class_names();
     let tokenizer = Tokenizer::new();
     let classifier = |templates: &[&str]| -> Result<Tensor> {
-        Ok(zero_shot_classifier(model, &tokenizer, &names, templates, device)?) // [64, E]
+        Ok(zero_shot_classifier(
+            model, &tokenizer, &names, templates, device,
+        )?) // [64, E]
     };
     let by_size = [
         classifier(&TEMPLATES_BY_SIZE[0])?,
@@ -71,7 +73,9 @@ pub fn zero_shot_builtin(
     // Class = colour · 8 + shape.
     let part_rate = |part: fn(usize) -> usize| {
         let hits = held_best.iter().zip(&held_labels);
-        hits.filter(|(p, &l)| part(p[0] as usize) == part(l)).count() as f64 / n.max(1) as f64
+        hits.filter(|(p, &l)| part(p[0] as usize) == part(l))
+            .count() as f64
+            / n.max(1) as f64
     };
     Ok(ZeroShotReport {
         zero_shot_top1,

@@ -19,7 +19,7 @@ pub fn zero_shot_classifier(
     for name in class_names {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
         let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?; // [K, T]
-        // Detached: a kept output would keep its whole forward graph alive.
+                                                                     // Detached: a kept output would keep its whole forward graph alive.
         let emb = clip::ops::inference(|| model.encode_text(&ids))?.detach(); // [K, E], unit rows
         rows.push(emb.mean(0)?); // [E]
     }

@@ -95,7 +95,11 @@ pub fn print_builtin_report(report: &clip_train::eval::ZeroShotReport) {
     );
     println!("|---|---|---|");
     let rows = [
-        ("held-out combinations (never seen)", report.zero_shot_top1, report.zero_shot_top5),
+        (
+            "held-out combinations (never seen)",
+            report.zero_shot_top1,
+            report.zero_shot_top5,
+        ),
         ("seen combinations", report.seen_top1, report.seen_top5),
         (
             "held-out, one ensemble of both sizes",
