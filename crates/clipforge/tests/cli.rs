@@ -266,6 +266,59 @@ fn bench_prints_one_json_object_of_positive_figures() {
     }
 }
 
+/// `eval --json` on the built-in scenes after a 2-step run: both classifiers' figures are there,
+/// and the colour/shape split of held-out top-1 is consistent with it (an exact hit is a hit on
+/// both halves; a hit on both halves is an exact hit).
+#[test]
+fn builtin_eval_reports_both_classifiers_and_consistent_parts() {
+    let run = tmp("builtin-eval-run");
+    let o = clipforge(&[
+        "train",
+        "--model",
+        "tiny",
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = clipforge(&[
+        "eval",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--images",
+        "48",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    let f = |key: &str| -> f64 {
+        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+        x
+    };
+    for (top1, top5) in [
+        ("zero_shot_top1", "zero_shot_top5"),
+        ("seen_top1", "seen_top5"),
+        ("ensemble_zero_shot_top1", "ensemble_zero_shot_top5"),
+        ("ensemble_seen_top1", "ensemble_seen_top5"),
+    ] {
+        assert!(f(top1) <= f(top5), "{top1} > {top5}: {v}");
+    }
+    let (top1, colour, shape) = (
+        f("zero_shot_top1"),
+        f("heldout_colour_top1"),
+        f("heldout_shape_top1"),
+    );
+    assert!(top1 <= colour.min(shape), "{v}");
+    assert!(colour + shape - 1.0 <= top1 + 1e-9, "{v}");
+    assert_eq!(v["classes"], 64);
+    assert_eq!(v["images"], 48);
+}
+
 #[test]
 fn too_many_hard_negatives_is_a_one_line_error() {
     let out = clipforge(&[
