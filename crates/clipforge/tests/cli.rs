@@ -296,7 +296,9 @@ fn builtin_eval_reports_both_classifiers_and_consistent_parts() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
     let f = |key: &str| -> f64 {
-        let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {v}"));
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
         assert!((0.0..=1.0).contains(&x), "{key} = {x}");
         x
     };
