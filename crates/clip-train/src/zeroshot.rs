@@ -18,8 +18,9 @@ pub fn zero_shot_classifier(
     let mut rows = Vec::with_capacity(class_names.len());
     for name in class_names {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
-        let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?; // [K, T]
-                                                                     // Detached: a kept output would keep its whole forward graph alive.
+        // [K, T] token ids; the embeddings detached, or each row kept below would hold its
+        // whole forward graph alive.
+        let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?;
         let emb = clip::ops::inference(|| model.encode_text(&ids))?.detach(); // [K, E], unit rows
         rows.push(emb.mean(0)?); // [E]
     }
@@ -45,8 +46,11 @@ pub fn encode_images(model: &Clip, pixels: &Tensor, chunk: usize) -> Result<Tens
 /// is its best over `classifiers` (each `[C, E]`): one classifier is CLIP's prompt ensemble;
 /// several score a class by whichever of its descriptions fits the image best.
 pub fn top5_predictions(emb: &Tensor, classifiers: &[Tensor]) -> Result<Vec<Vec<u32>>> {
-    let mut scores = emb.matmul(&classifiers[0].t()?)?; // [N, C]
-    for c in &classifiers[1..] {
+    let Some((first, rest)) = classifiers.split_first() else {
+        candle_core::bail!("top5_predictions: no classifier given");
+    };
+    let mut scores = emb.matmul(&first.t()?)?; // [N, C]
+    for c in rest {
         scores = scores.maximum(&emb.matmul(&c.t()?)?)?;
     }
     let ranked = scores.arg_sort_last_dim(false)?; // [N, C], best first

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_clean_error, clipforge, tmp};
+use common::{assert_clean_error, clipforge, tmp, trained_run};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -266,25 +266,12 @@ fn bench_prints_one_json_object_of_positive_figures() {
     }
 }
 
-/// `eval --json` on the built-in scenes after a 2-step run: both classifiers' figures are there,
+/// `eval --json` on the built-in scenes after a 1-step run: both classifiers' figures are there,
 /// and the colour/shape split of held-out top-1 is consistent with it (an exact hit is a hit on
 /// both halves; a hit on both halves is an exact hit).
 #[test]
 fn builtin_eval_reports_both_classifiers_and_consistent_parts() {
-    let run = tmp("builtin-eval-run");
-    let o = clipforge(&[
-        "train",
-        "--model",
-        "tiny",
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--quiet",
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = trained_run("builtin-eval-run");
     let o = clipforge(&[
         "eval",
         "--checkpoint",

@@ -5,29 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clip_data::files::ShardWriter;
-use common::{assert_clean_error, clipforge, clipforge_in, tmp};
-
-/// A 1-step `tiny` run to evaluate (its weights barely trained: the task tests the runner).
-fn run_dir(tag: &str) -> PathBuf {
-    let out = tmp(&format!("ds-run-{tag}"));
-    let o = clipforge(&[
-        "train",
-        "--model",
-        "tiny",
-        "--steps",
-        "1",
-        "--batch-size",
-        "4",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    out
-}
+use common::{assert_clean_error, clipforge, clipforge_in, tmp, trained_run};
 
 /// A 20×20 PNG, dark for class 0 and bright for class 1, with per-pixel noise.
 fn png(label: usize, i: usize) -> Vec<u8> {
@@ -100,7 +81,7 @@ fn eval_json(run: &Path, ds: &Path, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn linear_probe_separates_the_separable_and_zero_shot_counts_add_up() {
-    let run = run_dir("ok");
+    let run = trained_run("ds-run-ok");
     let ds = tmp("ds-ok");
     std::fs::create_dir_all(&ds).unwrap();
     write_dataset(&ds, &["dark", "bright"], "test-{000000..000001}.tar");
@@ -134,7 +115,7 @@ fn linear_probe_separates_the_separable_and_zero_shot_counts_add_up() {
 
 #[test]
 fn a_directory_without_dataset_json_is_a_clear_error() {
-    let run = run_dir("nojson");
+    let run = trained_run("ds-run-nojson");
     let ds = tmp("ds-nojson");
     std::fs::create_dir_all(&ds).unwrap();
     let o = eval_default(&run, &ds);
@@ -143,7 +124,7 @@ fn a_directory_without_dataset_json_is_a_clear_error() {
 
 #[test]
 fn a_bare_name_means_data_slash_name_and_says_how_to_fetch_it() {
-    let run = run_dir("bare");
+    let run = trained_run("ds-run-bare");
     let cwd = tmp("cwd-bare");
     std::fs::create_dir_all(&cwd).unwrap();
     let args = |name: &'static str| {
@@ -178,7 +159,7 @@ fn a_bare_name_means_data_slash_name_and_says_how_to_fetch_it() {
 
 #[test]
 fn labels_beyond_the_class_names_are_a_clear_error() {
-    let run = run_dir("labels");
+    let run = trained_run("ds-run-labels");
     let ds = tmp("ds-labels");
     std::fs::create_dir_all(&ds).unwrap();
     write_dataset(&ds, &["dark"], "test-{000000..000001}.tar");
@@ -188,7 +169,7 @@ fn labels_beyond_the_class_names_are_a_clear_error() {
 
 #[test]
 fn a_shard_pattern_that_matches_nothing_is_a_clear_error() {
-    let run = run_dir("pattern");
+    let run = trained_run("ds-run-pattern");
     let ds = tmp("ds-pattern");
     std::fs::create_dir_all(&ds).unwrap();
     write_dataset(&ds, &["dark", "bright"], "missing-{000000..000003}.tar");
@@ -222,7 +203,7 @@ fn fetch_leaves_a_complete_dataset_alone_and_a_partial_one_looks_incomplete() {
         .unwrap()
         .finish()
         .unwrap();
-    let run = run_dir("partial");
+    let run = trained_run("ds-run-partial");
     let o = clipforge(&[
         "eval",
         "--checkpoint",
@@ -281,7 +262,7 @@ fn train_reads_a_fetched_datasets_train_split() {
 
 #[test]
 fn retrieval_counts_images_once_and_recall_grows_with_k() {
-    let run = run_dir("retrieval");
+    let run = trained_run("ds-run-retrieval");
     let ds = tmp("ds-retrieval");
     std::fs::create_dir_all(&ds).unwrap();
     let mut w = ShardWriter::new(&ds, "test", 100).unwrap();

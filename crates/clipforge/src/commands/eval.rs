@@ -32,9 +32,9 @@ pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Images per split.
-    #[arg(long, default_value_t = 512)]
-    pub images: usize,
+    /// Images per split (built-in scenes), at least 1.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub images: u64,
     /// A fetched dataset (a directory with dataset.json, or a name fetched into data/) instead
     /// of the built-in scenes.
     #[arg(long)]
@@ -76,7 +76,8 @@ pub fn run(args: Args) -> Result<()> {
         return eval_dataset(&args, &dir, &model, run_dir, &device);
     }
     let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
-    let report = clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images, &device)?;
+    let report =
+        clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images as usize, &device)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -39,3 +39,23 @@ pub fn assert_clean_error(out: &Output, needles: &[&str]) {
         assert!(stderr.contains(n), "stderr lacks {n:?}: {stderr}");
     }
 }
+
+/// A 1-step `tiny` run on the built-in scenes, to evaluate (its weights barely trained: the
+/// tests check the runners, not the model).
+pub fn trained_run(tag: &str) -> PathBuf {
+    let out = tmp(tag);
+    let o = clipforge(&[
+        "train",
+        "--model",
+        "tiny",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
