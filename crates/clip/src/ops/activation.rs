@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, exp, fused_ok};
+use super::{contiguous_f32, exp, fma, fused_ok};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Act {
@@ -17,11 +17,17 @@ pub(crate) enum Act {
 /// beyond sign; several times faster than libm's `erff` and well inside f32 parity tolerances.
 #[inline(always)]
 fn erf_given_exp(x: f32, e: f32) -> f32 {
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-    let y = 1.0 - poly * e;
+    let t = 1.0 / fma(0.327_591_1, x.abs(), 1.0);
+    let poly = t * fma(
+        fma(
+            fma(fma(1.061_405_4, t, -1.453_152_1), t, 1.421_413_7),
+            t,
+            -0.284_496_74,
+        ),
+        t,
+        0.254_829_6,
+    );
+    let y = fma(-poly, e, 1.0);
     y.copysign(x)
 }
 

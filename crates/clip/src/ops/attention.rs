@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::{matmul_serial_into, View};
-use super::{contiguous_f32, exp, fused_ok};
+use super::{contiguous_f32, exp, fused_ok, lanes};
 
 /// softmax(q kᵀ / √Dh [+ causal mask]) v for every head: qkv `[B, T, 3W]` → `[B, T, W]`.
 pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
@@ -132,9 +132,9 @@ fn probs(x: &[f32], d: Dims, hd: usize, p: &mut [f32]) {
     for (i, row) in p.chunks_mut(d.t).enumerate() {
         let (live, masked) = row.split_at_mut(d.visible(i));
         masked.fill(0.0);
-        let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) * scale;
+        let max = lanes::max(live) * scale;
         live.iter_mut().for_each(|v| *v = exp(*v * scale - max));
-        let inv = 1.0 / live.iter().sum::<f32>();
+        let inv = 1.0 / lanes::sum(live);
         live.iter_mut().for_each(|v| *v *= inv);
     }
 }
@@ -234,11 +234,7 @@ pub(crate) fn attn_bwd_one(
         matmul_serial_into(go_h, head(x, d, vo, w3).t(), ds, t, false); // dP [T, T]
         for (i, (dsi, pi)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
             let row = i * w + qo..i * w + qo + d.dh;
-            let di: f32 = go[row.clone()]
-                .iter()
-                .zip(&o[row])
-                .map(|(a, b)| a * b)
-                .sum();
+            let di = lanes::dot(&go[row.clone()], &o[row]);
             for (s, &pj) in dsi.iter_mut().zip(pi.iter()) {
                 *s = pj * (*s - di) * scale; // masked keys: pj = 0
             }

@@ -7,7 +7,7 @@
 //! activations the backward needs are kept inside the op (not recomputed); under
 //! [`inference`] they are not kept, and a backward through such a block is an error.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Mutex;
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -261,6 +261,36 @@ pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     matmul_serial_into(xv, wt, y, dout, true);
 }
 
+/// `y = res + b + x·Wᵀ` for x `[rows, in]`, W `[out, in]`, res and y `[rows, out]`: the residual
+/// and the bias in one pass, the product accumulated onto them (one pass fewer than
+/// [`affine`] then [`add_into`]).
+pub(super) fn affine_onto(x: &[f32], w: &[f32], b: &[f32], res: &[f32], y: &mut [f32]) {
+    let dout = b.len();
+    let din = w.len() / dout;
+    let rows = x.len() / din;
+    for (yr, rr) in y.chunks_mut(dout).zip(res.chunks(dout)) {
+        yr.iter_mut()
+            .zip(rr.iter().zip(b))
+            .for_each(|(o, (r, b))| *o = r + b);
+    }
+    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
+    matmul_serial_into(xv, wt, y, dout, true);
+}
+
+/// `hpre = x·Wᵀ + b` and `hact = act(hpre)`: the bias added in the activation's pass instead
+/// of written before the product.
+fn affine_act(act: Act, x: &[f32], w: &[f32], b: &[f32], hpre: &mut [f32], hact: &mut [f32]) {
+    let dout = b.len();
+    let din = w.len() / dout;
+    let rows = x.len() / din;
+    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
+    matmul_serial_into(xv, wt, hpre, dout, false);
+    for (pr, ar) in hpre.chunks_mut(dout).zip(hact.chunks_mut(dout)) {
+        add_into(pr, b);
+        act_fwd_slice(act, pr, ar);
+    }
+}
+
 /// `a += b`.
 pub(super) fn add_into(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(u, v)| *u += v);
@@ -285,30 +315,41 @@ fn fwd_rows(
     for (qe, oe) in a.qkv.chunks(t * 3 * w).zip(a.att.chunks_mut(t * w)) {
         attn_fwd_one(qe, d, oe, probs); // [T, W] per element
     }
-    affine(a.att, p.out_w, p.out_b, a.x1);
-    add_into(a.x1, x); // x1 = x + attention branch, [r, W]
+    affine_onto(a.att, p.out_w, p.out_b, x, a.x1); // x1 = x + attention branch, [r, W]
     for (xr, lr) in a.x1.chunks(w).zip(a.ln2.chunks_mut(w)) {
         ln_row(xr, p.ln2_w, p.ln2_b, c.eps, lr); // [r, W]
     }
-    affine(a.ln2, p.fc_w, p.fc_b, a.hpre); // [r, H]
-    act_fwd_slice(c.act(), a.hpre, a.hact); // [r, H]
-    affine(a.hact, p.proj_w, p.proj_b, y);
-    add_into(y, a.x1); // [r, W]
+    affine_act(c.act(), a.ln2, p.fc_w, p.fc_b, a.hpre, a.hact); // [r, H] twice
+    affine_onto(a.hact, p.proj_w, p.proj_b, a.x1, y); // [r, W]
 }
 
-/// Scratch for one task under [`inference`], sized for `rows` rows.
-struct Scratch {
-    bufs: Saved,
-    probs: Vec<f32>,
+thread_local! {
+    /// Each thread's scratch for blocks under [`inference`], kept from call to call (it only
+    /// grows): a fresh zeroed buffer per task was a `memset` of every intermediate, each block.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Scratch {
-    fn new(rows: usize, c: &BlockCfg, t: usize) -> Self {
-        Self {
-            bufs: Saved::zeros(rows, c.width, c.hidden),
-            probs: vec![0f32; t * t],
+/// Runs `f` on `len` values of this thread's scratch (contents unspecified). Should `f` reach
+/// here again on the same thread, the inner call gets a fresh buffer.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
         }
-    }
+        Err(_) => f(&mut vec![0f32; len]),
+    })
+}
+
+/// Cuts `buf` into consecutive slices of the given lengths.
+fn carve<'a, const N: usize>(mut buf: &'a mut [f32], lens: [usize; N]) -> [&'a mut [f32]; N] {
+    lens.map(|n| {
+        let (head, rest) = std::mem::take(&mut buf).split_at_mut(n);
+        buf = rest;
+        head
+    })
 }
 
 impl CustomOp2 for BlockOp {
@@ -337,23 +378,23 @@ impl CustomOp2 for BlockOp {
         if INFERENCE.with(|f| f.get()) {
             y.par_chunks_mut(rows * w)
                 .zip(x.par_chunks(rows * w))
-                .for_each_init(
-                    || Scratch::new(rows, &c, t),
-                    |sc, (yc, xc)| {
-                        let n = xc.len() / w;
-                        let s = &mut sc.bufs;
+                .for_each(|(yc, xc)| {
+                    let n = xc.len() / w;
+                    let lens = [n * w, n * 3 * w, n * w, n * w, n * w, n * hd, n * hd, t * t];
+                    with_scratch(lens.iter().sum(), |buf| {
+                        let [ln1, qkv, att, x1, ln2, hpre, hact, probs] = carve(buf, lens);
                         let acts = Acts {
-                            ln1: &mut s.ln1[..n * w],
-                            qkv: &mut s.qkv[..n * 3 * w],
-                            att: &mut s.att[..n * w],
-                            x1: &mut s.x1[..n * w],
-                            ln2: &mut s.ln2[..n * w],
-                            hpre: &mut s.hpre[..n * hd],
-                            hact: &mut s.hact[..n * hd],
+                            ln1,
+                            qkv,
+                            att,
+                            x1,
+                            ln2,
+                            hpre,
+                            hact,
                         };
-                        fwd_rows(&wts, &c, t, xc, acts, yc, &mut sc.probs);
-                    },
-                );
+                        fwd_rows(&wts, &c, t, xc, acts, yc, probs);
+                    })
+                });
             return Ok((CpuStorage::F32(y), l1.shape().clone()));
         }
         let mut s = Saved::zeros(r, w, hd);

@@ -49,17 +49,40 @@ pub(crate) fn exp(x: f32) -> f32 {
     let shifted = xc * LOG2E + MAGIC;
     let k = shifted - MAGIC;
     let ki = (shifted.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32); // k, −126 … 128
-    let r = xc - k * C1 - k * C2;
-    let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5;
-    let e = p * r * r + r + 1.0;
+    let r = fma(-k, C2, fma(-k, C1, xc));
+    let p = fma(
+        fma(
+            fma(
+                fma(fma(1.987_569_1e-4, r, 1.398_2e-3), r, 8.333_452e-3),
+                r,
+                4.166_579_6e-2,
+            ),
+            r,
+            1.666_666_5e-1,
+        ),
+        r,
+        0.5,
+    );
+    let e = fma(p, r * r, r) + 1.0;
     let scale = f32::from_bits(((ki + 127) as u32) << 23);
     if x < -87.3 {
         0.0
     } else {
         e * scale
+    }
+}
+
+/// `a·b + c`, one rounding where the CPU has FMA (the build targets the native CPU), else two;
+/// `f32::mul_add` without the instruction would be a libm call.
+#[inline(always)]
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        a.mul_add(b, c)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        a * b + c
     }
 }
 
@@ -71,6 +94,7 @@ mod activation;
 mod attention;
 mod block;
 mod gemm;
+mod lanes;
 mod linear;
 mod norm;
 mod pooled_block;

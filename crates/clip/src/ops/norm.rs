@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
+use super::{contiguous_f32, fused_ok, lanes, map_rows, ROWS_PER_TASK};
 
 /// LayerNorm over the last dimension: x `[..., C]`, weight `[C]`, bias `[C]` → `[..., C]`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -35,8 +35,8 @@ pub fn layer_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64)
 /// Mean and 1/std of one row.
 fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
     let c = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / c;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c;
+    let mean = lanes::sum(row) / c;
+    let var = lanes::sum_sq_dev(row, mean) / c;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
@@ -152,16 +152,15 @@ pub(crate) fn ln_fwd(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
 pub(crate) fn ln_bwd_row(xrow: &[f32], w: &[f32], dyrow: &[f32], eps: f32, dxrow: &mut [f32]) {
     let c = w.len();
     let (mean, rstd) = row_stats(xrow, eps);
-    let (mut m1, mut m2) = (0f32, 0f32);
-    for i in 0..c {
-        let g = dyrow[i] * w[i];
-        m1 += g;
-        m2 += g * (xrow[i] - mean) * rstd;
-    }
-    let (m1, m2) = (m1 / c as f32, m2 / c as f32);
-    for i in 0..c {
-        let xhat = (xrow[i] - mean) * rstd;
-        dxrow[i] = rstd * (dyrow[i] * w[i] - m1 - xhat * m2);
+    let g = &mut dxrow[..c]; // dy·w, then overwritten by dx
+    g.iter_mut()
+        .zip(dyrow.iter().zip(w))
+        .for_each(|(g, (d, w))| *g = d * w);
+    let m1 = lanes::sum(g) / c as f32;
+    let m2 = lanes::fold2(g, xrow, |g, x| g * (x - mean)) * rstd / c as f32;
+    for (g, &x) in g.iter_mut().zip(xrow) {
+        let xhat = (x - mean) * rstd;
+        *g = rstd * (*g - m1 - xhat * m2);
     }
 }
 

@@ -17,7 +17,7 @@ use super::block::{
     residual_block_composed, run_bwd, take_saved, BlockCfg, BlockParams, Weights,
 };
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
-use super::{contiguous_f32, exp, fused_ok};
+use super::{contiguous_f32, exp, fused_ok, lanes};
 
 /// Pooled rows per task in the second phase.
 const POOLED_PER_TASK: usize = 32;
@@ -95,10 +95,6 @@ struct PooledOp {
     saved: Mutex<Option<Saved>>,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// Visible keys for the query at position `q` of `t` tokens.
 fn keys(c: &BlockCfg, q: usize, t: usize) -> usize {
     if c.causal {
@@ -118,13 +114,13 @@ fn query_attn_fwd(q: &[f32], kv: &[f32], heads: usize, n: usize, att: &mut [f32]
         let qh = &q[h * dh..(h + 1) * dh];
         let ph = &mut p[h * t..(h + 1) * t];
         for (j, s) in ph[..n].iter_mut().enumerate() {
-            *s = dot(qh, &kv[j * 2 * w + h * dh..][..dh]) * scale; // q·k_j / √Dh
+            *s = lanes::dot(qh, &kv[j * 2 * w + h * dh..][..dh]) * scale; // q·k_j / √Dh
         }
         ph[n..].fill(0.0);
         let live = &mut ph[..n];
-        let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let max = lanes::max(live);
         live.iter_mut().for_each(|v| *v = exp(*v - max));
-        let inv = 1.0 / live.iter().sum::<f32>();
+        let inv = 1.0 / lanes::sum(live);
         live.iter_mut().for_each(|v| *v *= inv);
         let oh = &mut att[h * dh..(h + 1) * dh];
         oh.fill(0.0);
@@ -158,9 +154,9 @@ fn query_attn_bwd(
         let ph = &p[h * t..h * t + n];
         let ds = &mut ds[..n];
         for (j, d) in ds.iter_mut().enumerate() {
-            *d = dot(gh, &kv[j * 2 * w + w + h * dh..][..dh]); // dp_j = g·v_j
+            *d = lanes::dot(gh, &kv[j * 2 * w + w + h * dh..][..dh]); // dp_j = g·v_j
         }
-        let s = dot(ph, ds); // Σ_j p_j dp_j
+        let s = lanes::dot(ph, ds); // Σ_j p_j dp_j
         ds.iter_mut()
             .zip(ph)
             .for_each(|(d, &pj)| *d = pj * (*d - s) * scale);

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, exp, fused_ok, map_rows, ROWS_PER_TASK};
+use super::{contiguous_f32, exp, fused_ok, lanes, map_rows, ROWS_PER_TASK};
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
@@ -23,11 +23,11 @@ impl CustomOp1 for SoftmaxOp {
         let x = contiguous_f32(s, l, self.name())?;
         let c = l.dims()[l.dims().len() - 1];
         let y = map_rows(x, c, |xrow, yrow| {
-            let max = xrow.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let max = lanes::max(xrow);
             for (y, &x) in yrow.iter_mut().zip(xrow) {
                 *y = exp(x - max);
             }
-            let inv = 1.0 / yrow.iter().sum::<f32>();
+            let inv = 1.0 / lanes::sum(yrow);
             yrow.iter_mut().for_each(|v| *v *= inv);
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -63,7 +63,7 @@ impl CustomOp2 for SoftmaxBwdOp {
             .for_each(|(dxr, (yr, dyr))| {
                 for ((dxrow, yrow), dyrow) in dxr.chunks_mut(c).zip(yr.chunks(c)).zip(dyr.chunks(c))
                 {
-                    let dot: f32 = yrow.iter().zip(dyrow).map(|(a, b)| a * b).sum();
+                    let dot = lanes::dot(yrow, dyrow);
                     for i in 0..c {
                         dxrow[i] = yrow[i] * (dyrow[i] - dot);
                     }
