@@ -59,13 +59,6 @@ impl TextTransformer {
     /// The pooled, pre-projection feature: ids `[B, T]` (u32) → `[B, width]`.
     pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let x = self
-            .token_embedding
-            .embedding(&ids.flatten_all()?)?
-            .reshape((b, t, self.width))?; // [B, T, W]
-        let pos = self.positional_embedding.narrow(0, 0, t)?; // [T, W]
-        let x = x.broadcast_add(&pos)?; // [B, T, W]
-
         // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
         let eot: Vec<usize> = ids
             .argmax(D::Minus1)?
@@ -74,6 +67,17 @@ impl TextTransformer {
             .into_iter()
             .map(|i| i as usize)
             .collect(); // [B]
+                        // Under the causal mask no position reads a later one, so the tokens after the batch's
+                        // last end-of-text (padding) cannot reach any feature that is read: they are dropped
+                        // before the tower instead of carried through every layer. Same values, same gradients.
+        let t = eot.iter().max().map_or(t, |&e| e + 1);
+        let ids = ids.narrow(1, 0, t)?; // [B, T']
+        let x = self
+            .token_embedding
+            .embedding(&ids.flatten_all()?)?
+            .reshape((b, t, self.width))?; // [B, T', W]
+        let pos = self.positional_embedding.narrow(0, 0, t)?; // [T', W]
+        let x = x.broadcast_add(&pos)?; // [B, T', W]
         let x = self.transformer.forward_pooled(&x, true, &eot)?; // [B, W], causal
         self.ln_final.forward(&x) // per row, so the same as ln_final before the gather
     }
