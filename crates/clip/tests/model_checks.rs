@@ -131,6 +131,82 @@ fn every_parameter_receives_a_gradient() {
     }
 }
 
+/// The text tower encodes captions in length groups, each cut after its last end-of-text
+/// (`TextTransformer::pooled`). A caption's feature, and the gradients it sends back, must not
+/// depend on the captions beside it: the batch below (ends at 7, 1, 7, 1, 1, 7 of context 8)
+/// is split in two groups, reordered, and put back; each caption alone is one group of one.
+#[test]
+fn a_caption_encodes_the_same_in_a_batch_and_alone() {
+    let cfg = small_cfg("linear");
+    let dev = Device::Cpu;
+    let (model, varmap) = Clip::with_varmap(&cfg, &dev).unwrap();
+    init::init_parameters(&varmap, &cfg, 2).unwrap();
+    let ends = [7usize, 1, 7, 1, 1, 7];
+    let mut ids = vec![0u32; ends.len() * 8];
+    for (i, &e) in ends.iter().enumerate() {
+        ids[i * 8] = 62; // start of text
+        for j in 1..e {
+            ids[i * 8 + j] = (5 + 3 * i + j) as u32 % 60;
+        }
+        ids[i * 8 + e] = 63; // end of text, the highest id
+    }
+    let ids = Tensor::from_vec(ids, (ends.len(), 8), &dev).unwrap();
+    let weights = Tensor::randn(0f32, 1., (ends.len(), 16), &dev).unwrap();
+
+    let batch = model.text.forward(&ids).unwrap(); // [6, E]
+    let alone = Tensor::cat(
+        &(0..ends.len())
+            .map(|i| model.text.forward(&ids.narrow(0, i, 1).unwrap()).unwrap())
+            .collect::<Vec<_>>(),
+        0,
+    )
+    .unwrap(); // [6, E]
+    let diff: f32 = (&batch - &alone)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-5, "features differ by {diff}");
+
+    let grads_of = |f: &Tensor| {
+        (f * &weights)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+    };
+    let (gb, ga) = (grads_of(&batch), grads_of(&alone));
+    let mut checked = 0;
+    for (key, var) in varmap.data().lock().unwrap().iter() {
+        if key.starts_with("visual.") || key == "logit_scale" {
+            continue; // the image tower and the logit scale take no part
+        }
+        checked += 1;
+        let (b, a) = (
+            gb.get(var.as_tensor()).unwrap(),
+            ga.get(var.as_tensor()).unwrap(),
+        );
+        let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let d: f32 = (b - a)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(
+            d <= 1e-5 * scale.max(1.0),
+            "gradient of {key} differs by {d} (scale {scale})"
+        );
+    }
+    assert!(checked >= 10, "only {checked} text parameters compared");
+}
+
 #[test]
 fn logit_scale_is_clamped_to_ln_100() {
     let cfg = small_cfg("linear");

@@ -196,12 +196,20 @@ impl BlockCfg {
     }
 }
 
-/// Batch elements per task: whole elements (attention mixes a element's rows), about 256 rows
-/// — enough for `gemm` to run well on one thread, few enough that a task's intermediates stay
-/// in cache. Each task runs the whole block over its rows, so the element-wise passes (bias,
-/// LayerNorm, activation, residual adds) read what the product before them just wrote.
-pub(super) fn elems_per_task(t: usize) -> usize {
-    256usize.div_ceil(t.max(1))
+/// Batch elements per task, for `b` elements of `t` tokens: whole elements (attention mixes a
+/// element's rows), about 256 rows — enough for `gemm` to run well on one thread, few enough
+/// that a task's intermediates stay in cache. Each task runs the whole block over its rows, so
+/// the element-wise passes (bias, LayerNorm, activation, residual adds) read what the product
+/// before them just wrote. When that makes only a few tasks, their count is rounded up to a
+/// multiple of the threads, so that no thread is left alone with a last odd task.
+pub(super) fn elems_per_task(b: usize, t: usize) -> usize {
+    let per = 256usize.div_ceil(t.max(1));
+    let tasks = b.div_ceil(per);
+    let threads = rayon::current_num_threads().max(1);
+    if tasks >= 4 * threads {
+        return per;
+    }
+    b.div_ceil(tasks.div_ceil(threads) * threads).max(1)
 }
 
 /// The twelve parameters, sliced out of the packed vector.
@@ -373,7 +381,7 @@ impl CustomOp2 for BlockOp {
         }
         let (hd, r) = (c.hidden, b * t);
         let wts = Weights::of(p, w, hd);
-        let rows = elems_per_task(t) * t; // rows per task
+        let rows = elems_per_task(b, t) * t; // rows per task
         let mut y = vec![0f32; r * w]; // [R, W]
         if INFERENCE.with(|f| f.get()) {
             y.par_chunks_mut(rows * w)
@@ -630,7 +638,7 @@ impl CustomOp3 for BlockBwdOp {
         let (_, total) = offsets(w, hd);
         let wts = Weights::of(p, w, hd);
         let n = b * t * w;
-        let rows = elems_per_task(t) * t;
+        let rows = elems_per_task(b, t) * t;
         let mut out = vec![0f32; n + total];
         let (dx_out, dp) = out.split_at_mut(n);
         let grads = (

@@ -213,7 +213,7 @@ impl CustomOp2 for PooledOp {
             hact: z(b * hd),
         };
         // Phase 1, whole elements: ln_1 and the keys and values of every row.
-        let e = elems_per_task(t);
+        let e = elems_per_task(b, t);
         (
             x.par_chunks(e * t * w),
             s.ln1.par_chunks_mut(e * t * w),
@@ -438,7 +438,7 @@ impl CustomOp3 for PooledBwdOp {
             .reduce(|| z(total), sum_into);
 
         // Phase 1 backward, whole elements: K, V and ln_1 of every row, the residual.
-        let e = elems_per_task(t);
+        let e = elems_per_task(b, t);
         let mut out = z(b * t * w + total);
         let (dx, dp) = out.split_at_mut(b * t * w);
         let g1 = (
