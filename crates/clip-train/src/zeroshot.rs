@@ -80,7 +80,7 @@ mod tests {
         let a = Tensor::new(&[[0.9f32, 0.], [0., 0.2], [0.5, 0.5]], &dev).unwrap(); // [C=3, E]
         let b = Tensor::new(&[[0f32, 0.], [0., 1.], [0.1, 0.1]], &dev).unwrap();
         // Alone, `a` ranks class 2 first for the second image; its second description wins.
-        let one = top5_predictions(&emb, &[a.clone()]).unwrap();
+        let one = top5_predictions(&emb, std::slice::from_ref(&a)).unwrap();
         assert_eq!(one, vec![vec![0, 2, 1], vec![2, 1, 0]]);
         let best = top5_predictions(&emb, &[a, b]).unwrap();
         assert_eq!(best, vec![vec![0, 2, 1], vec![1, 2, 0]]);
