@@ -131,6 +131,17 @@ fn every_parameter_receives_a_gradient() {
     }
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 /// The text tower encodes captions in length groups, each cut after its last end-of-text
 /// (`TextTransformer::pooled`). A caption's feature, and the gradients it sends back, must not
 /// depend on the captions beside it: the batch below (ends at 7, 1, 7, 1, 1, 7 of context 8)
@@ -161,14 +172,7 @@ fn a_caption_encodes_the_same_in_a_batch_and_alone() {
         0,
     )
     .unwrap(); // [6, E]
-    let diff: f32 = (&batch - &alone)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
+    let diff = max_abs_diff(&batch, &alone);
     assert!(diff < 1e-5, "features differ by {diff}");
 
     let grads_of = |f: &Tensor| {
@@ -191,14 +195,7 @@ fn a_caption_encodes_the_same_in_a_batch_and_alone() {
             ga.get(var.as_tensor()).unwrap(),
         );
         let scale: f32 = a.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-        let d: f32 = (b - a)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let d = max_abs_diff(b, a);
         assert!(
             d <= 1e-5 * scale.max(1.0),
             "gradient of {key} differs by {d} (scale {scale})"

@@ -259,6 +259,21 @@ struct Acts<'a> {
     hact: &'a mut [f32],
 }
 
+impl<'a> Acts<'a> {
+    /// From the seven buffers in field order: ln1, qkv, att, x1, ln2, hpre, hact.
+    fn of([ln1, qkv, att, x1, ln2, hpre, hact]: [&'a mut [f32]; 7]) -> Self {
+        Self {
+            ln1,
+            qkv,
+            att,
+            x1,
+            ln2,
+            hpre,
+            hact,
+        }
+    }
+}
+
 /// `y = x·Wᵀ + b` for x `[rows, in]`, W `[out, in]`, on the calling thread, into y `[rows, out]`.
 pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
     let dout = b.len();
@@ -391,15 +406,7 @@ impl CustomOp2 for BlockOp {
                     let lens = [n * w, n * 3 * w, n * w, n * w, n * w, n * hd, n * hd, t * t];
                     with_scratch(lens.iter().sum(), |buf| {
                         let [ln1, qkv, att, x1, ln2, hpre, hact, probs] = carve(buf, lens);
-                        let acts = Acts {
-                            ln1,
-                            qkv,
-                            att,
-                            x1,
-                            ln2,
-                            hpre,
-                            hact,
-                        };
+                        let acts = Acts::of([ln1, qkv, att, x1, ln2, hpre, hact]);
                         fwd_rows(&wts, &c, t, xc, acts, yc, probs);
                     })
                 });
@@ -421,15 +428,7 @@ impl CustomOp2 for BlockOp {
             .for_each_init(
                 || vec![0f32; t * t],
                 |probs, (yc, xc, ln1, qkv, att, x1, ln2, hpre, hact)| {
-                    let acts = Acts {
-                        ln1,
-                        qkv,
-                        att,
-                        x1,
-                        ln2,
-                        hpre,
-                        hact,
-                    };
+                    let acts = Acts::of([ln1, qkv, att, x1, ln2, hpre, hact]);
                     fwd_rows(&wts, &c, t, xc, acts, yc, probs);
                 },
             );
