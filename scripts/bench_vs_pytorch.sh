@@ -48,5 +48,11 @@ for r, (x, y) in enumerate(zip(ts, cs), 1):
     print(f"  {r}: {x[step]:.3f} / {y[step]:.3f}  ({y[step] / x[step]:.2f});  "
           f"{x['image_encode_per_s']:.0f} / {y['image_encode_per_s']:.0f};  "
           f"{x['text_encode_per_s']:.0f} / {y['text_encode_per_s']:.0f}")
+# Within a round the engines run back to back, so a round's ratio sees one state of the machine;
+# their median is less moved by one lucky or unlucky round than the best-against-best above.
+med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+print(f"median of the rounds' ratios: step {med([y[step] / x[step] for x, y in zip(ts, cs)]):.2f}, "
+      + ", ".join(f"{name} {med([y[k] / x[k] for x, y in zip(ts, cs)]):.2f}×"
+                  for k, name in [("image_encode_per_s", "image encode"), ("text_encode_per_s", "text encode")]))
 PY
 rm -rf "$OUT"
