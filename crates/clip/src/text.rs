@@ -64,8 +64,8 @@ impl TextTransformer {
     /// end-of-text, instead of every caption carried to the full context through every layer.
     /// Same values and gradients as the full computation (open_clip's), up to rounding.
     pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
-        let b = ids.dim(0)?;
-        // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
+        let (b, _) = ids.dims2()?; // [B, T]
+                                   // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
         let eot: Vec<usize> = ids
             .argmax(D::Minus1)?
             .to_dtype(DType::U32)?

@@ -196,7 +196,7 @@ impl BlockCfg {
     }
 }
 
-/// Batch elements per task, for `b` elements of `t` tokens: whole elements (attention mixes a
+/// Batch elements per task, for `b` elements of `t` tokens: whole elements (attention mixes an
 /// element's rows), about 256 rows — enough for `gemm` to run well on one thread, few enough
 /// that a task's intermediates stay in cache. Each task runs the whole block over its rows, so
 /// the element-wise passes (bias, LayerNorm, activation, residual adds) read what the product
