@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::activation::{act_fwd_slice, act_grad_slice, Act};
 use super::attention::{attn_bwd_one, attn_fwd_one, Dims};
-use super::gemm::{matmul_serial_into, View};
+use super::gemm::{matmul_kept, matmul_serial_into, Kept, View};
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::{contiguous_f32, fused_ok};
 
@@ -248,6 +248,29 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// What one forward call reads: the parameters, and the four product weights transposed and
+/// kept ([`Kept`]) for every task's products.
+pub(super) struct FwdWeights<'a> {
+    pub(super) p: &'a Weights<'a>,
+    pub(super) in_w: Kept,
+    pub(super) out_w: Kept,
+    pub(super) fc_w: Kept,
+    pub(super) proj_w: Kept,
+}
+
+impl<'a> Weights<'a> {
+    /// With the four product weights as `Wᵀ`, for the forward's `x·Wᵀ` (`w` width, `h` hidden).
+    pub(super) fn for_forward(&'a self, w: usize, h: usize) -> FwdWeights<'a> {
+        FwdWeights {
+            p: self,
+            in_w: Kept::transposed(self.in_w, 3 * w),
+            out_w: Kept::transposed(self.out_w, w),
+            fc_w: Kept::transposed(self.fc_w, h),
+            proj_w: Kept::transposed(self.proj_w, w),
+        }
+    }
+}
+
 /// One task's activations: rows of the kept buffers, or of scratch under [`inference`].
 struct Acts<'a> {
     ln1: &'a mut [f32],
@@ -274,40 +297,32 @@ impl<'a> Acts<'a> {
     }
 }
 
-/// `y = x·Wᵀ + b` for x `[rows, in]`, W `[out, in]`, on the calling thread, into y `[rows, out]`.
-pub(super) fn affine(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    let dout = b.len();
-    let din = w.len() / dout;
-    let rows = x.len() / din;
+/// `y = x·Wᵀ + b` for x `[rows, in]`, W `[out, in]` (kept as Wᵀ: [`Kept::transposed`]), on the
+/// calling thread, into y `[rows, out]`.
+pub(super) fn affine(x: &[f32], w: &Kept, b: &[f32], y: &mut [f32]) {
+    let dout = w.cols();
     y.chunks_mut(dout).for_each(|r| r.copy_from_slice(b));
-    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
-    matmul_serial_into(xv, wt, y, dout, true);
+    matmul_kept(x, w, y, dout, true);
 }
 
 /// `y = res + b + x·Wᵀ` for x `[rows, in]`, W `[out, in]`, res and y `[rows, out]`: the residual
 /// and the bias in one pass, the product accumulated onto them (one pass fewer than
 /// [`affine`] then [`add_into`]).
-pub(super) fn affine_onto(x: &[f32], w: &[f32], b: &[f32], res: &[f32], y: &mut [f32]) {
-    let dout = b.len();
-    let din = w.len() / dout;
-    let rows = x.len() / din;
+pub(super) fn affine_onto(x: &[f32], w: &Kept, b: &[f32], res: &[f32], y: &mut [f32]) {
+    let dout = w.cols();
     for (yr, rr) in y.chunks_mut(dout).zip(res.chunks(dout)) {
         yr.iter_mut()
             .zip(rr.iter().zip(b))
             .for_each(|(o, (r, b))| *o = r + b);
     }
-    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
-    matmul_serial_into(xv, wt, y, dout, true);
+    matmul_kept(x, w, y, dout, true);
 }
 
 /// `hpre = x·Wᵀ + b` and `hact = act(hpre)`: the bias added in the activation's pass instead
 /// of written before the product.
-fn affine_act(act: Act, x: &[f32], w: &[f32], b: &[f32], hpre: &mut [f32], hact: &mut [f32]) {
-    let dout = b.len();
-    let din = w.len() / dout;
-    let rows = x.len() / din;
-    let (xv, wt) = (View::rows(x, rows, din), View::rows(w, dout, din).t());
-    matmul_serial_into(xv, wt, hpre, dout, false);
+fn affine_act(act: Act, x: &[f32], w: &Kept, b: &[f32], hpre: &mut [f32], hact: &mut [f32]) {
+    let dout = w.cols();
+    matmul_kept(x, w, hpre, dout, false);
     for (pr, ar) in hpre.chunks_mut(dout).zip(hact.chunks_mut(dout)) {
         add_into(pr, b);
         act_fwd_slice(act, pr, ar);
@@ -321,7 +336,7 @@ pub(super) fn add_into(a: &mut [f32], b: &[f32]) {
 
 /// The block over one task's rows x `[r, W]` (whole batch elements of T tokens) → y `[r, W]`.
 fn fwd_rows(
-    p: &Weights,
+    pt: &FwdWeights,
     c: &BlockCfg,
     t: usize,
     x: &[f32],
@@ -329,21 +344,21 @@ fn fwd_rows(
     y: &mut [f32],
     probs: &mut [f32],
 ) {
-    let w = c.width;
+    let (w, p) = (c.width, pt.p);
     for (xr, lr) in x.chunks(w).zip(a.ln1.chunks_mut(w)) {
         ln_row(xr, p.ln1_w, p.ln1_b, c.eps, lr); // [r, W]
     }
-    affine(a.ln1, p.in_w, p.in_b, a.qkv); // [r, 3W]
+    affine(a.ln1, &pt.in_w, p.in_b, a.qkv); // [r, 3W]
     let d = c.dims(t);
     for (qe, oe) in a.qkv.chunks(t * 3 * w).zip(a.att.chunks_mut(t * w)) {
         attn_fwd_one(qe, d, oe, probs); // [T, W] per element
     }
-    affine_onto(a.att, p.out_w, p.out_b, x, a.x1); // x1 = x + attention branch, [r, W]
+    affine_onto(a.att, &pt.out_w, p.out_b, x, a.x1); // x1 = x + attention branch, [r, W]
     for (xr, lr) in a.x1.chunks(w).zip(a.ln2.chunks_mut(w)) {
         ln_row(xr, p.ln2_w, p.ln2_b, c.eps, lr); // [r, W]
     }
-    affine_act(c.act(), a.ln2, p.fc_w, p.fc_b, a.hpre, a.hact); // [r, H] twice
-    affine_onto(a.hact, p.proj_w, p.proj_b, a.x1, y); // [r, W]
+    affine_act(c.act(), a.ln2, &pt.fc_w, p.fc_b, a.hpre, a.hact); // [r, H] twice
+    affine_onto(a.hact, &pt.proj_w, p.proj_b, a.x1, y); // [r, W]
 }
 
 thread_local! {
@@ -396,6 +411,7 @@ impl CustomOp2 for BlockOp {
         }
         let (hd, r) = (c.hidden, b * t);
         let wts = Weights::of(p, w, hd);
+        let wt = wts.for_forward(w, hd);
         let rows = elems_per_task(b, t) * t; // rows per task
         let mut y = vec![0f32; r * w]; // [R, W]
         if INFERENCE.with(|f| f.get()) {
@@ -407,7 +423,7 @@ impl CustomOp2 for BlockOp {
                     with_scratch(lens.iter().sum(), |buf| {
                         let [ln1, qkv, att, x1, ln2, hpre, hact, probs] = carve(buf, lens);
                         let acts = Acts::of([ln1, qkv, att, x1, ln2, hpre, hact]);
-                        fwd_rows(&wts, &c, t, xc, acts, yc, probs);
+                        fwd_rows(&wt, &c, t, xc, acts, yc, probs);
                     })
                 });
             return Ok((CpuStorage::F32(y), l1.shape().clone()));
@@ -429,7 +445,7 @@ impl CustomOp2 for BlockOp {
                 || vec![0f32; t * t],
                 |probs, (yc, xc, ln1, qkv, att, x1, ln2, hpre, hact)| {
                     let acts = Acts::of([ln1, qkv, att, x1, ln2, hpre, hact]);
-                    fwd_rows(&wts, &c, t, xc, acts, yc, probs);
+                    fwd_rows(&wt, &c, t, xc, acts, yc, probs);
                 },
             );
         *self.saved.lock().expect("block activations lock") = Some(s);

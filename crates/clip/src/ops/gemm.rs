@@ -58,6 +58,83 @@ pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, ac
     gemm_into(a, b, c, ldc, accumulate, false);
 }
 
+/// Rows per `gemm` call in [`matmul_kept`]. `gemm` 0.19 multiplies a row-major output as its
+/// transpose, so our right operand becomes its left one, which it copies into panels ("packs")
+/// before multiplying whenever the call has more than 8·6 of our rows (its single-thread
+/// packing threshold times the AVX2 kernel's 6). Up to 48 rows, it reads a [`Kept`] operand
+/// where it lies.
+const UNPACKED_ROWS: usize = 48;
+
+/// A right operand B `[k, n]` kept for many products x·B (a weight, across every task of an
+/// op call): row-major, 64-byte aligned, rows `ld` floats apart, `ld` being `n` rounded up to a
+/// multiple of 16 floats (one cache line) and then to an odd number of lines, so that the 16
+/// values `gemm`'s kernel loads per step of k are one line, and successive steps' lines do not
+/// crowd into a few L1 sets as a power-of-two stride would. Built once per op call, it spares
+/// every task's product the copy `gemm` would otherwise make of it.
+pub(crate) struct Kept {
+    buf: Vec<f32>,
+    start: usize,
+    k: usize,
+    n: usize,
+    ld: usize,
+}
+
+impl Kept {
+    /// A copy of `b`, in the layout above.
+    fn of(b: View) -> Self {
+        let (k, n) = (b.rows, b.cols);
+        let ld = (n.div_ceil(16) | 1) * 16;
+        let mut buf = vec![0f32; k * ld + 16];
+        let start = buf.as_ptr().align_offset(64).min(16);
+        for i in 0..k {
+            let row = &mut buf[start + i * ld..][..n];
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = b.data[i * b.rs + j * b.cs];
+            }
+        }
+        Self {
+            buf,
+            start,
+            k,
+            n,
+            ld,
+        }
+    }
+
+    /// Wᵀ `[in, out]` of a weight W `[out, in]`, row-major: for `x·Wᵀ`.
+    pub fn transposed(w: &[f32], out: usize) -> Self {
+        Self::of(View::rows(w, out, w.len() / out.max(1)).t())
+    }
+
+    /// Columns (n).
+    pub fn cols(&self) -> usize {
+        self.n
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            data: &self.buf[self.start..],
+            rows: self.k,
+            cols: self.n,
+            rs: self.ld,
+            cs: 1,
+        }
+    }
+}
+
+/// `c = x·B` (or `c += x·B`) on the calling thread, x row-major `[rows, k]`, c rows `ldc`
+/// apart, in slices of [`UNPACKED_ROWS`] rows so that `gemm` reads B where it lies.
+pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let k = b.k;
+    assert!(k > 0, "matmul_kept: an operand of no rows");
+    let rows = x.len() / k;
+    for start in (0..rows).step_by(UNPACKED_ROWS) {
+        let n = UNPACKED_ROWS.min(rows - start);
+        let xs = View::rows(&x[start * k..(start + n) * k], n, k);
+        gemm_into(xs, b.view(), &mut c[start * ldc..], ldc, accumulate, false);
+    }
+}
+
 /// The library's one `unsafe` block: `gemm` takes raw pointers and strides.
 #[allow(unsafe_code)]
 fn gemm_into(a: View, b: View, c: &mut [f32], ldc: usize, accumulate: bool, parallel: bool) {
@@ -141,6 +218,28 @@ mod tests {
                 assert!((g - w).abs() < 1e-5);
             }
             matmul(x, y, &mut c, true);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - 2.0 * w).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn kept_operands_multiply_as_the_definition_across_slices() {
+        // 100 rows: slices of 48, 48, 4; n = 20 and 37 pad to odd line counts.
+        let x: Vec<f32> = (0..100 * 7).map(|i| (i as f32 * 0.37).sin()).collect();
+        for n in [20, 37] {
+            let w: Vec<f32> = (0..n * 7).map(|i| (i as f32 * 0.11).cos()).collect();
+            let xv = View::rows(&x, 100, 7);
+            let want = naive(xv, View::rows(&w, n, 7).t()); // x·Wᵀ [100, n]
+            let kept = Kept::transposed(&w, n);
+            assert_eq!(kept.cols(), n);
+            let mut c = vec![1f32; 100 * n];
+            matmul_kept(&x, &kept, &mut c, n, false);
+            for (g, w) in c.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-5);
+            }
+            matmul_kept(&x, &kept, &mut c, n, true);
             for (g, w) in c.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5);
             }

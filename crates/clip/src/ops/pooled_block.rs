@@ -16,6 +16,7 @@ use super::block::{
     add_into, affine, affine_dx, affine_param_grads, elems_per_task, in_inference, offsets, pack,
     residual_block_composed, run_bwd, take_saved, BlockCfg, BlockParams, Weights,
 };
+use super::gemm::Kept;
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::{contiguous_f32, exp, fused_ok, lanes};
 
@@ -199,6 +200,12 @@ impl CustomOp2 for PooledOp {
         let wts = Weights::of(p, w, hd);
         let (wq, wkv) = wts.in_w.split_at(w * w); // [W, W], [2W, W]
         let (bq, bkv) = wts.in_b.split_at(w);
+        let (wq_t, wkv_t) = (Kept::transposed(wq, w), Kept::transposed(wkv, 2 * w)); // for x·Wᵀ
+        let (out_t, fc_t, proj_t) = (
+            Kept::transposed(wts.out_w, w),
+            Kept::transposed(wts.fc_w, hd),
+            Kept::transposed(wts.proj_w, w),
+        );
         let z = |n: usize| vec![0f32; n];
         let mut s = Saved {
             ln1: z(b * t * w),
@@ -226,7 +233,7 @@ impl CustomOp2 for PooledOp {
                 for (xr, lr) in xc.chunks(w).zip(ln1.chunks_mut(w)) {
                     ln_row(xr, wts.ln1_w, wts.ln1_b, c.eps, lr); // [r, W]
                 }
-                affine(ln1, wkv, bkv, kv); // [r, 2W]
+                affine(ln1, &wkv_t, bkv, kv); // [r, 2W]
                 for (i, (&q, lq)) in pc.iter().zip(lnq.chunks_mut(w)).enumerate() {
                     lq.copy_from_slice(&ln1[(i * t + q) * w..][..w]);
                 }
@@ -255,7 +262,7 @@ impl CustomOp2 for PooledOp {
             .into_par_iter()
             .for_each(
                 |((yc, q, probs, att, x1, ln2, hpre, hact), (lnq, kv, xc, pc))| {
-                    affine(lnq, wq, bq, q); // [n, W]
+                    affine(lnq, &wq_t, bq, q); // [n, W]
                     for (i, &qp) in pc.iter().enumerate() {
                         query_attn_fwd(
                             &q[i * w..(i + 1) * w],
@@ -266,16 +273,16 @@ impl CustomOp2 for PooledOp {
                             &mut probs[i * heads * t..(i + 1) * heads * t],
                         );
                     }
-                    affine(att, wts.out_w, wts.out_b, x1); // [n, W]
+                    affine(att, &out_t, wts.out_b, x1); // [n, W]
                     for (i, &qp) in pc.iter().enumerate() {
                         add_into(&mut x1[i * w..(i + 1) * w], &xc[(i * t + qp) * w..][..w]);
                     }
                     for (xr, lr) in x1.chunks(w).zip(ln2.chunks_mut(w)) {
                         ln_row(xr, wts.ln2_w, wts.ln2_b, c.eps, lr);
                     }
-                    affine(ln2, wts.fc_w, wts.fc_b, hpre); // [n, Hd]
+                    affine(ln2, &fc_t, wts.fc_b, hpre); // [n, Hd]
                     act_fwd_slice(c.act(), hpre, hact);
-                    affine(hact, wts.proj_w, wts.proj_b, yc); // [n, W]
+                    affine(hact, &proj_t, wts.proj_b, yc); // [n, W]
                     add_into(yc, x1);
                 },
             );
