@@ -8,6 +8,9 @@
 //! escapes, NFC); ftfy's mojibake repair (`fix_encoding`) is not, so text that is already
 //! mis-decoded UTF-8 may tokenize differently from OpenAI's.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use unicode_normalization::UnicodeNormalization;
 
 pub const VOCAB_SIZE: usize = 49408;
@@ -17,12 +20,18 @@ pub const END_OF_TEXT: u32 = 49407;
 pub struct Tokenizer {
     bpe: instant_clip_tokenizer::Tokenizer,
     words: regex::Regex,
-    /// BPE ids of words seen before (OpenAI's tokenizer keeps the same cache).
-    cache: std::sync::RwLock<std::collections::HashMap<String, Vec<u32>>>,
 }
 
-/// Words remembered at most; past this the cache stops growing.
+/// Words remembered at most per thread; past this a thread's cache stops growing.
 const CACHE_WORDS: usize = 1 << 16;
+
+thread_local! {
+    /// BPE ids of words this thread has seen (OpenAI's tokenizer keeps the same cache). One
+    /// per thread, shared by every [`Tokenizer`] (they all hold the one bundled vocabulary):
+    /// a map shared between threads behind a lock cost two contended atomic operations per
+    /// word, more than the lookup.
+    static WORD_IDS: RefCell<HashMap<String, Vec<u32>>> = RefCell::new(HashMap::new());
+}
 
 /// OpenAI's word pattern (`simple_tokenizer.py`), with its own special-token spellings: the
 /// crate's `<start_of_text>` in user text must stay plain text, as it does for OpenAI.
@@ -40,7 +49,6 @@ impl Tokenizer {
         Self {
             bpe: instant_clip_tokenizer::Tokenizer::new(),
             words: regex::Regex::new(WORD_PATTERN).expect("valid word pattern"),
-            cache: Default::default(),
         }
     }
 
@@ -49,29 +57,29 @@ impl Tokenizer {
         let cleaned = clean_text(text);
         let mut ids = Vec::with_capacity(cleaned.len() / 2 + 1);
         let mut tokens = Vec::new();
-        for word in self.words.find_iter(&cleaned).map(|m| m.as_str()) {
-            match word {
-                "<|startoftext|>" => ids.push(START_OF_TEXT),
-                "<|endoftext|>" => ids.push(END_OF_TEXT),
-                _ => {
-                    let cache = self.cache.read().expect("tokenizer cache lock");
-                    if let Some(hit) = cache.get(word) {
-                        ids.extend_from_slice(hit);
-                        continue;
-                    }
-                    drop(cache);
-                    // One OpenAI word is one word of the crate's identical pattern too.
-                    tokens.clear();
-                    self.bpe.encode(word, &mut tokens);
-                    let word_ids: Vec<u32> = tokens.iter().map(|t| u32::from(t.to_u16())).collect();
-                    ids.extend_from_slice(&word_ids);
-                    let mut cache = self.cache.write().expect("tokenizer cache lock");
-                    if cache.len() < CACHE_WORDS {
-                        cache.insert(word.to_string(), word_ids);
+        WORD_IDS.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            for word in self.words.find_iter(&cleaned).map(|m| m.as_str()) {
+                match word {
+                    "<|startoftext|>" => ids.push(START_OF_TEXT),
+                    "<|endoftext|>" => ids.push(END_OF_TEXT),
+                    _ => {
+                        if let Some(hit) = cache.get(word) {
+                            ids.extend_from_slice(hit);
+                            continue;
+                        }
+                        // One OpenAI word is one word of the crate's identical pattern too.
+                        tokens.clear();
+                        self.bpe.encode(word, &mut tokens);
+                        let start = ids.len();
+                        ids.extend(tokens.iter().map(|t| u32::from(t.to_u16())));
+                        if cache.len() < CACHE_WORDS {
+                            cache.insert(word.to_string(), ids[start..].to_vec());
+                        }
                     }
                 }
             }
-        }
+        });
         ids
     }
 
