@@ -65,7 +65,8 @@ impl TextTransformer {
     /// Same values and gradients as the full computation (open_clip's), up to rounding.
     pub fn pooled(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, _) = ids.dims2()?; // [B, T]
-                                   // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
+
+        // End-of-text has the highest id: the feature is read at position argmax(ids[b]).
         let eot: Vec<usize> = ids
             .argmax(D::Minus1)?
             .to_dtype(DType::U32)?

@@ -62,7 +62,8 @@ pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, ac
 /// transpose, so our right operand becomes its left one, which it copies into panels ("packs")
 /// before multiplying whenever the call has more than 8·6 of our rows (its single-thread
 /// packing threshold times the AVX2 kernel's 6). Up to 48 rows, it reads a [`Kept`] operand
-/// where it lies.
+/// where it lies. (A kernel of other width packs from a different count: still correct, and
+/// no slower than a packed call.)
 const UNPACKED_ROWS: usize = 48;
 
 /// A right operand B `[k, n]` kept for many products x·B (a weight, across every task of an
@@ -126,8 +127,12 @@ impl Kept {
 /// apart, in slices of [`UNPACKED_ROWS`] rows so that `gemm` reads B where it lies.
 pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumulate: bool) {
     let k = b.k;
-    assert!(k > 0, "matmul_kept: an operand of no rows");
-    let rows = x.len() / k;
+    assert!(
+        k > 0 && x.len() / k * k == x.len(),
+        "matmul_kept: {} values of x are not rows of {k}",
+        x.len()
+    );
+    let rows = x.len() / k; // x [rows, k] · B [k, n] → c [rows, n]
     for start in (0..rows).step_by(UNPACKED_ROWS) {
         let n = UNPACKED_ROWS.min(rows - start);
         let xs = View::rows(&x[start * k..(start + n) * k], n, k);
