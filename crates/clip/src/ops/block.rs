@@ -13,10 +13,12 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::accumulate::par_accumulate;
 use super::activation::{act_fwd_slice, act_grad_slice, Act};
 use super::attention::{attn_bwd_one, attn_fwd_one, Dims};
 use super::gemm::{matmul_kept, matmul_serial_into, Kept, View};
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
+use super::pool;
 use super::{contiguous_f32, fused_ok};
 
 thread_local! {
@@ -163,16 +165,32 @@ struct Saved {
 }
 
 impl Saved {
-    fn zeros(r: usize, w: usize, h: usize) -> Self {
-        let z = |n: usize| vec![0f32; n];
+    /// Buffers for R rows, from the pool: the forward pass writes every value.
+    fn new(r: usize, w: usize, h: usize) -> Self {
         Self {
-            ln1: z(r * w),
-            qkv: z(r * 3 * w),
-            att: z(r * w),
-            x1: z(r * w),
-            ln2: z(r * w),
-            hpre: z(r * h),
-            hact: z(r * h),
+            ln1: pool::take(r * w),
+            qkv: pool::take(r * 3 * w),
+            att: pool::take(r * w),
+            x1: pool::take(r * w),
+            ln2: pool::take(r * w),
+            hpre: pool::take(r * h),
+            hact: pool::take(r * h),
+        }
+    }
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for v in [
+            &mut self.ln1,
+            &mut self.qkv,
+            &mut self.att,
+            &mut self.x1,
+            &mut self.ln2,
+            &mut self.hpre,
+            &mut self.hact,
+        ] {
+            pool::give(std::mem::take(v));
         }
     }
 }
@@ -428,7 +446,7 @@ impl CustomOp2 for BlockOp {
                 });
             return Ok((CpuStorage::F32(y), l1.shape().clone()));
         }
-        let mut s = Saved::zeros(r, w, hd);
+        let mut s = Saved::new(r, w, hd);
         (
             y.par_chunks_mut(rows * w),
             x.par_chunks(rows * w),
@@ -654,9 +672,9 @@ impl CustomOp3 for BlockBwdOp {
         let wts = Weights::of(p, w, hd);
         let n = b * t * w;
         let rows = elems_per_task(b, t) * t;
-        let mut out = vec![0f32; n + total];
+        let mut out = vec![0f32; n + total]; // [dx | d(parameters)]
         let (dx_out, dp) = out.split_at_mut(n);
-        let grads = (
+        let tasks = (
             dx_out.par_chunks_mut(rows * w),
             x.par_chunks(rows * w),
             dy.par_chunks(rows * w),
@@ -668,32 +686,24 @@ impl CustomOp3 for BlockBwdOp {
             s.hpre.par_chunks(rows * hd),
             s.hact.par_chunks(rows * hd),
         )
-            .into_par_iter()
-            .fold(
-                || (vec![0f32; total], BwdScratch::new(rows, &c, t)),
-                |(mut g, mut sc), (dxc, xc, dyc, ln1, qkv, att, x1, ln2, hpre, hact)| {
-                    let saved = SavedRows {
-                        ln1,
-                        qkv,
-                        att,
-                        x1,
-                        ln2,
-                        hpre,
-                        hact,
-                    };
-                    bwd_rows(&wts, &c, t, xc, dyc, saved, dxc, &mut g, &mut sc);
-                    (g, sc)
-                },
-            )
-            .map(|(g, _)| g)
-            .reduce(
-                || vec![0f32; total],
-                |mut a, b| {
-                    add_into(&mut a, &b);
-                    a
-                },
-            );
-        dp.copy_from_slice(&grads);
+            .into_par_iter();
+        par_accumulate(
+            tasks,
+            dp,
+            || BwdScratch::new(rows, &c, t),
+            |(dxc, xc, dyc, ln1, qkv, att, x1, ln2, hpre, hact), g, sc| {
+                let saved = SavedRows {
+                    ln1,
+                    qkv,
+                    att,
+                    x1,
+                    ln2,
+                    hpre,
+                    hact,
+                };
+                bwd_rows(&wts, &c, t, xc, dyc, saved, dxc, g, sc);
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from(n + total)))
     }
 }

@@ -90,6 +90,7 @@ pub fn fused_ok(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == candle_core::DType::F32
 }
 
+mod accumulate;
 mod activation;
 mod attention;
 mod block;
@@ -97,6 +98,7 @@ mod gemm;
 mod lanes;
 mod linear;
 mod norm;
+mod pool;
 mod pooled_block;
 mod softmax;
 

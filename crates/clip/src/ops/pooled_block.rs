@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::accumulate::par_accumulate;
 use super::activation::{act_fwd_slice, act_grad_slice};
 use super::block::{
     add_into, affine, affine_dx, affine_param_grads, elems_per_task, in_inference, offsets, pack,
@@ -18,6 +19,7 @@ use super::block::{
 };
 use super::gemm::Kept;
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
+use super::pool;
 use super::{contiguous_f32, exp, fused_ok, lanes};
 
 /// Pooled rows per task in the second phase.
@@ -88,6 +90,25 @@ struct Saved {
     ln2: Vec<f32>,   // [B, W]
     hpre: Vec<f32>,  // [B, Hd], before the activation
     hact: Vec<f32>,  // [B, Hd]
+}
+
+impl Drop for Saved {
+    fn drop(&mut self) {
+        for v in [
+            &mut self.ln1,
+            &mut self.kv,
+            &mut self.lnq,
+            &mut self.q,
+            &mut self.probs,
+            &mut self.att,
+            &mut self.x1,
+            &mut self.ln2,
+            &mut self.hpre,
+            &mut self.hact,
+        ] {
+            pool::give(std::mem::take(v));
+        }
+    }
 }
 
 struct PooledOp {
@@ -206,7 +227,7 @@ impl CustomOp2 for PooledOp {
             Kept::transposed(wts.fc_w, hd),
             Kept::transposed(wts.proj_w, w),
         );
-        let z = |n: usize| vec![0f32; n];
+        let z = pool::take; // the forward pass writes every value
         let mut s = Saved {
             ln1: z(b * t * w),
             kv: z(b * t * 2 * w),
@@ -369,7 +390,9 @@ impl CustomOp3 for PooledBwdOp {
 
         // Phase 2 backward, the pooled rows: MLP, ln_2, out_proj, attention, query.
         let n = POOLED_PER_TASK;
-        let g2 = (
+        let mut out = z(b * t * w + total); // [dx | d(parameters)]
+        let (dx, dp) = out.split_at_mut(b * t * w);
+        let tasks2 = (
             (
                 dkv.par_chunks_mut(n * t * 2 * w),
                 dlnq.par_chunks_mut(n * w),
@@ -389,66 +412,60 @@ impl CustomOp3 for PooledBwdOp {
                 s.hact.par_chunks(n * hd),
             ),
         )
-            .into_par_iter()
-            .fold(
-                || {
-                    let sc = PooledScratch {
-                        dh: z(n * hd),
-                        dln2: z(n * w),
-                        datt: z(n * w),
-                        dq: z(n * w),
-                        ds: z(t),
-                    };
-                    (z(total), sc)
-                },
-                |(mut g, mut sc), ((dkv, dlnq, dx1, dy, pc, kv), (lnq, q, pr, att, x1, ln2, hpre, hact))| {
-                    let r = pc.len();
-                    let [_, g_inw, g_inb, g_outw, g_outb, g_ln2, g_fcw, g_fcb, g_projw, g_projb] =
-                        grad_parts(&mut g, w, hd);
-                    let (dh, dln2) = (&mut sc.dh[..r * hd], &mut sc.dln2[..r * w]);
-                    let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
-                    // y = x1 + hact·c_projᵀ + b
-                    affine_param_grads(dy, hact, g_projw, g_projb);
-                    affine_dx(dy, wts.proj_w, w, dh); // [r, Hd]
-                    act_grad_slice(c.act(), hpre, dh);
-                    affine_param_grads(dh, ln2, g_fcw, g_fcb);
-                    affine_dx(dh, wts.fc_w, hd, dln2); // [r, W]
-                    for ((xr, gr), dr) in x1.chunks(w).zip(dln2.chunks(w)).zip(dx1.chunks_mut(w)) {
-                        ln_bwd_row(xr, wts.ln2_w, gr, c.eps, dr);
-                    }
-                    add_into(dx1, dy); // [r, W]
-                    ln_param_grads_into(x1, dln2, w, c.eps, g_ln2);
-                    // x1 = x + att·out_projᵀ + b
-                    affine_param_grads(dx1, att, g_outw, g_outb);
-                    affine_dx(dx1, wts.out_w, w, datt); // [r, W]
-                    for (i, &qp) in pc.iter().enumerate() {
-                        let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
-                        query_attn_bwd(
-                            &q[i * w..(i + 1) * w],
-                            &kv[kvr.clone()],
-                            &pr[i * heads * t..(i + 1) * heads * t],
-                            &datt[i * w..(i + 1) * w],
-                            heads,
-                            keys(&c, qp, t),
-                            &mut dq[i * w..(i + 1) * w],
-                            &mut dkv[kvr],
-                            &mut sc.ds,
-                        );
-                    }
-                    // q = lnq·W_qᵀ + b_q: the first W rows of in_proj.
-                    affine_param_grads(dq, lnq, &mut g_inw[..w * w], &mut g_inb[..w]);
-                    affine_dx(dq, wq, w, dlnq); // [r, W]
-                    (g, sc)
-                },
-            )
-            .map(|(g, _)| g)
-            .reduce(|| z(total), sum_into);
+            .into_par_iter();
+        par_accumulate(
+            tasks2,
+            dp,
+            || PooledScratch {
+                dh: z(n * hd),
+                dln2: z(n * w),
+                datt: z(n * w),
+                dq: z(n * w),
+                ds: z(t),
+            },
+            |((dkv, dlnq, dx1, dy, pc, kv), (lnq, q, pr, att, x1, ln2, hpre, hact)), g, sc| {
+                let r = pc.len();
+                let [_, g_inw, g_inb, g_outw, g_outb, g_ln2, g_fcw, g_fcb, g_projw, g_projb] =
+                    grad_parts(g, w, hd);
+                let (dh, dln2) = (&mut sc.dh[..r * hd], &mut sc.dln2[..r * w]);
+                let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
+                // y = x1 + hact·c_projᵀ + b
+                affine_param_grads(dy, hact, g_projw, g_projb);
+                affine_dx(dy, wts.proj_w, w, dh); // [r, Hd]
+                act_grad_slice(c.act(), hpre, dh);
+                affine_param_grads(dh, ln2, g_fcw, g_fcb);
+                affine_dx(dh, wts.fc_w, hd, dln2); // [r, W]
+                for ((xr, gr), dr) in x1.chunks(w).zip(dln2.chunks(w)).zip(dx1.chunks_mut(w)) {
+                    ln_bwd_row(xr, wts.ln2_w, gr, c.eps, dr);
+                }
+                add_into(dx1, dy); // [r, W]
+                ln_param_grads_into(x1, dln2, w, c.eps, g_ln2);
+                // x1 = x + att·out_projᵀ + b
+                affine_param_grads(dx1, att, g_outw, g_outb);
+                affine_dx(dx1, wts.out_w, w, datt); // [r, W]
+                for (i, &qp) in pc.iter().enumerate() {
+                    let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
+                    query_attn_bwd(
+                        &q[i * w..(i + 1) * w],
+                        &kv[kvr.clone()],
+                        &pr[i * heads * t..(i + 1) * heads * t],
+                        &datt[i * w..(i + 1) * w],
+                        heads,
+                        keys(&c, qp, t),
+                        &mut dq[i * w..(i + 1) * w],
+                        &mut dkv[kvr],
+                        &mut sc.ds,
+                    );
+                }
+                // q = lnq·W_qᵀ + b_q: the first W rows of in_proj.
+                affine_param_grads(dq, lnq, &mut g_inw[..w * w], &mut g_inb[..w]);
+                affine_dx(dq, wq, w, dlnq); // [r, W]
+            },
+        );
 
         // Phase 1 backward, whole elements: K, V and ln_1 of every row, the residual.
         let e = elems_per_task(b, t);
-        let mut out = z(b * t * w + total);
-        let (dx, dp) = out.split_at_mut(b * t * w);
-        let g1 = (
+        let tasks1 = (
             dx.par_chunks_mut(e * t * w),
             x.par_chunks(e * t * w),
             s.ln1.par_chunks(e * t * w),
@@ -457,40 +474,32 @@ impl CustomOp3 for PooledBwdOp {
             dx1.par_chunks(e * w),
             self.pos.par_chunks(e),
         )
-            .into_par_iter()
-            .fold(
-                || (z(total), z(e * t * w)),
-                |(mut g, mut dln1), (dxc, xc, ln1, dkv, dlnq, dx1, pc)| {
-                    let dln1s = &mut dln1[..xc.len()];
-                    let [g_ln1, g_inw, g_inb, ..] = grad_parts(&mut g, w, hd);
-                    // k | v = ln1·W_kvᵀ + b_kv: the last 2W rows of in_proj.
-                    affine_param_grads(dkv, ln1, &mut g_inw[w * w..], &mut g_inb[w..]);
-                    affine_dx(dkv, wkv, 2 * w, dln1s); // [r, W]
-                    for (i, &qp) in pc.iter().enumerate() {
-                        add_into(
-                            &mut dln1s[(i * t + qp) * w..][..w],
-                            &dlnq[i * w..(i + 1) * w],
-                        );
-                    }
-                    for ((xr, gr), dr) in xc.chunks(w).zip(dln1s.chunks(w)).zip(dxc.chunks_mut(w)) {
-                        ln_bwd_row(xr, wts.ln1_w, gr, c.eps, dr);
-                    }
-                    for (i, &qp) in pc.iter().enumerate() {
-                        add_into(&mut dxc[(i * t + qp) * w..][..w], &dx1[i * w..(i + 1) * w]);
-                    }
-                    ln_param_grads_into(xc, dln1s, w, c.eps, g_ln1);
-                    (g, dln1)
-                },
-            )
-            .map(|(g, _)| g)
-            .reduce(|| z(total), sum_into);
-        dp.copy_from_slice(&g1);
-        add_into(dp, &g2);
+            .into_par_iter();
+        par_accumulate(
+            tasks1,
+            dp,
+            || z(e * t * w),
+            |(dxc, xc, ln1, dkv, dlnq, dx1, pc), g, dln1| {
+                let dln1s = &mut dln1[..xc.len()];
+                let [g_ln1, g_inw, g_inb, ..] = grad_parts(g, w, hd);
+                // k | v = ln1·W_kvᵀ + b_kv: the last 2W rows of in_proj.
+                affine_param_grads(dkv, ln1, &mut g_inw[w * w..], &mut g_inb[w..]);
+                affine_dx(dkv, wkv, 2 * w, dln1s); // [r, W]
+                for (i, &qp) in pc.iter().enumerate() {
+                    add_into(
+                        &mut dln1s[(i * t + qp) * w..][..w],
+                        &dlnq[i * w..(i + 1) * w],
+                    );
+                }
+                for ((xr, gr), dr) in xc.chunks(w).zip(dln1s.chunks(w)).zip(dxc.chunks_mut(w)) {
+                    ln_bwd_row(xr, wts.ln1_w, gr, c.eps, dr);
+                }
+                for (i, &qp) in pc.iter().enumerate() {
+                    add_into(&mut dxc[(i * t + qp) * w..][..w], &dx1[i * w..(i + 1) * w]);
+                }
+                ln_param_grads_into(xc, dln1s, w, c.eps, g_ln1);
+            },
+        );
         Ok((CpuStorage::F32(out), Shape::from(b * t * w + total)))
     }
-}
-
-fn sum_into(mut a: Vec<f32>, b: Vec<f32>) -> Vec<f32> {
-    add_into(&mut a, &b);
-    a
 }
