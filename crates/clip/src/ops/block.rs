@@ -18,7 +18,6 @@ use super::activation::{act_fwd_slice, act_grad_slice, Act};
 use super::attention::{attn_bwd_one, attn_fwd_one, Dims};
 use super::gemm::{matmul_kept, matmul_serial_into, Kept, View};
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
-use super::pool;
 use super::{contiguous_f32, fused_ok};
 
 thread_local! {
@@ -165,32 +164,16 @@ struct Saved {
 }
 
 impl Saved {
-    /// Buffers for R rows, from the pool: the forward pass writes every value.
-    fn new(r: usize, w: usize, h: usize) -> Self {
+    fn zeros(r: usize, w: usize, h: usize) -> Self {
+        let z = |n: usize| vec![0f32; n];
         Self {
-            ln1: pool::take(r * w),
-            qkv: pool::take(r * 3 * w),
-            att: pool::take(r * w),
-            x1: pool::take(r * w),
-            ln2: pool::take(r * w),
-            hpre: pool::take(r * h),
-            hact: pool::take(r * h),
-        }
-    }
-}
-
-impl Drop for Saved {
-    fn drop(&mut self) {
-        for v in [
-            &mut self.ln1,
-            &mut self.qkv,
-            &mut self.att,
-            &mut self.x1,
-            &mut self.ln2,
-            &mut self.hpre,
-            &mut self.hact,
-        ] {
-            pool::give(std::mem::take(v));
+            ln1: z(r * w),
+            qkv: z(r * 3 * w),
+            att: z(r * w),
+            x1: z(r * w),
+            ln2: z(r * w),
+            hpre: z(r * h),
+            hact: z(r * h),
         }
     }
 }
@@ -446,7 +429,7 @@ impl CustomOp2 for BlockOp {
                 });
             return Ok((CpuStorage::F32(y), l1.shape().clone()));
         }
-        let mut s = Saved::new(r, w, hd);
+        let mut s = Saved::zeros(r, w, hd);
         (
             y.par_chunks_mut(rows * w),
             x.par_chunks(rows * w),

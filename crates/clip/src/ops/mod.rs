@@ -98,7 +98,6 @@ mod gemm;
 mod lanes;
 mod linear;
 mod norm;
-mod pool;
 mod pooled_block;
 mod softmax;
 
