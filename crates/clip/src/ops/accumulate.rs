@@ -1,59 +1,52 @@
-//! Parameter gradients summed over a backward op's tasks with one accumulator per rayon thread.
+//! Parameter gradients summed over a backward op's tasks in a few fixed groups of tasks.
 //!
 //! A rayon `fold` + `reduce` makes a fresh zeroed gradient vector at every split of the task
-//! list (several per thread, as work is stolen) and adds them pairwise afterwards: for a
-//! `small` vision block, several 7 MB vectors zeroed and summed per block call. Here each
-//! thread that runs a task accumulates into its own vector, made once per call, and the few
-//! vectors are summed at the end.
-
-use std::sync::Mutex;
+//! list and another for each `reduce` leaf, and adds them pairwise: for a `small` vision block,
+//! many 7 MB vectors zeroed and summed per block call. Here the tasks are cut into a few
+//! contiguous groups (twice the threads), each group's tasks add in order into one vector, and
+//! the group vectors are summed in order: the same sums, bit for bit, on every run with the same
+//! thread count (training resumes exactly, `tests/training.rs`), whichever thread runs a group.
 
 use rayon::prelude::*;
 
 use super::block::add_into;
 
-/// One thread's gradient vector and scratch, made when it runs its first task.
-type Slot<S> = Mutex<Option<(Vec<f32>, S)>>;
-
-/// Runs `f(task, grads, scratch)` for every task, on rayon's threads, each thread with its own
-/// zeroed gradient vector (`out.len()` values) and its own `scratch()`; adds their sum to
-/// `out`. Tasks may run in any order and on any thread, so `f` must only add into `grads`.
+/// Runs `f(task, grads, scratch)` for every task, in groups of consecutive tasks, each group on
+/// one rayon job with its own zeroed gradient vector (`out.len()` values) and `scratch()`; adds
+/// the groups' vectors, in group order, to `out`. `f` must only add into `grads`.
 pub(super) fn par_accumulate<T, S>(
-    tasks: impl ParallelIterator<Item = T>,
+    tasks: impl IndexedParallelIterator<Item = T>,
     out: &mut [f32],
     scratch: impl Fn() -> S + Sync,
     f: impl Fn(T, &mut [f32], &mut S) + Sync,
 ) where
     T: Send,
-    S: Send,
 {
     let len = out.len();
-    let slots: Vec<Slot<S>> = (0..rayon::current_num_threads().max(1))
-        .map(|_| Mutex::new(None))
+    let mut items: Vec<T> = tasks.collect(); // in task order
+    let n = items.len();
+    if n == 0 {
+        return;
+    }
+    // Group g holds tasks [g·n/G, (g+1)·n/G): fixed by the task and thread counts alone.
+    let groups = (2 * rayon::current_num_threads()).clamp(1, n);
+    let mut batches: Vec<Vec<T>> = (0..groups)
+        .rev()
+        .map(|g| items.split_off(g * n / groups))
         .collect();
-    // A task whose thread's slot is busy (its thread is already inside a task and stole this
-    // one while waiting on rayon) gets a vector of its own, summed with the rest.
-    let spare: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-    tasks.for_each(|task| {
-        let i = rayon::current_thread_index().unwrap_or(0) % slots.len();
-        match slots[i].try_lock() {
-            Ok(mut slot) => {
-                let (g, s) = slot.get_or_insert_with(|| (vec![0f32; len], scratch()));
-                f(task, g, s);
-            }
-            Err(_) => {
-                let (mut g, mut s) = (vec![0f32; len], scratch());
+    batches.reverse();
+    let parts: Vec<Vec<f32>> = batches
+        .into_par_iter()
+        .with_max_len(1)
+        .map(|batch| {
+            let (mut g, mut s) = (vec![0f32; len], scratch());
+            for task in batch {
                 f(task, &mut g, &mut s);
-                spare.lock().expect("spare gradients lock").push(g);
             }
-        }
-    });
-    let parts: Vec<Vec<f32>> = slots
-        .into_iter()
-        .filter_map(|m| m.into_inner().ok().flatten().map(|(g, _)| g))
-        .chain(spare.into_inner().unwrap_or_default())
-        .collect();
-    // out += Σ parts, in chunks across the threads.
+            g
+        })
+        .collect(); // in group order
+                    // out += Σ parts, in group order for every value; chunks across the threads.
     const CHUNK: usize = 1 << 14;
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         for p in &parts {
@@ -88,6 +81,30 @@ mod tests {
                 _ => 0,
             };
             assert_eq!(v, want as f32 + 0.5, "value {j}");
+        }
+    }
+
+    #[test]
+    fn the_same_sums_bit_for_bit_on_every_run() {
+        // Values whose float sum depends on the order of the additions: every run must give
+        // the same bits (the uninterrupted and the resumed training runs must agree).
+        let run = || {
+            let mut out = vec![0f32; 3];
+            par_accumulate(
+                (0..997usize).into_par_iter(),
+                &mut out,
+                || (),
+                |i, g, _| {
+                    // Enough work per task that both threads take part.
+                    let w: f32 = (0..2000).map(|j| ((i * j) as f32 * 1e-3).sin()).sum();
+                    g[i % 3] += w * 1e3_f32.powi((i % 5) as i32 - 2);
+                },
+            );
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let first = run();
+        for _ in 0..20 {
+            assert_eq!(run(), first);
         }
     }
 
