@@ -46,7 +46,8 @@ pub(super) fn par_accumulate<T, S>(
             g
         })
         .collect(); // in group order
-                    // out += Σ parts, in group order for every value; chunks across the threads.
+
+    // out += Σ parts, in group order for every value; chunks across the threads.
     const CHUNK: usize = 1 << 14;
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| {
         for p in &parts {
