@@ -56,7 +56,13 @@ fn gemm(
 fn main() {
     let args: Vec<usize> = std::env::args()
         .skip(1)
-        .filter_map(|s| s.parse().ok())
+        .map(|s| match s.parse() {
+            Ok(v) if v > 0 => v,
+            _ => {
+                eprintln!("gemm_weigh: expected [rows] [reps] as positive integers, got {s:?}");
+                std::process::exit(2);
+            }
+        })
         .collect();
     let r = args.first().copied().unwrap_or(260); // rows per task: 4 images of 65 tokens
     let reps = args.get(1).copied().unwrap_or(20);
