@@ -66,6 +66,13 @@ pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, ac
 /// no slower than a packed call.)
 const UNPACKED_ROWS: usize = 48;
 
+/// The largest [`Kept`] operand read in place, in bytes: one L2 cache of this project's CPU (AMD
+/// Zen 3, 512 KB per core). Each call of [`UNPACKED_ROWS`] rows reads the whole operand again,
+/// which pays while it stays in L2 (`tiny`: 205–295 KB, image encoding 8% faster than packed
+/// calls at 4856ca3, even today) and not once it must come from L3 (`small`: 0.6–2.5 MB, image
+/// encoding 9–14% faster with one packed call per task; docs/benchmarks.md).
+const IN_PLACE_MAX_BYTES: usize = 512 << 10;
+
 /// A right operand B `[k, n]` kept for many products x·B (a weight, across every task of an
 /// op call): row-major, 64-byte aligned, rows `ld` floats apart, `ld` being `n` rounded up to a
 /// multiple of 16 floats (one cache line) and then to an odd number of lines, so that the 16
@@ -112,6 +119,11 @@ impl Kept {
         self.n
     }
 
+    /// The bytes a product reads: k rows, `ld` floats apart.
+    fn bytes(&self) -> usize {
+        self.k * self.ld * std::mem::size_of::<f32>()
+    }
+
     fn view(&self) -> View<'_> {
         View {
             data: &self.buf[self.start..],
@@ -124,7 +136,8 @@ impl Kept {
 }
 
 /// `c = x·B` (or `c += x·B`) on the calling thread, x row-major `[rows, k]`, c rows `ldc`
-/// apart, in slices of [`UNPACKED_ROWS`] rows so that `gemm` reads B where it lies.
+/// apart: in slices of [`UNPACKED_ROWS`] rows, so that `gemm` reads B where it lies, when B
+/// fits in [`IN_PLACE_MAX_BYTES`]; otherwise in one call, which packs it.
 pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumulate: bool) {
     let k = b.k;
     assert!(
@@ -133,8 +146,13 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
         x.len()
     );
     let rows = x.len() / k; // x [rows, k] · B [k, n] → c [rows, n]
-    for start in (0..rows).step_by(UNPACKED_ROWS) {
-        let n = UNPACKED_ROWS.min(rows - start);
+    let per_call = if b.bytes() <= IN_PLACE_MAX_BYTES {
+        UNPACKED_ROWS
+    } else {
+        rows.max(1)
+    };
+    for start in (0..rows).step_by(per_call) {
+        let n = per_call.min(rows - start);
         let xs = View::rows(&x[start * k..(start + n) * k], n, k);
         gemm_into(xs, b.view(), &mut c[start * ldc..], ldc, accumulate, false);
     }
@@ -247,6 +265,31 @@ mod tests {
             matmul_kept(&x, &kept, &mut c, n, true);
             for (g, w) in c.iter().zip(&want) {
                 assert!((g - 2.0 * w).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn kept_operands_past_the_cache_multiply_in_one_call() {
+        // B [384, 400]: 600 KB, over IN_PLACE_MAX_BYTES; 100 rows of x, output rows 410 apart.
+        let (rows, k, n, ldc) = (100, 384, 400, 410);
+        let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
+        let kept = Kept::transposed(&w, n);
+        assert!(kept.bytes() > IN_PLACE_MAX_BYTES);
+        let want = naive(View::rows(&x, rows, k), View::rows(&w, n, k).t()); // [rows, n]
+        let mut c = vec![7f32; rows * ldc];
+        matmul_kept(&x, &kept, &mut c, ldc, false);
+        for (idx, &g) in c.iter().enumerate() {
+            let (i, j) = (idx / ldc, idx % ldc);
+            if j < n {
+                let w = want[i * n + j];
+                assert!(
+                    (g - w).abs() < 1e-4 * (1.0 + w.abs()),
+                    "({i}, {j}): {g} vs {w}"
+                );
+            } else {
+                assert_eq!(g, 7.0, "gap at ({i}, {j}) written");
             }
         }
     }
