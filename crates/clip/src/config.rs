@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use crate::error::{ClipError, Result};
+use crate::ops::{Activation, BlockCfg};
 
 /// Which projection maps a tower's pooled feature into the shared embedding space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -120,9 +121,64 @@ pub const PRESETS: &[(&str, &str)] = &[
     ),
 ];
 
+/// A projection head's shape: tower width → `embed_dim` (see `heads::ProjectionHead`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadCfg {
+    pub kind: ProjType,
+    /// The tower's pooled width, the head's input.
+    pub width: usize,
+    pub embed_dim: usize,
+    /// The MLP head's hidden width (default: `width`).
+    pub hidden: Option<usize>,
+    /// The MLP head's hidden layers.
+    pub layers: usize,
+}
+
+impl HeadCfg {
+    pub fn new(
+        kind: ProjType,
+        width: usize,
+        embed_dim: usize,
+        hidden: Option<usize>,
+        layers: usize,
+    ) -> Self {
+        Self {
+            kind,
+            width,
+            embed_dim,
+            hidden,
+            layers,
+        }
+    }
+}
+
+/// LayerNorm's ε in every block (open_clip's default).
+pub const LN_EPS: f64 = 1e-5;
+
+/// A tower's block: `heads` heads over `width`, MLP `hidden`.
+fn block_cfg(width: usize, heads: usize, hidden: usize, act: Activation, causal: bool) -> BlockCfg {
+    BlockCfg {
+        width,
+        heads,
+        hidden,
+        act,
+        causal,
+        eps: LN_EPS as f32,
+    }
+}
+
 impl VisionCfg {
     pub fn heads(&self) -> usize {
         self.width / self.head_width
+    }
+    /// The shape of each of the tower's blocks.
+    pub fn block(&self, act: Activation) -> BlockCfg {
+        block_cfg(self.width, self.heads(), self.mlp_width(), act, false)
+    }
+    /// The tower's projection head into `embed_dim`.
+    pub fn head(&self, embed_dim: usize) -> HeadCfg {
+        let (kind, hidden, layers) = (self.proj_type, self.proj_hidden, self.proj_layers);
+        HeadCfg::new(kind, self.width, embed_dim, hidden, layers)
     }
     /// Patches per side.
     pub fn grid(&self) -> usize {
@@ -137,9 +193,27 @@ impl TextCfg {
     pub fn mlp_width(&self) -> usize {
         (self.width as f64 * self.mlp_ratio) as usize
     }
+    /// The shape of each of the tower's blocks: causal.
+    pub fn block(&self, act: Activation) -> BlockCfg {
+        block_cfg(self.width, self.heads, self.mlp_width(), act, true)
+    }
+    /// The tower's projection head into `embed_dim`.
+    pub fn head(&self, embed_dim: usize) -> HeadCfg {
+        let (kind, hidden, layers) = (self.proj_type, self.proj_hidden, self.proj_layers);
+        HeadCfg::new(kind, self.width, embed_dim, hidden, layers)
+    }
 }
 
 impl ClipConfig {
+    /// The transformer MLPs' activation.
+    pub fn activation(&self) -> Activation {
+        if self.quick_gelu {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        }
+    }
+
     /// Parse a config from JSON text; `origin` names the file or preset in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self> {
         let cfg: ClipConfig = serde_json::from_str(text).map_err(|e| ClipError::Config {

@@ -2,9 +2,9 @@
 //! linear map, or a non-linear MLP (paper §2.4 discusses both; clipforge lets you compare).
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
-use crate::config::ProjType;
+use crate::config::{HeadCfg, ProjType};
 use crate::nn::{Activation, Linear};
 
 #[derive(Debug, Clone)]
@@ -17,16 +17,9 @@ pub enum ProjectionHead {
 
 impl ProjectionHead {
     /// `linear_vb` names the matrix (e.g. root + "text_projection"); `mlp_vb` the Sequential.
-    pub fn new(
-        linear_vb: (VarBuilder, &str),
-        mlp_vb: VarBuilder,
-        kind: ProjType,
-        width: usize,
-        embed_dim: usize,
-        hidden: Option<usize>,
-        layers: usize,
-    ) -> Result<Self> {
-        match kind {
+    pub fn new(linear_vb: (VarBuilder, &str), mlp_vb: VarBuilder, cfg: &HeadCfg) -> Result<Self> {
+        let (width, embed_dim, layers) = (cfg.width, cfg.embed_dim, cfg.layers);
+        match cfg.kind {
             ProjType::Linear => {
                 let (vb, name) = linear_vb;
                 Ok(Self::Linear(vb.get_with_hints(
@@ -36,7 +29,7 @@ impl ProjectionHead {
                 )?))
             }
             ProjType::Mlp => {
-                let hidden = hidden.unwrap_or(width);
+                let hidden = cfg.hidden.unwrap_or(width);
                 let mut fcs = Vec::with_capacity(layers + 1);
                 let mut in_dim = width;
                 for i in 0..layers {
@@ -48,9 +41,11 @@ impl ProjectionHead {
             }
         }
     }
+}
 
+impl Module for ProjectionHead {
     /// `[N, W]` → `[N, E]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Linear(p) => x.matmul(p),
             Self::Mlp(fcs) => {

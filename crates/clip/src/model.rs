@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::config::ClipConfig;
-use crate::nn::{l2_normalize, Activation};
+use crate::nn::l2_normalize;
 use crate::text::TextTransformer;
 use crate::vision::VisionTransformer;
 
@@ -37,11 +37,7 @@ pub struct ClipOutput {
 impl Clip {
     /// Build on a VarBuilder whose paths are open_clip's state-dict keys.
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
-        let act = if cfg.quick_gelu {
-            Activation::QuickGelu
-        } else {
-            Activation::Gelu
-        };
+        let act = cfg.activation();
         Ok(Self {
             visual: VisionTransformer::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
             text: TextTransformer::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,

@@ -1,11 +1,14 @@
-//! Small differentiable building blocks: linear layer, LayerNorm, activations.
+//! Small differentiable building blocks: linear layer, LayerNorm, L2 normalisation; the
+//! activation is [`ops::Activation`](crate::ops::Activation).
 //!
-//! LayerNorm and the activations run as our fused ops with explicit backward (`ops`):
-//! candle 0.11's fused `candle_nn::LayerNorm` has no backward pass and silently drops
-//! gradients (DESIGN.md), and its differentiable version is a slow chain of element-wise ops.
+//! LayerNorm runs as our fused op with explicit backward (`ops`): candle 0.11's fused
+//! `candle_nn::LayerNorm` has no backward pass and silently drops gradients (checked by
+//! `tests/model_checks.rs`), and its differentiable version is a slow chain of element-wise ops.
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
+
+pub use crate::ops::Activation;
 
 /// `y = x Wᵀ + b`, weights `[out, in]` as PyTorch's `nn.Linear` (`{prefix}.weight`, `.bias`).
 #[derive(Debug, Clone)]
@@ -24,9 +27,11 @@ impl Linear {
         };
         Ok(Self { weight, bias })
     }
+}
 
+impl Module for Linear {
     /// x: `[..., in]` → `[..., out]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim;
@@ -50,43 +55,17 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
         let weight = vb.get_with_hints(dim, "weight", Init::Const(1.))?;
         let bias = vb.get_with_hints(dim, "bias", Init::Const(0.))?;
-        Ok(Self {
-            weight,
-            bias,
-            eps: 1e-5,
-        })
+        Ok(Self { weight, bias, eps })
     }
+}
 
+impl Module for LayerNorm {
     /// x: `[..., C]` → `[..., C]`, normalised over C (biased variance, as PyTorch).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?; // [..., 1]
-        let xc = x.broadcast_sub(&mean)?; // [..., C]
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // [..., 1]
-        let inv = (var + self.eps)?.sqrt()?.recip()?; // [..., 1]
-        xc.broadcast_mul(&inv)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
-    }
-}
-
-/// The transformer MLP's activation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// Exact GELU with erf (PyTorch `nn.GELU()`).
-    Gelu,
-    /// x·σ(1.702x), OpenAI's CLIP.
-    QuickGelu,
-}
-
-impl Activation {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Gelu => crate::ops::gelu(x),
-            Activation::QuickGelu => crate::ops::quick_gelu(x),
-        }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -2,9 +2,9 @@
 //! at the end-of-text token (argmax of ids, as OpenAI's `encode_text`), projection.
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
-use crate::config::TextCfg;
+use crate::config::{TextCfg, LN_EPS};
 use crate::heads::ProjectionHead;
 use crate::nn::{Activation, LayerNorm};
 use crate::transformer::Transformer;
@@ -34,23 +34,12 @@ impl TextTransformer {
                 "positional_embedding",
                 Init::Const(0.),
             )?,
-            transformer: Transformer::new(
-                vb.pp("transformer"),
-                w,
-                cfg.layers,
-                cfg.heads,
-                cfg.mlp_width(),
-                act,
-            )?,
-            ln_final: LayerNorm::new(vb.pp("ln_final"), w)?,
+            transformer: Transformer::new(vb.pp("transformer"), &cfg.block(act), cfg.layers)?,
+            ln_final: LayerNorm::new(vb.pp("ln_final"), w, LN_EPS)?,
             head: ProjectionHead::new(
                 (vb.clone(), "text_projection"),
                 vb.pp("text_head"),
-                cfg.proj_type,
-                w,
-                embed_dim,
-                cfg.proj_hidden,
-                cfg.proj_layers,
+                &cfg.head(embed_dim),
             )?,
             width: w,
         })
@@ -107,7 +96,7 @@ impl TextTransformer {
             .reshape((n, t, self.width))?; // [n, T', W]
         let pos = self.positional_embedding.narrow(0, 0, t)?; // [T', W]
         let x = x.broadcast_add(&pos)?; // [n, T', W]
-        self.transformer.forward_pooled(&x, true, eot) // [n, W], causal
+        self.transformer.forward_pooled(&x, eot) // [n, W]
     }
 
     /// ids `[B, T]` → unnormalised text features `[B, E]`.

@@ -1,67 +1,47 @@
 //! The pre-LayerNorm transformer shared by both towers: open_clip's `ResidualAttentionBlock`
 //! and `Transformer` (`src/open_clip/transformer.py`), with PyTorch `nn.MultiheadAttention`'s
-//! packed `in_proj_weight` `[3W, W]`.
+//! packed `in_proj_weight` `[3W, W]`. Each block runs as one op ([`ops::residual_block`]): fused
+//! on the CPU in f32, composed of candle's ops elsewhere.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
-use crate::nn::{Activation, LayerNorm, Linear};
-use crate::ops;
+use crate::nn::{LayerNorm, Linear};
+use crate::ops::{self, BlockCfg};
 
-/// Multi-head self-attention with packed q/k/v projection (`attn.in_proj_*`, `attn.out_proj.*`).
+/// Multi-head self-attention's weights, packed q/k/v projection (`attn.in_proj_*`,
+/// `attn.out_proj.*`).
 #[derive(Debug, Clone)]
 pub struct Attention {
     pub in_proj_weight: Tensor,
     pub in_proj_bias: Tensor,
     pub out_proj: Linear,
-    pub heads: usize,
 }
 
 impl Attention {
-    pub fn new(vb: VarBuilder, width: usize, heads: usize) -> Result<Self> {
-        let in_proj_weight =
-            vb.get_with_hints((3 * width, width), "in_proj_weight", Init::Const(0.))?;
-        let in_proj_bias = vb.get_with_hints(3 * width, "in_proj_bias", Init::Const(0.))?;
-        let out_proj = Linear::new(vb.pp("out_proj"), width, width, true)?;
+    pub fn new(vb: VarBuilder, cfg: &BlockCfg) -> Result<Self> {
+        let w = cfg.width;
         Ok(Self {
-            in_proj_weight,
-            in_proj_bias,
-            out_proj,
-            heads,
+            in_proj_weight: vb.get_with_hints((3 * w, w), "in_proj_weight", Init::Const(0.))?,
+            in_proj_bias: vb.get_with_hints(3 * w, "in_proj_bias", Init::Const(0.))?,
+            out_proj: Linear::new(vb.pp("out_proj"), w, w, true)?,
         })
-    }
-
-    /// x: `[B, T, W]` → `[B, T, W]`; `causal`: token i attends to tokens ≤ i only.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let (b, t, w) = x.dims3()?;
-        let x2 = x.reshape((b * t, w))?; // [B·T, W]
-        let qkv = ops::linear(&x2, &self.in_proj_weight, &self.in_proj_bias)?; // [B·T, 3W]
-        let ctx = ops::attention(&qkv.reshape((b, t, 3 * w))?, self.heads, causal)?; // [B, T, W]
-        self.out_proj.forward(&ctx)
     }
 }
 
-/// `c_fc` → activation → `c_proj`.
+/// The MLP's weights: `c_fc` → activation → `c_proj`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
     pub c_fc: Linear,
     pub c_proj: Linear,
-    pub act: Activation,
 }
 
 impl Mlp {
-    pub fn new(vb: VarBuilder, width: usize, hidden: usize, act: Activation) -> Result<Self> {
+    pub fn new(vb: VarBuilder, cfg: &BlockCfg) -> Result<Self> {
         Ok(Self {
-            c_fc: Linear::new(vb.pp("c_fc"), width, hidden, true)?,
-            c_proj: Linear::new(vb.pp("c_proj"), hidden, width, true)?,
-            act,
+            c_fc: Linear::new(vb.pp("c_fc"), cfg.width, cfg.hidden, true)?,
+            c_proj: Linear::new(vb.pp("c_proj"), cfg.hidden, cfg.width, true)?,
         })
-    }
-
-    /// `[B, T, W]` → `[B, T, W]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.c_fc.forward(x)?; // [B, T, 4W]
-        self.c_proj.forward(&self.act.forward(&h)?)
     }
 }
 
@@ -72,48 +52,28 @@ pub struct ResidualAttentionBlock {
     pub attn: Attention,
     pub ln_2: LayerNorm,
     pub mlp: Mlp,
+    pub cfg: BlockCfg,
 }
 
 impl ResidualAttentionBlock {
-    pub fn new(
-        vb: VarBuilder,
-        width: usize,
-        heads: usize,
-        mlp_width: usize,
-        act: Activation,
-    ) -> Result<Self> {
+    pub fn new(vb: VarBuilder, cfg: &BlockCfg) -> Result<Self> {
         Ok(Self {
-            ln_1: LayerNorm::new(vb.pp("ln_1"), width)?,
-            attn: Attention::new(vb.pp("attn"), width, heads)?,
-            ln_2: LayerNorm::new(vb.pp("ln_2"), width)?,
-            mlp: Mlp::new(vb.pp("mlp"), width, mlp_width, act)?,
+            ln_1: LayerNorm::new(vb.pp("ln_1"), cfg.width, cfg.eps as f64)?,
+            attn: Attention::new(vb.pp("attn"), cfg)?,
+            ln_2: LayerNorm::new(vb.pp("ln_2"), cfg.width, cfg.eps as f64)?,
+            mlp: Mlp::new(vb.pp("mlp"), cfg)?,
+            cfg: *cfg,
         })
     }
 
-    /// `[B, T, W]` → `[B, T, W]`. On the CPU in f32, one fused op ([`ops::residual_block`]).
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        if ops::fused_ok(x) {
-            return self.fused(causal, |p, cfg| ops::residual_block(x, p, cfg));
-        }
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, causal)?)?;
-        &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
+    /// `[B, T, W]` → `[B, W]`: row `pos[b]` of each element's output, computing only what
+    /// those rows need ([`ops::residual_block_pooled`]).
+    pub fn forward_pooled(&self, x: &Tensor, pos: &[usize]) -> Result<Tensor> {
+        self.with_params(|p| ops::residual_block_pooled(x, p, &self.cfg, pos))
     }
 
-    /// `[B, T, W]` → `[B, W]`: row `pos[b]` of each element's output. On the CPU in f32 one
-    /// fused op that computes only what those rows need ([`ops::residual_block_pooled`]).
-    pub fn forward_pooled(&self, x: &Tensor, causal: bool, pos: &[usize]) -> Result<Tensor> {
-        if ops::fused_ok(x) {
-            return self.fused(causal, |p, cfg| ops::residual_block_pooled(x, p, cfg, pos));
-        }
-        ops::gather_rows(&self.forward(x, causal)?, pos)
-    }
-
-    /// Calls `f` with the block's parameters and shape in the fused ops' terms.
-    fn fused(
-        &self,
-        causal: bool,
-        f: impl FnOnce(&ops::BlockParams, ops::BlockCfg) -> Result<Tensor>,
-    ) -> Result<Tensor> {
+    /// Calls `f` with the block's parameters in the block ops' terms.
+    fn with_params(&self, f: impl FnOnce(&ops::BlockParams) -> Result<Tensor>) -> Result<Tensor> {
         let bias = |l: &'_ Linear| -> Result<Tensor> {
             l.bias
                 .clone()
@@ -124,7 +84,7 @@ impl ResidualAttentionBlock {
             bias(&self.mlp.c_fc)?,
             bias(&self.mlp.c_proj)?,
         );
-        let p = ops::BlockParams {
+        f(&ops::BlockParams {
             ln_1_weight: &self.ln_1.weight,
             ln_1_bias: &self.ln_1.bias,
             in_proj_weight: &self.attn.in_proj_weight,
@@ -137,16 +97,14 @@ impl ResidualAttentionBlock {
             c_fc_bias: &fc_b,
             c_proj_weight: &self.mlp.c_proj.weight,
             c_proj_bias: &proj_b,
-        };
-        let cfg = ops::BlockCfg {
-            width: self.ln_1.weight.dim(0)?,
-            heads: self.attn.heads,
-            hidden: self.mlp.c_fc.weight.dim(0)?,
-            quick_gelu: self.mlp.act == Activation::QuickGelu,
-            causal,
-            eps: self.ln_1.eps as f32,
-        };
-        f(&p, cfg)
+        })
+    }
+}
+
+impl Module for ResidualAttentionBlock {
+    /// `[B, T, W]` → `[B, T, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.with_params(|p| ops::residual_block(x, p, &self.cfg))
     }
 }
 
@@ -157,41 +115,37 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    pub fn new(
-        vb: VarBuilder,
-        width: usize,
-        layers: usize,
-        heads: usize,
-        mlp_width: usize,
-        act: Activation,
-    ) -> Result<Self> {
+    pub fn new(vb: VarBuilder, cfg: &BlockCfg, layers: usize) -> Result<Self> {
         let vb = vb.pp("resblocks");
         let resblocks = (0..layers)
-            .map(|i| ResidualAttentionBlock::new(vb.pp(i), width, heads, mlp_width, act))
+            .map(|i| ResidualAttentionBlock::new(vb.pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { resblocks })
-    }
-
-    /// `[B, T, W]` → `[B, T, W]`.
-    pub fn forward(&self, x: &Tensor, causal: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for block in &self.resblocks {
-            x = block.forward(&x, causal)?;
-        }
-        Ok(x)
     }
 
     /// `[B, T, W]` → `[B, W]`: row `pos[b]` of each element after the last block, the only
     /// rows a tower reads (class token, end-of-text token). The last block computes keys and
     /// values for every token and the rest for those rows only: the same values and gradients.
-    pub fn forward_pooled(&self, x: &Tensor, causal: bool, pos: &[usize]) -> Result<Tensor> {
+    pub fn forward_pooled(&self, x: &Tensor, pos: &[usize]) -> Result<Tensor> {
         let Some((last, rest)) = self.resblocks.split_last() else {
             return ops::gather_rows(x, pos);
         };
-        let mut x = x.clone();
-        for block in rest {
-            x = block.forward(&x, causal)?;
-        }
-        last.forward_pooled(&x, causal, pos)
+        last.forward_pooled(&Blocks(rest).forward(x)?, pos)
+    }
+}
+
+/// A run of blocks applied in turn.
+struct Blocks<'a>(&'a [ResidualAttentionBlock]);
+
+impl Module for Blocks<'_> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.0.iter().try_fold(x.clone(), |x, b| b.forward(&x))
+    }
+}
+
+impl Module for Transformer {
+    /// `[B, T, W]` → `[B, T, W]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Blocks(&self.resblocks).forward(x)
     }
 }

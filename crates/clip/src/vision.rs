@@ -3,9 +3,9 @@
 //! token, projection.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 
-use crate::config::{ProjType, VisionCfg};
+use crate::config::{ProjType, VisionCfg, LN_EPS};
 use crate::heads::ProjectionHead;
 use crate::nn::{Activation, LayerNorm};
 use crate::transformer::Transformer;
@@ -37,25 +37,10 @@ impl VisionTransformer {
                 "positional_embedding",
                 Init::Const(0.),
             )?,
-            ln_pre: LayerNorm::new(vb.pp("ln_pre"), w)?,
-            transformer: Transformer::new(
-                vb.pp("transformer"),
-                w,
-                cfg.layers,
-                cfg.heads(),
-                cfg.mlp_width(),
-                act,
-            )?,
-            ln_post: LayerNorm::new(vb.pp("ln_post"), w)?,
-            head: ProjectionHead::new(
-                (vb.clone(), "proj"),
-                vb.pp("head"),
-                cfg.proj_type,
-                w,
-                embed_dim,
-                cfg.proj_hidden,
-                cfg.proj_layers,
-            )?,
+            ln_pre: LayerNorm::new(vb.pp("ln_pre"), w, LN_EPS)?,
+            transformer: Transformer::new(vb.pp("transformer"), &cfg.block(act), cfg.layers)?,
+            ln_post: LayerNorm::new(vb.pp("ln_post"), w, LN_EPS)?,
+            head: ProjectionHead::new((vb.clone(), "proj"), vb.pp("head"), &cfg.head(embed_dim))?,
             patch_size: p,
             width: w,
         })
@@ -83,7 +68,7 @@ impl VisionTransformer {
         let x = Tensor::cat(&[&cls, &x], 1)?; // [B, G+1, W]
         let x = x.broadcast_add(&self.positional_embedding)?; // [B, G+1, W]
         let x = self.ln_pre.forward(&x)?;
-        let cls = self.transformer.forward_pooled(&x, false, &vec![0; b])?; // [B, W], class token
+        let cls = self.transformer.forward_pooled(&x, &vec![0; b])?; // [B, W], class token
         self.ln_post.forward(&cls)
     }
 

@@ -112,7 +112,11 @@ fn block_cfg(
         width,
         heads,
         hidden,
-        quick_gelu,
+        act: if quick_gelu {
+            ops::Activation::QuickGelu
+        } else {
+            ops::Activation::Gelu
+        },
         causal,
         eps: 1e-5,
     }
@@ -214,9 +218,9 @@ fn residual_block_matches_the_separate_ops() {
             let p = &t[1..];
             let bp = block_params(p);
             if fused {
-                ops::residual_block(&t[0], &bp, cfg).unwrap()
+                ops::residual_block(&t[0], &bp, &cfg).unwrap()
             } else {
-                ops::residual_block_composed(&t[0], &bp, cfg).unwrap()
+                ops::residual_block_composed(&t[0], &bp, &cfg).unwrap()
             }
         };
         check(
@@ -237,16 +241,16 @@ fn blocks_run_under_inference_keep_nothing_for_backward() {
     let t: Vec<Tensor> = vars[1..].iter().map(|v| v.as_tensor().clone()).collect();
     let bp = block_params(&t);
     let cfg = block_cfg(8, 2, 16, false, false);
-    let yi = ops::inference(|| ops::residual_block(x.as_tensor(), &bp, cfg).unwrap());
+    let yi = ops::inference(|| ops::residual_block(x.as_tensor(), &bp, &cfg).unwrap());
     let err = yi.sum_all().unwrap().backward().unwrap_err().to_string();
     assert!(err.contains("no activations kept"), "{err}");
-    let y = ops::residual_block(x.as_tensor(), &bp, cfg).unwrap();
+    let y = ops::residual_block(x.as_tensor(), &bp, &cfg).unwrap();
     assert_eq!(max_diff(&y, &yi), 0.0, "inference changed the values");
     assert!(y.sum_all().unwrap().backward().is_ok());
 
     // The pooled last block likewise (five tasks of 32 pooled rows in its second phase).
     let pos: Vec<usize> = (0..150).map(|i| i % 3).collect();
-    let pooled = || ops::residual_block_pooled(x.as_tensor(), &bp, cfg, &pos).unwrap();
+    let pooled = || ops::residual_block_pooled(x.as_tensor(), &bp, &cfg, &pos).unwrap();
     let yi = ops::inference(pooled);
     let err = yi.sum_all().unwrap().backward().unwrap_err().to_string();
     assert!(err.contains("no activations kept"), "{err}");
@@ -273,9 +277,9 @@ fn pooled_block_matches_the_full_block_then_a_gather() {
             let p = &t[1..];
             let bp = block_params(p);
             if fused {
-                ops::residual_block_pooled(&t[0], &bp, cfg, &pos).unwrap()
+                ops::residual_block_pooled(&t[0], &bp, &cfg, &pos).unwrap()
             } else {
-                ops::residual_block_pooled_composed(&t[0], &bp, cfg, &pos).unwrap()
+                ops::residual_block_pooled_composed(&t[0], &bp, &cfg, &pos).unwrap()
             }
         };
         check(

@@ -100,7 +100,7 @@ fn initialisation_is_reproducible_by_seed() {
     assert_ne!(draw(3), draw(4));
 }
 
-/// Guards against the silent gradient loss of candle's fused LayerNorm (DESIGN.md).
+/// Guards against the silent gradient loss of candle's fused LayerNorm (it has no backward).
 #[test]
 fn every_parameter_receives_a_gradient() {
     for head in ["linear", "mlp"] {

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::block::add_into;
+use super::rows::add_into;
 
 /// Runs `f(task, grads, scratch)` for every task, in groups of consecutive tasks, each group on
 /// one rayon job with its own zeroed gradient vector (`out.len()` values) and `scratch()`; adds

@@ -3,14 +3,32 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, exp, fma, fused_ok};
+use super::cpu::{contiguous_f32, fused_ok};
+use super::math::{exp, fma};
 
+/// The transformer MLP's activation (and the MLP projection head's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Act {
-    /// x·Φ(x), Φ by erf.
+pub enum Activation {
+    /// Exact GELU with erf, x·Φ(x) (PyTorch `nn.GELU()`).
     Gelu,
-    /// x·σ(1.702x).
+    /// x·σ(1.702x), OpenAI's CLIP.
     QuickGelu,
+}
+
+impl Activation {
+    /// Element-wise, any shape.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Gelu => gelu(x),
+            Activation::QuickGelu => quick_gelu(x),
+        }
+    }
+}
+
+impl candle_nn::Module for Activation {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Activation::forward(self, x)
+    }
 }
 
 /// erf(x) by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), given e = exp(−x²): no branches
@@ -60,23 +78,23 @@ fn quick_grad(x: f32) -> f32 {
 /// `y[i] = act(x[i])`. The activation is chosen once per slice, outside the loop, so each
 /// loop is one straight-line body the compiler vectorises (a per-element `match` and call
 /// kept it scalar: a quarter of a `tiny` training step).
-pub(crate) fn act_fwd_slice(a: Act, x: &[f32], y: &mut [f32]) {
+pub(crate) fn act_fwd_slice(a: Activation, x: &[f32], y: &mut [f32]) {
     match a {
-        Act::Gelu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_fwd(v)),
-        Act::QuickGelu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = quick_fwd(v)),
+        Activation::Gelu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_fwd(v)),
+        Activation::QuickGelu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = quick_fwd(v)),
     }
 }
 
 /// `g[i] *= act'(x[i])`: the incoming gradient times the activation's derivative.
-pub(crate) fn act_grad_slice(a: Act, x: &[f32], g: &mut [f32]) {
+pub(crate) fn act_grad_slice(a: Activation, x: &[f32], g: &mut [f32]) {
     match a {
-        Act::Gelu => g.iter_mut().zip(x).for_each(|(o, &v)| *o *= gelu_grad(v)),
-        Act::QuickGelu => g.iter_mut().zip(x).for_each(|(o, &v)| *o *= quick_grad(v)),
+        Activation::Gelu => g.iter_mut().zip(x).for_each(|(o, &v)| *o *= gelu_grad(v)),
+        Activation::QuickGelu => g.iter_mut().zip(x).for_each(|(o, &v)| *o *= quick_grad(v)),
     }
 }
 
 /// [`act_fwd_slice`] over a whole buffer, in parallel: a new `[len]` buffer.
-pub(crate) fn act_fwd_par(a: Act, x: &[f32]) -> Vec<f32> {
+pub(crate) fn act_fwd_par(a: Activation, x: &[f32]) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     y.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
@@ -85,7 +103,7 @@ pub(crate) fn act_fwd_par(a: Act, x: &[f32]) -> Vec<f32> {
 }
 
 /// [`act_grad_slice`] over a whole buffer, in parallel, in place.
-pub(crate) fn act_grad_par(a: Act, x: &[f32], g: &mut [f32]) {
+pub(crate) fn act_grad_par(a: Activation, x: &[f32], g: &mut [f32]) {
     g.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
         .for_each(|(gc, xc)| act_grad_slice(a, xc, gc));
@@ -96,7 +114,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
     if !fused_ok(x) {
         return x.gelu_erf();
     }
-    x.contiguous()?.apply_op1(ActOp(Act::Gelu))
+    x.contiguous()?.apply_op1(ActOp(Activation::Gelu))
 }
 
 /// QuickGELU x·σ(1.702x) (OpenAI's CLIP).
@@ -104,12 +122,12 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     if !fused_ok(x) {
         return x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?);
     }
-    x.contiguous()?.apply_op1(ActOp(Act::QuickGelu))
+    x.contiguous()?.apply_op1(ActOp(Activation::QuickGelu))
 }
 
 const CHUNK: usize = 16 * 1024;
 
-struct ActOp(Act);
+struct ActOp(Activation);
 
 impl CustomOp1 for ActOp {
     fn name(&self) -> &'static str {
@@ -126,7 +144,7 @@ impl CustomOp1 for ActOp {
     }
 }
 
-struct ActBwdOp(Act);
+struct ActBwdOp(Activation);
 
 impl CustomOp2 for ActBwdOp {
     fn name(&self) -> &'static str {

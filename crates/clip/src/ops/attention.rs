@@ -9,8 +9,10 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{contiguous_f32, fused_ok};
 use super::gemm::{matmul_serial_into, View};
-use super::{contiguous_f32, exp, fused_ok, lanes};
+use super::lanes;
+use super::math::exp;
 
 /// softmax(q kᵀ / √Dh [+ causal mask]) v for every head: qkv `[B, T, 3W]` → `[B, T, W]`.
 pub fn attention(qkv: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
@@ -34,7 +36,7 @@ pub fn attention_composed(qkv: &Tensor, heads: usize, causal: bool) -> Result<Te
         let mask = causal_mask(t, qkv.device())?.to_dtype(scores.dtype())?; // [T, T]
         scores = scores.broadcast_add(&mask)?;
     }
-    let probs = if super::block::in_inference() {
+    let probs = if super::mode::in_inference() {
         candle_nn::ops::softmax_last_dim(&scores)? // one kernel, no backward
     } else {
         candle_nn::ops::softmax(&scores, candle_core::D::Minus1)? // differentiable

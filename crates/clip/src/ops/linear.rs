@@ -6,8 +6,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::cpu::{contiguous_f32, fused_ok};
 use super::gemm::{matmul, View};
-use super::{contiguous_f32, fused_ok};
 
 /// x `[R, in]`, weight `[out, in]`, bias `[out]` → `[R, out]`.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {

@@ -3,12 +3,13 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, fused_ok, lanes, map_rows, ROWS_PER_TASK};
+use super::cpu::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
+use super::lanes;
 
 /// LayerNorm over the last dimension: x `[..., C]`, weight `[C]`, bias `[C]` → `[..., C]`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if !fused_ok(x) {
-        if super::block::in_inference() {
+        if super::mode::in_inference() {
             // candle's one-kernel LayerNorm (CUDA, bf16); it has no backward.
             return candle_nn::ops::layer_norm(&x.contiguous()?, weight, bias, eps as f32);
         }
@@ -181,10 +182,16 @@ pub(crate) fn ln_bwd_dx(x: &[f32], w: &[f32], dy: &[f32], eps: f32) -> Vec<f32> 
     dx
 }
 
-/// Adds Σ_rows dy·x̂ (the gain's gradient) to `acc[..C]` and Σ_rows dy (the bias's) to
-/// `acc[C..]`, on the calling thread.
-pub(crate) fn ln_param_grads_into(x: &[f32], dy: &[f32], c: usize, eps: f32, acc: &mut [f32]) {
-    let (dw, db) = acc.split_at_mut(c);
+/// Adds Σ_rows dy·x̂ (the gain's gradient) to `dw` `[C]` and Σ_rows dy (the bias's) to `db`
+/// `[C]`, on the calling thread.
+pub(crate) fn ln_param_grads_into(
+    x: &[f32],
+    dy: &[f32],
+    c: usize,
+    eps: f32,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     for (xrow, dyrow) in x.chunks(c).zip(dy.chunks(c)) {
         let (mean, rstd) = row_stats(xrow, eps);
         for i in 0..c {
@@ -200,7 +207,8 @@ pub(crate) fn ln_param_grads(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f
         .zip(dy.par_chunks(c * ROWS_PER_TASK))
         .map(|(xr, dyr)| {
             let mut acc = vec![0f32; 2 * c];
-            ln_param_grads_into(xr, dyr, c, eps, &mut acc);
+            let (dw, db) = acc.split_at_mut(c);
+            ln_param_grads_into(xr, dyr, c, eps, dw, db);
             acc
         })
         .reduce(

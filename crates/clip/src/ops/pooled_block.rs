@@ -4,7 +4,7 @@
 //! row. x `[B, T, W]` → `[B, W]`, the values and gradients of the full block followed by a
 //! gather, for 2 of the block's 12 W² products per row (K and V) instead of all 12.
 //! Two phases each way: whole batch elements (~256 rows per task) for ln_1 and K, V; then the
-//! B pooled rows (32 per task) for everything else.
+//! B pooled rows (32 per task) for everything else, the block's tail ([`super::block_tail`]).
 
 use std::sync::Mutex;
 
@@ -12,14 +12,17 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::accumulate::par_accumulate;
-use super::activation::{act_fwd_slice, act_grad_slice};
-use super::block::{
-    add_into, affine, affine_dx, affine_param_grads, elems_per_task, in_inference, offsets, pack,
-    residual_block_composed, run_bwd, take_saved, BlockCfg, BlockParams, Weights,
-};
+use super::block::residual_block_composed;
+use super::block_params::{pack, packed_len, run_bwd, take_saved, Grads, Weights};
+use super::block_params::{BlockCfg, BlockParams};
+use super::block_tail::{tail_bwd, tail_fwd, Tail, TailKept, TailScratch};
+use super::cpu::{contiguous_f32, fused_ok};
 use super::gemm::Kept;
+use super::lanes;
+use super::math::exp;
+use super::mode::in_inference;
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
-use super::{contiguous_f32, exp, fused_ok, lanes};
+use super::rows::{add_into, affine, affine_dx, affine_param_grads, elems_per_task};
 
 /// Pooled rows per task in the second phase.
 const POOLED_PER_TASK: usize = 32;
@@ -29,7 +32,7 @@ const POOLED_PER_TASK: usize = 32;
 pub fn residual_block_pooled(
     x: &Tensor,
     p: &BlockParams,
-    cfg: BlockCfg,
+    cfg: &BlockCfg,
     pos: &[usize],
 ) -> Result<Tensor> {
     let (b, t, w) = x.dims3()?;
@@ -48,7 +51,7 @@ pub fn residual_block_pooled(
     x.contiguous()?.apply_op2(
         &pack(p, cfg)?,
         PooledOp {
-            cfg,
+            cfg: *cfg,
             pos: pos.to_vec(),
             saved: Mutex::new(None),
         },
@@ -59,7 +62,7 @@ pub fn residual_block_pooled(
 pub fn residual_block_pooled_composed(
     x: &Tensor,
     p: &BlockParams,
-    cfg: BlockCfg,
+    cfg: &BlockCfg,
     pos: &[usize],
 ) -> Result<Tensor> {
     gather_rows(&residual_block_composed(x, p, cfg)?, pos)
@@ -79,16 +82,12 @@ pub fn gather_rows(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
 
 /// What the backward pass reads, kept from the forward pass.
 struct Saved {
-    ln1: Vec<f32>,   // [R, W], every row
-    kv: Vec<f32>,    // [R, 2W], keys | values, every row
-    lnq: Vec<f32>,   // [B, W], ln_1 of the pooled rows
-    q: Vec<f32>,     // [B, W], their queries
-    probs: Vec<f32>, // [B, H, T], their attention probabilities
-    att: Vec<f32>,   // [B, W], attention output before out_proj
-    x1: Vec<f32>,    // [B, W], x + attention branch
-    ln2: Vec<f32>,   // [B, W]
-    hpre: Vec<f32>,  // [B, Hd], before the activation
-    hact: Vec<f32>,  // [B, Hd]
+    ln1: Vec<f32>,        // [R, W], every row
+    kv: Vec<f32>,         // [R, 2W], keys | values, every row
+    lnq: Vec<f32>,        // [B, W], ln_1 of the pooled rows
+    q: Vec<f32>,          // [B, W], their queries
+    probs: Vec<f32>,      // [B, H, T], their attention probabilities
+    tail: Tail<Vec<f32>>, // [B, ·], the pooled rows' tail
 }
 
 struct PooledOp {
@@ -107,14 +106,21 @@ fn keys(c: &BlockCfg, q: usize, t: usize) -> usize {
 }
 
 /// One query against one element's keys and values, every head: q `[W]`, kv `[T, 2W]`
-/// (k | v), keys `0..n` visible → att `[W]` and the probabilities p `[H, T]` (0 past n).
-fn query_attn_fwd(q: &[f32], kv: &[f32], heads: usize, n: usize, att: &mut [f32], p: &mut [f32]) {
+/// (k | v), keys `0..n` visible → att `[W]` and the probabilities `probs` `[H, T]` (0 past n).
+fn query_attn_fwd(
+    q: &[f32],
+    kv: &[f32],
+    heads: usize,
+    n: usize,
+    att: &mut [f32],
+    probs: &mut [f32],
+) {
     let w = q.len();
-    let (dh, t) = (w / heads, p.len() / heads);
+    let (dh, t) = (w / heads, probs.len() / heads);
     let scale = (dh as f32).powf(-0.5);
     for h in 0..heads {
         let qh = &q[h * dh..(h + 1) * dh];
-        let ph = &mut p[h * t..(h + 1) * t];
+        let ph = &mut probs[h * t..(h + 1) * t];
         for (j, s) in ph[..n].iter_mut().enumerate() {
             *s = lanes::dot(qh, &kv[j * 2 * w + h * dh..][..dh]) * scale; // q·k_j / √Dh
         }
@@ -139,7 +145,7 @@ fn query_attn_fwd(q: &[f32], kv: &[f32], heads: usize, n: usize, att: &mut [f32]
 fn query_attn_bwd(
     q: &[f32],
     kv: &[f32],
-    p: &[f32],
+    probs: &[f32],
     datt: &[f32],
     heads: usize,
     n: usize,
@@ -148,12 +154,12 @@ fn query_attn_bwd(
     ds: &mut [f32],
 ) {
     let w = q.len();
-    let (dh, t) = (w / heads, p.len() / heads);
+    let (dh, t) = (w / heads, probs.len() / heads);
     let scale = (dh as f32).powf(-0.5);
     dkv[n * 2 * w..].fill(0.0);
     for h in 0..heads {
         let (qh, gh) = (&q[h * dh..(h + 1) * dh], &datt[h * dh..(h + 1) * dh]);
-        let ph = &p[h * t..h * t + n];
+        let ph = &probs[h * t..h * t + n];
         let ds = &mut ds[..n];
         for (j, d) in ds.iter_mut().enumerate() {
             *d = lanes::dot(gh, &kv[j * 2 * w + w + h * dh..][..dh]); // dp_j = g·v_j
@@ -181,6 +187,14 @@ fn query_attn_bwd(
     }
 }
 
+/// The residual rows `x[b, pos[b]]` of the elements `xs` `[n, T, W]` → `[n, W]`.
+fn pooled_rows(xs: &[f32], pos: &[usize], t: usize, w: usize) -> Vec<f32> {
+    let rows = pos.iter().enumerate();
+    rows.flat_map(|(i, &q)| &xs[(i * t + q) * w..][..w])
+        .copied()
+        .collect()
+}
+
 impl CustomOp2 for PooledOp {
     fn name(&self) -> &'static str {
         "clip-pooled-residual-block"
@@ -194,19 +208,15 @@ impl CustomOp2 for PooledOp {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
-        let p = contiguous_f32(s2, l2, self.name())?;
+        let packed = contiguous_f32(s2, l2, self.name())?;
         let (b, t, w) = l1.shape().dims3()?;
-        let c = self.cfg;
-        let (hd, heads) = (c.hidden, c.heads);
-        let wts = Weights::of(p, w, hd);
-        let (wq, wkv) = wts.in_w.split_at(w * w); // [W, W], [2W, W]
-        let (bq, bkv) = wts.in_b.split_at(w);
+        let c = &self.cfg;
+        let heads = c.heads;
+        let p = Weights::of(packed, c);
+        let (wq, wkv) = p.in_w.split_at(w * w); // [W, W], [2W, W]
+        let (bq, bkv) = p.in_b.split_at(w);
         let (wq_t, wkv_t) = (Kept::transposed(wq, w), Kept::transposed(wkv, 2 * w)); // for x·Wᵀ
-        let (out_t, fc_t, proj_t) = (
-            Kept::transposed(wts.out_w, w),
-            Kept::transposed(wts.fc_w, hd),
-            Kept::transposed(wts.proj_w, w),
-        );
+        let tail_kept = TailKept::of(&p, c);
         let z = |n: usize| vec![0f32; n];
         let mut s = Saved {
             ln1: z(b * t * w),
@@ -214,11 +224,7 @@ impl CustomOp2 for PooledOp {
             lnq: z(b * w),
             q: z(b * w),
             probs: z(b * heads * t),
-            att: z(b * w),
-            x1: z(b * w),
-            ln2: z(b * w),
-            hpre: z(b * hd),
-            hact: z(b * hd),
+            tail: Tail::zeros(b, c),
         };
         // Phase 1, whole elements: ln_1 and the keys and values of every row.
         let e = elems_per_task(b, t);
@@ -232,61 +238,41 @@ impl CustomOp2 for PooledOp {
             .into_par_iter()
             .for_each(|(xc, ln1, kv, lnq, pc)| {
                 for (xr, lr) in xc.chunks(w).zip(ln1.chunks_mut(w)) {
-                    ln_row(xr, wts.ln1_w, wts.ln1_b, c.eps, lr); // [r, W]
+                    ln_row(xr, p.ln1_w, p.ln1_b, c.eps, lr); // [r, W]
                 }
                 affine(ln1, &wkv_t, bkv, kv); // [r, 2W]
                 for (i, (&q, lq)) in pc.iter().zip(lnq.chunks_mut(w)).enumerate() {
                     lq.copy_from_slice(&ln1[(i * t + q) * w..][..w]);
                 }
             });
-        // Phase 2, the pooled rows: query, attention, out_proj, ln_2, MLP.
+        // Phase 2, the pooled rows: query, attention, then the tail.
         let n = POOLED_PER_TASK;
         let mut y = z(b * w); // [B, W]
         (
-            (
-                y.par_chunks_mut(n * w),
-                s.q.par_chunks_mut(n * w),
-                s.probs.par_chunks_mut(n * heads * t),
-                s.att.par_chunks_mut(n * w),
-                s.x1.par_chunks_mut(n * w),
-                s.ln2.par_chunks_mut(n * w),
-                s.hpre.par_chunks_mut(n * hd),
-                s.hact.par_chunks_mut(n * hd),
-            ),
-            (
-                s.lnq.par_chunks(n * w),
-                s.kv.par_chunks(n * t * 2 * w),
-                x.par_chunks(n * t * w),
-                self.pos.par_chunks(n),
-            ),
+            y.par_chunks_mut(n * w),
+            s.q.par_chunks_mut(n * w),
+            s.probs.par_chunks_mut(n * heads * t),
+            s.tail.tasks_mut(c, n),
+            s.lnq.par_chunks(n * w),
+            s.kv.par_chunks(n * t * 2 * w),
+            (x.par_chunks(n * t * w), self.pos.par_chunks(n)),
         )
             .into_par_iter()
-            .for_each(
-                |((yc, q, probs, att, x1, ln2, hpre, hact), (lnq, kv, xc, pc))| {
-                    affine(lnq, &wq_t, bq, q); // [n, W]
-                    for (i, &qp) in pc.iter().enumerate() {
-                        query_attn_fwd(
-                            &q[i * w..(i + 1) * w],
-                            &kv[i * t * 2 * w..(i + 1) * t * 2 * w],
-                            heads,
-                            keys(&c, qp, t),
-                            &mut att[i * w..(i + 1) * w],
-                            &mut probs[i * heads * t..(i + 1) * heads * t],
-                        );
-                    }
-                    affine(att, &out_t, wts.out_b, x1); // [n, W]
-                    for (i, &qp) in pc.iter().enumerate() {
-                        add_into(&mut x1[i * w..(i + 1) * w], &xc[(i * t + qp) * w..][..w]);
-                    }
-                    for (xr, lr) in x1.chunks(w).zip(ln2.chunks_mut(w)) {
-                        ln_row(xr, wts.ln2_w, wts.ln2_b, c.eps, lr);
-                    }
-                    affine(ln2, &fc_t, wts.fc_b, hpre); // [n, Hd]
-                    act_fwd_slice(c.act(), hpre, hact);
-                    affine(hact, &proj_t, wts.proj_b, yc); // [n, W]
-                    add_into(yc, x1);
-                },
-            );
+            .for_each(|(yc, q, probs, tail, lnq, kv, (xc, pc))| {
+                affine(lnq, &wq_t, bq, q); // [n, W]
+                for (i, &qp) in pc.iter().enumerate() {
+                    query_attn_fwd(
+                        &q[i * w..(i + 1) * w],
+                        &kv[i * t * 2 * w..(i + 1) * t * 2 * w],
+                        heads,
+                        keys(c, qp, t),
+                        &mut tail.att[i * w..(i + 1) * w],
+                        &mut probs[i * heads * t..(i + 1) * heads * t],
+                    );
+                }
+                tail_fwd(&p, &tail_kept, c, &pooled_rows(xc, pc, t, w), tail, yc);
+                // [n, W]
+            });
         if !in_inference() {
             *self.saved.lock().expect("pooled block activations lock") = Some(s);
         }
@@ -316,30 +302,12 @@ struct PooledBwdOp {
     saved: Saved,
 }
 
-/// A packed gradient vector cut at the parameters: ln_1 (gain | bias), in_proj weight,
-/// in_proj bias, out_proj weight, out_proj bias, ln_2 (gain | bias), c_fc weight, c_fc bias,
-/// c_proj weight, c_proj bias.
-fn grad_parts<'a>(g: &'a mut [f32], w: usize, hd: usize) -> [&'a mut [f32]; 10] {
-    let (o, _) = offsets(w, hd);
-    let cuts = [o[2], o[3], o[4], o[5], o[6], o[8], o[9], o[10], o[11]];
-    let mut parts: Vec<&'a mut [f32]> = Vec::with_capacity(10);
-    let (mut rest, mut at) = (g, 0);
-    for cut in cuts {
-        let (a, r) = rest.split_at_mut(cut - at);
-        parts.push(a);
-        (rest, at) = (r, cut);
-    }
-    parts.push(rest);
-    parts.try_into().expect("ten gradient parts")
-}
-
 /// Scratch for one task of the pooled rows' backward.
 struct PooledScratch {
-    dh: Vec<f32>,
-    dln2: Vec<f32>,
-    datt: Vec<f32>,
-    dq: Vec<f32>,
-    ds: Vec<f32>,
+    tail: TailScratch,
+    datt: Vec<f32>, // [n, W]
+    dq: Vec<f32>,   // [n, W]
+    ds: Vec<f32>,   // [T]
 }
 
 impl CustomOp3 for PooledBwdOp {
@@ -357,20 +325,20 @@ impl CustomOp3 for PooledBwdOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s1, l1, self.name())?;
-        let p = contiguous_f32(s2, l2, self.name())?;
+        let packed = contiguous_f32(s2, l2, self.name())?;
         let dy = contiguous_f32(s3, l3, self.name())?; // [B, W]
         let (b, t, w) = l1.shape().dims3()?;
-        let (c, s) = (self.cfg, &self.saved);
-        let (hd, heads) = (c.hidden, c.heads);
-        let (_, total) = offsets(w, hd);
-        let wts = Weights::of(p, w, hd);
-        let (wq, wkv) = wts.in_w.split_at(w * w);
+        let (c, s) = (&self.cfg, &self.saved);
+        let heads = c.heads;
+        let p = Weights::of(packed, c);
+        let (wq, wkv) = p.in_w.split_at(w * w);
         let z = |n: usize| vec![0f32; n];
         let (mut dkv, mut dlnq, mut dx1) = (z(b * t * 2 * w), z(b * w), z(b * w));
 
-        // Phase 2 backward, the pooled rows: MLP, ln_2, out_proj, attention, query.
+        // Phase 2 backward, the pooled rows: the tail, attention, query.
         let n = POOLED_PER_TASK;
-        let mut out = z(b * t * w + total); // [dx | d(parameters)]
+        let len = b * t * w + packed_len(c);
+        let mut out = z(len); // [dx | d(parameters)]
         let (dx, dp) = out.split_at_mut(b * t * w);
         let tasks2 = (
             (
@@ -379,17 +347,13 @@ impl CustomOp3 for PooledBwdOp {
                 dx1.par_chunks_mut(n * w),
                 dy.par_chunks(n * w),
                 self.pos.par_chunks(n),
-                s.kv.par_chunks(n * t * 2 * w),
             ),
             (
+                s.kv.par_chunks(n * t * 2 * w),
                 s.lnq.par_chunks(n * w),
                 s.q.par_chunks(n * w),
                 s.probs.par_chunks(n * heads * t),
-                s.att.par_chunks(n * w),
-                s.x1.par_chunks(n * w),
-                s.ln2.par_chunks(n * w),
-                s.hpre.par_chunks(n * hd),
-                s.hact.par_chunks(n * hd),
+                s.tail.tasks(c, n),
             ),
         )
             .into_par_iter();
@@ -397,32 +361,16 @@ impl CustomOp3 for PooledBwdOp {
             tasks2,
             dp,
             || PooledScratch {
-                dh: z(n * hd),
-                dln2: z(n * w),
+                tail: TailScratch::new(n, c),
                 datt: z(n * w),
                 dq: z(n * w),
                 ds: z(t),
             },
-            |((dkv, dlnq, dx1, dy, pc, kv), (lnq, q, pr, att, x1, ln2, hpre, hact)), g, sc| {
+            |((dkv, dlnq, dx1, dy, pc), (kv, lnq, q, pr, tail)), g, sc| {
                 let r = pc.len();
-                let [_, g_inw, g_inb, g_outw, g_outb, g_ln2, g_fcw, g_fcb, g_projw, g_projb] =
-                    grad_parts(g, w, hd);
-                let (dh, dln2) = (&mut sc.dh[..r * hd], &mut sc.dln2[..r * w]);
+                let mut g = Grads::of(g, c);
                 let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
-                // y = x1 + hact·c_projᵀ + b
-                affine_param_grads(dy, hact, g_projw, g_projb);
-                affine_dx(dy, wts.proj_w, w, dh); // [r, Hd]
-                act_grad_slice(c.act(), hpre, dh);
-                affine_param_grads(dh, ln2, g_fcw, g_fcb);
-                affine_dx(dh, wts.fc_w, hd, dln2); // [r, W]
-                for ((xr, gr), dr) in x1.chunks(w).zip(dln2.chunks(w)).zip(dx1.chunks_mut(w)) {
-                    ln_bwd_row(xr, wts.ln2_w, gr, c.eps, dr);
-                }
-                add_into(dx1, dy); // [r, W]
-                ln_param_grads_into(x1, dln2, w, c.eps, g_ln2);
-                // x1 = x + att·out_projᵀ + b
-                affine_param_grads(dx1, att, g_outw, g_outb);
-                affine_dx(dx1, wts.out_w, w, datt); // [r, W]
+                tail_bwd(&p, c, &tail, dy, &mut g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
                     query_attn_bwd(
@@ -431,14 +379,14 @@ impl CustomOp3 for PooledBwdOp {
                         &pr[i * heads * t..(i + 1) * heads * t],
                         &datt[i * w..(i + 1) * w],
                         heads,
-                        keys(&c, qp, t),
+                        keys(c, qp, t),
                         &mut dq[i * w..(i + 1) * w],
                         &mut dkv[kvr],
                         &mut sc.ds,
                     );
                 }
                 // q = lnq·W_qᵀ + b_q: the first W rows of in_proj.
-                affine_param_grads(dq, lnq, &mut g_inw[..w * w], &mut g_inb[..w]);
+                affine_param_grads(dq, lnq, &mut g.in_w[..w * w], &mut g.in_b[..w]);
                 affine_dx(dq, wq, w, dlnq); // [r, W]
             },
         );
@@ -461,9 +409,9 @@ impl CustomOp3 for PooledBwdOp {
             || z(e * t * w),
             |(dxc, xc, ln1, dkv, dlnq, dx1, pc), g, dln1| {
                 let dln1s = &mut dln1[..xc.len()];
-                let [g_ln1, g_inw, g_inb, ..] = grad_parts(g, w, hd);
+                let g = Grads::of(g, c);
                 // k | v = ln1·W_kvᵀ + b_kv: the last 2W rows of in_proj.
-                affine_param_grads(dkv, ln1, &mut g_inw[w * w..], &mut g_inb[w..]);
+                affine_param_grads(dkv, ln1, &mut g.in_w[w * w..], &mut g.in_b[w..]);
                 affine_dx(dkv, wkv, 2 * w, dln1s); // [r, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     add_into(
@@ -472,14 +420,14 @@ impl CustomOp3 for PooledBwdOp {
                     );
                 }
                 for ((xr, gr), dr) in xc.chunks(w).zip(dln1s.chunks(w)).zip(dxc.chunks_mut(w)) {
-                    ln_bwd_row(xr, wts.ln1_w, gr, c.eps, dr);
+                    ln_bwd_row(xr, p.ln1_w, gr, c.eps, dr);
                 }
                 for (i, &qp) in pc.iter().enumerate() {
                     add_into(&mut dxc[(i * t + qp) * w..][..w], &dx1[i * w..(i + 1) * w]);
                 }
-                ln_param_grads_into(xc, dln1s, w, c.eps, g_ln1);
+                ln_param_grads_into(xc, dln1s, w, c.eps, g.ln1_w, g.ln1_b);
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from(b * t * w + total)))
+        Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }

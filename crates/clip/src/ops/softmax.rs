@@ -3,7 +3,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{contiguous_f32, exp, fused_ok, lanes, map_rows, ROWS_PER_TASK};
+use super::cpu::{contiguous_f32, fused_ok, map_rows, ROWS_PER_TASK};
+use super::lanes;
+use super::math::exp;
 
 /// Softmax over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
