@@ -220,7 +220,7 @@ fn png_loader(png_size: usize, size: usize, ctx: usize, count: usize) -> Result<
                 &mut std::io::Cursor::new(&mut bytes),
                 image::ImageFormat::Png,
             )
-            .map_err(|e| crate::TrainError::Input(format!("encoding a PNG: {e}")))?;
+            .map_err(|e| crate::TrainError::Data(format!("encoding a PNG: {e}")))?;
             Ok(RawSample {
                 origin: format!("scene {i}"),
                 image: ImageSource::Bytes(std::sync::Arc::new(bytes)),

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{Device, Tensor, D};
 use clip::{Clip, Tokenizer};
 use clip_data::packaged::DatasetInfo;
 use rand::seq::SliceRandom;
@@ -14,7 +14,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::encode::{image_features, text_embeddings, ImageFeature};
 use crate::error::{Result, TrainError};
+use crate::zeroshot::{top_k, top_k_rates};
 
 /// Images of one split, preprocessed for a model (resize, centre crop, normalise).
 pub struct Labelled {
@@ -31,9 +33,8 @@ fn split_shards(
     info: &DatasetInfo,
     split: &str,
 ) -> Result<(String, Vec<std::path::PathBuf>)> {
-    let input = |e: clip_data::DataError| TrainError::Input(e.to_string());
-    let pattern = info.split_pattern(dir, split).map_err(input)?;
-    let shards = clip_data::files::shard_files(&pattern).map_err(input)?;
+    let pattern = info.split_pattern(dir, split)?;
+    let shards = clip_data::files::shard_files(&pattern)?;
     Ok((pattern, shards))
 }
 
@@ -62,14 +63,14 @@ pub fn load_split(
     size: usize,
     device: &Device,
 ) -> Result<Labelled> {
-    let input = |m: String| TrainError::Input(m);
+    let input = TrainError::Data;
     let (pattern, shards) = split_shards(dir, info, split)?;
     let mut samples = Vec::new();
     for shard in shards {
         if samples.len() >= limit {
             break;
         }
-        let (s, _) = clip_data::files::read_shard(&shard).map_err(|e| input(e.to_string()))?;
+        let (s, _) = clip_data::files::read_shard(&shard)?;
         samples.extend(s);
     }
     samples.truncate(limit);
@@ -124,59 +125,32 @@ pub struct ClassMetrics {
 /// Metrics from scores `[N, C]` against `labels`.
 pub fn class_metrics(scores: &Tensor, labels: &[usize]) -> Result<ClassMetrics> {
     let c = scores.dim(D::Minus1)?;
-    let ranked: Vec<Vec<u32>> = scores
-        .arg_sort_last_dim(false)? // [N, C], best first
-        .narrow(1, 0, 5.min(c))?
-        .to_vec2()?;
+    let ranked = top_k(scores, 5)?; // [N][≤5], best first
     let mut confusion = vec![vec![0usize; c]; c];
-    let (mut top1, mut top5) = (0usize, 0usize);
     for (row, &y) in ranked.iter().zip(labels) {
         confusion[y][row[0] as usize] += 1;
-        top1 += (row[0] as usize == y) as usize;
-        top5 += row.iter().any(|&k| k as usize == y) as usize;
     }
+    let (acc1, acc5) = top_k_rates(&ranked, labels);
     let recalls: Vec<f64> = confusion
         .iter()
         .enumerate()
         .filter(|(_, r)| r.iter().sum::<usize>() > 0)
         .map(|(i, r)| r[i] as f64 / r.iter().sum::<usize>() as f64)
         .collect();
-    let n = labels.len();
     Ok(ClassMetrics {
-        acc1: top1 as f64 / n as f64,
-        acc5: top5 as f64 / n as f64,
+        acc1,
+        acc5,
         mean_per_class_recall: recalls.iter().sum::<f64>() / recalls.len().max(1) as f64,
         confusion,
-        n,
+        n: labels.len(),
     })
-}
-
-/// Image features in chunks under `ops::inference`: the unit embeddings `[N, E]`, or the
-/// pooled pre-projection features `[N, width]` (what a linear probe reads).
-pub fn image_features(model: &Clip, pixels: &Tensor, pre_projection: bool) -> Result<Tensor> {
-    let n = pixels.dim(0)?;
-    let mut out = Vec::new();
-    for start in (0..n).step_by(256) {
-        let chunk = pixels.narrow(0, start, 256.min(n - start))?;
-        let features = clip::ops::inference(|| {
-            if pre_projection {
-                model.visual.pooled(&chunk)
-            } else {
-                model.encode_image(&chunk)
-            }
-        })?;
-        // Detached per chunk: the features are data now, and a kept output would hold its
-        // forward graph (every activation of the chunk) alive until the end.
-        out.push(features.detach());
-    }
-    Ok(Tensor::cat(&out, 0)?.to_dtype(DType::F32)?)
 }
 
 /// Zero-shot: class names × the dataset's templates → averaged, normalised text embeddings;
 /// each image goes to the most similar class.
 pub fn zero_shot(model: &Clip, info: &DatasetInfo, data: &Labelled) -> Result<ClassMetrics> {
     if info.classes.is_empty() || info.templates.is_empty() {
-        return Err(TrainError::Input(format!(
+        return Err(TrainError::Data(format!(
             "dataset {} has no class names or no templates: zero-shot needs both",
             info.name
         )));
@@ -190,7 +164,7 @@ pub fn zero_shot(model: &Clip, info: &DatasetInfo, data: &Labelled) -> Result<Cl
         &templates,
         device,
     )?; // [C, E]
-    let emb = image_features(model, &data.pixels, false)?; // [N, E]
+    let emb = image_features(model, &data.pixels, ImageFeature::Embedding)?; // [N, E]
     class_metrics(&emb.matmul(&classifier.t()?)?, &data.labels) // [N, C]
 }
 
@@ -301,13 +275,12 @@ pub fn load_captioned(
     size: usize,
     device: &Device,
 ) -> Result<Captioned> {
-    let input = |m: String| TrainError::Input(m);
+    let input = TrainError::Data;
     let (pattern, shards) = split_shards(dir, info, split)?;
     let mut by_image: Vec<(clip_data::RawSample, Vec<String>)> = Vec::new();
     let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     for shard in shards {
-        let (samples, _) =
-            clip_data::files::read_shard(&shard).map_err(|e| input(e.to_string()))?;
+        let (samples, _) = clip_data::files::read_shard(&shard)?;
         for s in samples {
             let key = match &s.image {
                 clip_data::files::ImageSource::Bytes(b) => b.as_ref().clone(),
@@ -381,7 +354,7 @@ fn recall_at(sims: &Tensor, relevant: &[Vec<usize>], ks: [usize; 3]) -> Result<[
 
 /// Image ↔ text retrieval over a split: unit embeddings, cosine similarities, recall@k.
 pub fn retrieval(model: &Clip, data: &Captioned) -> Result<RetrievalMetrics> {
-    let img = image_features(model, &data.pixels, false)?; // [N, E]
+    let img = image_features(model, &data.pixels, ImageFeature::Embedding)?; // [N, E]
     let texts: Vec<String> = data.captions.iter().flatten().cloned().collect();
     let owner: Vec<usize> = data
         .captions
@@ -389,14 +362,7 @@ pub fn retrieval(model: &Clip, data: &Captioned) -> Result<RetrievalMetrics> {
         .enumerate()
         .flat_map(|(i, caps)| std::iter::repeat_n(i, caps.len()))
         .collect();
-    let tokenizer = Tokenizer::new();
-    let ctx = model.config.text_cfg.context_length;
-    let mut chunks = Vec::new();
-    for part in texts.chunks(256) {
-        let ids = tokenizer.tokenize_tensor(part, ctx, data.pixels.device())?; // [m, T]
-        chunks.push(clip::ops::inference(|| model.encode_text(&ids))?.detach());
-    }
-    let txt = Tensor::cat(&chunks, 0)?.to_dtype(DType::F32)?; // [M, E]
+    let txt = text_embeddings(model, &Tokenizer::new(), &texts, data.pixels.device())?; // [M, E]
     let sims = img.matmul(&txt.t()?)?; // [N, M]
     let mut of_image: Vec<Vec<usize>> = vec![Vec::new(); data.captions.len()];
     for (j, &i) in owner.iter().enumerate() {

@@ -7,8 +7,15 @@ use clip_data::synthetic::{class_names, SHAPES, TEMPLATES_BY_SIZE};
 use clip_data::{SceneBatcher, Shapes, Split};
 use serde::Serialize;
 
+use crate::encode::{image_features, ImageFeature};
 use crate::error::Result;
-use crate::zeroshot::{encode_images, top5_predictions, top_k_rates, zero_shot_classifier};
+use crate::zeroshot::{top5_predictions, top_k_rates, zero_shot_classifier};
+
+/// The seed of the scenes evaluated for a run whose data seed is `seed`: fresh scenes, not the
+/// run's training scenes.
+pub fn eval_seed(seed: u64) -> u64 {
+    seed ^ 0xe7a1
+}
 
 /// Zero-shot results on the built-in scenes. The headline classifier scores each class by its
 /// better size: the templates of each size are averaged into one row per class (CLIP's prompt
@@ -18,8 +25,8 @@ use crate::zeroshot::{encode_images, top5_predictions, top_k_rates, zero_shot_cl
 #[derive(Debug, Clone, Serialize)]
 pub struct ZeroShotReport {
     /// On held-out colour–shape combinations, never in training.
-    pub zero_shot_top1: f64,
-    pub zero_shot_top5: f64,
+    pub heldout_top1: f64,
+    pub heldout_top5: f64,
     /// On seen combinations (single objects, fresh scenes).
     pub seen_top1: f64,
     pub seen_top5: f64,
@@ -28,8 +35,8 @@ pub struct ZeroShotReport {
     pub heldout_colour_top1: f64,
     pub heldout_shape_top1: f64,
     /// The same with one ensemble of all templates (both sizes averaged into one row).
-    pub ensemble_zero_shot_top1: f64,
-    pub ensemble_zero_shot_top5: f64,
+    pub ensemble_heldout_top1: f64,
+    pub ensemble_heldout_top5: f64,
     pub ensemble_seen_top1: f64,
     pub ensemble_seen_top5: f64,
     pub classes: usize,
@@ -59,14 +66,17 @@ pub fn zero_shot_builtin(
     let ctx = model.config.text_cfg.context_length;
     let embed = |split: Split| -> Result<(Tensor, Vec<usize>)> {
         let b = SceneBatcher::new(Shapes::new(seed, split), size, ctx, true).batch(0, n, device)?;
-        Ok((encode_images(model, &b.pixels, 256)?, b.labels)) // [n, E]
+        Ok((
+            image_features(model, &b.pixels, ImageFeature::Embedding)?,
+            b.labels,
+        )) // [n, E]
     };
     let (held, held_labels) = embed(Split::Heldout)?;
     let (seen, seen_labels) = embed(Split::Test)?;
     let held_best = top5_predictions(&held, &by_size)?;
-    let (zero_shot_top1, zero_shot_top5) = top_k_rates(&held_best, &held_labels);
+    let (heldout_top1, heldout_top5) = top_k_rates(&held_best, &held_labels);
     let (seen_top1, seen_top5) = top_k_rates(&top5_predictions(&seen, &by_size)?, &seen_labels);
-    let (ensemble_zero_shot_top1, ensemble_zero_shot_top5) =
+    let (ensemble_heldout_top1, ensemble_heldout_top5) =
         top_k_rates(&top5_predictions(&held, &ensemble)?, &held_labels);
     let (ensemble_seen_top1, ensemble_seen_top5) =
         top_k_rates(&top5_predictions(&seen, &ensemble)?, &seen_labels);
@@ -78,14 +88,14 @@ pub fn zero_shot_builtin(
             / n.max(1) as f64
     };
     Ok(ZeroShotReport {
-        zero_shot_top1,
-        zero_shot_top5,
+        heldout_top1,
+        heldout_top5,
         seen_top1,
         seen_top5,
         heldout_colour_top1: part_rate(|c| c / SHAPES.len()),
         heldout_shape_top1: part_rate(|c| c % SHAPES.len()),
-        ensemble_zero_shot_top1,
-        ensemble_zero_shot_top5,
+        ensemble_heldout_top1,
+        ensemble_heldout_top5,
         ensemble_seen_top1,
         ensemble_seen_top5,
         classes: names.len(),

@@ -3,15 +3,22 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod dataset_eval;
+pub mod encode;
 pub mod error;
 pub mod eval;
 pub mod logistic;
 pub mod optim;
 pub mod plots;
+pub mod run_log;
 pub mod schedule;
+pub mod step;
 pub mod trainer;
 pub mod zeroshot;
 
+pub use config::{DataSpec, TrainConfig};
 pub use error::{Result, TrainError};
-pub use trainer::{DataSpec, Observer, StepMetrics, TrainConfig, Trainer};
+pub use step::StepMetrics;
+pub use trainer::{Observer, Trainer};

@@ -16,7 +16,10 @@ fn register_fonts() {
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Io(format!("{}: cannot draw plot: {e}", path.display()))
+    TrainError::Plot {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// Loss against step, with ln(N) (chance) as a dashed line.

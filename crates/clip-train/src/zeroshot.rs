@@ -6,6 +6,8 @@ use candle_core::{Device, Result, Tensor, D};
 use clip::nn::l2_normalize;
 use clip::{Clip, Tokenizer};
 
+use crate::encode::text_embeddings;
+
 /// Classifier `[C, E]`: for class c, normalise(mean over templates of embed(template(c))).
 pub fn zero_shot_classifier(
     model: &Clip,
@@ -14,32 +16,20 @@ pub fn zero_shot_classifier(
     templates: &[&str],
     device: &Device,
 ) -> Result<Tensor> {
-    let ctx = model.config.text_cfg.context_length;
     let mut rows = Vec::with_capacity(class_names.len());
     for name in class_names {
         let prompts: Vec<String> = templates.iter().map(|t| t.replace("{}", name)).collect();
-        // [K, T] token ids; the embeddings detached, or each row kept below would hold its
-        // whole forward graph alive.
-        let ids = tokenizer.tokenize_tensor(&prompts, ctx, device)?;
-        let emb = clip::ops::inference(|| model.encode_text(&ids))?.detach(); // [K, E], unit rows
+        let emb = text_embeddings(model, tokenizer, &prompts, device)?; // [K, E], unit rows
         rows.push(emb.mean(0)?); // [E]
     }
     l2_normalize(&Tensor::stack(&rows, 0)?) // [C, E]
 }
 
-/// Unit embeddings `[N, E]` of images `[N, 3, S, S]`, encoded `chunk` at a time.
-pub fn encode_images(model: &Clip, pixels: &Tensor, chunk: usize) -> Result<Tensor> {
-    let n = pixels.dim(0)?;
-    let mut parts = Vec::with_capacity(n.div_ceil(chunk.max(1)));
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let chunk = pixels.narrow(0, start, len)?;
-        // Detached per chunk: each output holds its forward graph (every activation) alive.
-        parts.push(clip::ops::inference(|| model.encode_image(&chunk))?.detach()); // [len, E]
-        start += len;
-    }
-    Tensor::cat(&parts, 0)
+/// The `k` best columns of each row of `scores` `[N, C]`, best first.
+pub fn top_k(scores: &Tensor, k: usize) -> Result<Vec<Vec<u32>>> {
+    let k = k.min(scores.dim(D::Minus1)?);
+    let ranked = scores.arg_sort_last_dim(false)?; // [N, C], best first
+    ranked.narrow(1, 0, k)?.to_vec2::<u32>()
 }
 
 /// The five best classes of each image embedding in `emb` `[N, E]`, best first. A class's score
@@ -53,9 +43,7 @@ pub fn top5_predictions(emb: &Tensor, classifiers: &[Tensor]) -> Result<Vec<Vec<
     for c in rest {
         scores = scores.maximum(&emb.matmul(&c.t()?)?)?;
     }
-    let ranked = scores.arg_sort_last_dim(false)?; // [N, C], best first
-    let k = 5.min(scores.dim(D::Minus1)?);
-    ranked.narrow(1, 0, k)?.to_vec2::<u32>()
+    top_k(&scores, 5)
 }
 
 /// Top-1 and top-5 rates of ranked predictions against `labels`.
@@ -64,7 +52,7 @@ pub fn top_k_rates(best: &[Vec<u32>], labels: &[usize]) -> (f64, f64) {
     let (mut top1, mut top5) = (0usize, 0usize);
     for (row, label) in best.iter().zip(labels) {
         top1 += (row[0] as usize == *label) as usize;
-        top5 += row.iter().any(|&c| c as usize == *label) as usize;
+        top5 += row.iter().take(5).any(|&c| c as usize == *label) as usize;
     }
     (top1 as f64 / n, top5 as f64 / n)
 }
@@ -72,6 +60,7 @@ pub fn top_k_rates(best: &[Vec<u32>], labels: &[usize]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::{image_features, ImageFeature};
 
     #[test]
     fn a_class_scores_its_best_description() {
@@ -97,7 +86,7 @@ mod tests {
         let (model, _varmap) = Clip::with_varmap(&cfg, &dev).unwrap();
         let s = cfg.vision_cfg.image_size;
         let pixels = Tensor::zeros((3, 3, s, s), candle_core::DType::F32, &dev).unwrap();
-        let emb = encode_images(&model, &pixels, 2).unwrap();
+        let emb = image_features(&model, &pixels, ImageFeature::Embedding).unwrap();
         assert_eq!(emb.dims(), &[3, cfg.embed_dim]);
         assert!(!emb.track_op());
         let names = ["red circle".to_string(), "blue star".to_string()];

@@ -2,11 +2,13 @@
 //! image transform and weights I/O, on candle. No training loop, data loading or CLI here.
 
 pub mod config;
+pub mod durable;
 pub mod error;
 pub mod flops;
 pub mod heads;
 pub mod init;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod nn;
 pub mod ops;

@@ -52,12 +52,15 @@ impl Clip {
         Self::with_varmap_dtype(cfg, device, DType::F32)
     }
 
-    /// As [`Clip::with_varmap`], with parameters of `dtype` (bf16 for encoding on a GPU).
+    /// As [`Clip::with_varmap`], with parameters of `dtype` (bf16 for encoding on a GPU). A
+    /// model larger than the memory available is an error ([`crate::memory::check_fits`]).
     pub fn with_varmap_dtype(
         cfg: &ClipConfig,
         device: &Device,
         dtype: DType,
     ) -> Result<(Self, VarMap)> {
+        crate::memory::check_fits(cfg, "model", dtype.size_in_bytes() as f64)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, dtype, device);
         let model = Self::new(vb, cfg)?;

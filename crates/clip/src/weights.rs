@@ -226,7 +226,8 @@ pub fn save(varmap: &VarMap, path: &Path) -> Result<()> {
     save_tensors(&tensors, path)
 }
 
-/// Write tensors to `path` through a temporary file in the same directory.
+/// Write tensors to `path` through a temporary file in the same directory, synced to the disk
+/// before the rename ([`crate::durable`]).
 pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let err = |msg: String| ClipError::Io {
         path: path.display().to_string(),
@@ -234,7 +235,8 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()
     };
     let tmp = path.with_extension("safetensors.tmp");
     candle_core::safetensors::save(tensors, &tmp).map_err(|e| err(format!("cannot write: {e}")))?;
-    std::fs::rename(&tmp, path)
+    crate::durable::sync_file(&tmp).map_err(|e| err(format!("cannot sync: {e}")))?;
+    crate::durable::rename_synced(&tmp, path)
         .map_err(|e| err(format!("cannot rename {}: {e}", tmp.display())))?;
     Ok(())
 }

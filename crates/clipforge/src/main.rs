@@ -54,6 +54,31 @@ fn keep_freed_pages() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_pages() {}
 
+/// The command line; a bad value of a flag (`--device tpu`, `--task foo`) is one line naming
+/// the flag, the value and what is expected, exit code 2. Other usage errors keep clap's help.
+fn parse_args() -> Cli {
+    use clap::error::ErrorKind;
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::InvalidValue | ErrorKind::ValueValidation
+            ) =>
+        {
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect();
+            eprintln!("{}", parts.join(" "));
+            std::process::exit(2);
+        }
+        Err(e) => e.exit(),
+    }
+}
+
 fn main() {
     keep_freed_pages();
     tracing_subscriber::fmt()
@@ -65,7 +90,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = parse_args();
     let result = match cli.command {
         Command::Quickstart(args) => commands::quickstart::run(args),
         Command::Train(args) => commands::train::run(args),

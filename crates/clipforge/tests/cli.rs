@@ -290,15 +290,15 @@ fn builtin_eval_reports_both_classifiers_and_consistent_parts() {
         x
     };
     for (top1, top5) in [
-        ("zero_shot_top1", "zero_shot_top5"),
+        ("heldout_top1", "heldout_top5"),
         ("seen_top1", "seen_top5"),
-        ("ensemble_zero_shot_top1", "ensemble_zero_shot_top5"),
+        ("ensemble_heldout_top1", "ensemble_heldout_top5"),
         ("ensemble_seen_top1", "ensemble_seen_top5"),
     ] {
         assert!(f(top1) <= f(top5), "{top1} > {top5}: {v}");
     }
     let (top1, colour, shape) = (
-        f("zero_shot_top1"),
+        f("heldout_top1"),
         f("heldout_colour_top1"),
         f("heldout_shape_top1"),
     );
@@ -325,9 +325,14 @@ fn too_many_hard_negatives_is_a_one_line_error() {
 #[test]
 fn bad_device_is_a_one_line_error() {
     let out = clipforge(&["bench", "--device", "tpu", "--steps", "1"]);
-    assert_clean_error(&out, &["--device tpu", "cpu, cuda or cuda:N"]);
+    assert_clean_error(&out, &["--device", "'tpu'", "cpu, cuda or cuda:N"]);
     let out = clipforge(&["bench", "--device", "cuda:x", "--steps", "1"]);
-    assert_clean_error(&out, &["--device cuda:x", "cuda:N"]);
+    assert_clean_error(&out, &["--device", "'cuda:x'", "cuda:N"]);
+    let out = clipforge(&["eval", "--checkpoint", "x", "--task", "classify"]);
+    assert_clean_error(
+        &out,
+        &["--task", "'classify'", "zeroshot, linear-probe, retrieval"],
+    );
 }
 
 /// The CPU build names the feature to build with when asked for a GPU.
@@ -344,4 +349,60 @@ fn cuda_without_the_feature_says_how_to_build_it() {
         tmp("cuda-run").to_str().unwrap(),
     ]);
     assert_clean_error(&out, &["--device cuda", "--features cuda"]);
+}
+
+/// A config whose tensors cannot fit in memory is refused before anything is allocated (it
+/// used to abort the process in the allocator), for every command that builds a model.
+#[test]
+fn a_model_larger_than_memory_is_a_one_line_error() {
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(include_str!("../../../configs/models/tiny.json")).unwrap();
+    cfg["vision_cfg"]["width"] = 1_000_000_000u64.into();
+    cfg["vision_cfg"]["head_width"] = 1_000.into();
+    let path = tmp("width-1e9.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    let p = path.to_str().unwrap();
+    let out_dir = tmp("width-1e9-run");
+    let runs: [&[&str]; 3] = [
+        &["init", "--model", p, "--out", "unused.safetensors"],
+        &[
+            "train",
+            "--model",
+            p,
+            "--steps",
+            "1",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &["bench", "--model", p, "--steps", "1"],
+    ];
+    for args in runs {
+        let out = clipforge(args);
+        assert_clean_error(&out, &["vision_cfg.width 1000000000", "GiB"]);
+    }
+    assert!(
+        !out_dir.exists(),
+        "nothing written for a model that cannot be built"
+    );
+}
+
+/// A weights file cut short (a copy interrupted) is a one-line error naming the file.
+#[test]
+fn a_truncated_weights_file_is_a_one_line_error() {
+    let full = tmp("whole.safetensors");
+    let out = clipforge(&["init", "--model", "tiny", "--out", full.to_str().unwrap()]);
+    assert!(out.status.success());
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = tmp("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let args = [
+        "--model",
+        "tiny",
+        "--weights",
+        cut.to_str().unwrap(),
+        "--text",
+        "a",
+    ];
+    let out = clipforge(&[&["embed"][..], &args[..]].concat());
+    assert_clean_error(&out, &["cut.safetensors", "not a safetensors file"]);
 }

@@ -35,10 +35,10 @@ pub struct Args {
     pub loader_image_size: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Parameter dtype of the encoders: f32 or bf16 (the training step stays f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    pub device: super::DeviceArg,
+    /// Parameter dtype of the encoders (the training step stays f32).
+    #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
+    pub dtype: super::DtypeArg,
     /// Let f32 matrix products on a GPU use TF32 tensor cores.
     #[arg(long)]
     pub tf32: bool,
@@ -56,8 +56,8 @@ pub fn run(args: Args) -> Result<()> {
         steps: args.steps,
         warmup: args.warmup,
         loader_image_size: args.loader_image_size,
-        device: super::parse_device(&args.device)?,
-        encode_dtype: super::parse_dtype(&args.dtype)?,
+        device: args.device.open()?,
+        encode_dtype: args.dtype.into(),
         tf32: args.tf32,
     };
     let quiet = args.json;

@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clip::Clip;
+use clip_data::packaged::DatasetInfo;
+use clip_train::dataset_eval as de;
+use clip_train::encode::{image_features, ImageFeature};
+use clip_train::eval::eval_seed;
 use clip_train::{checkpoint, TrainConfig};
 
 #[derive(clap::Args)]
@@ -39,12 +43,12 @@ pub struct Args {
     /// of the built-in scenes.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    /// With --dataset: zeroshot, linear-probe (labelled sets) or retrieval (captioned sets).
-    #[arg(long, default_value = "zeroshot")]
-    pub task: String,
-    /// Linear probe input: model (pre-projection image features) or pixels.
-    #[arg(long, default_value = "model")]
-    pub features: String,
+    /// With --dataset: what to measure.
+    #[arg(long, value_enum, default_value_t = Task::Zeroshot)]
+    pub task: Task,
+    /// The linear probe's input.
+    #[arg(long, value_enum, default_value_t = Features::Model)]
+    pub features: Features,
     /// With --dataset: at most this many training images (the linear probe's fit).
     #[arg(long, default_value_t = 10_000)]
     pub train_limit: usize,
@@ -56,18 +60,33 @@ pub struct Args {
     pub json: bool,
 }
 
+/// An evaluation on a fetched dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Task {
+    /// Zero-shot classification from class names and templates (labelled sets).
+    Zeroshot,
+    /// Logistic regression on frozen features (labelled sets).
+    LinearProbe,
+    /// Image ↔ text recall@1/5/10 (captioned sets).
+    Retrieval,
+}
+
+/// What the linear probe reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Features {
+    /// The image tower's pooled feature, before the projection head.
+    Model,
+    /// The model's input pixels, flattened: the baseline.
+    Pixels,
+}
+
 pub fn run(args: Args) -> Result<()> {
     let ckpt = checkpoint::resolve(&args.checkpoint)?;
     let run_dir = ckpt
         .parent()
         .and_then(|p| p.parent())
         .context("checkpoint outside a run directory")?;
-    let cfg_path = run_dir.join("config.json");
-    let cfg: TrainConfig = serde_json::from_str(
-        &std::fs::read_to_string(&cfg_path)
-            .with_context(|| format!("reading {}", cfg_path.display()))?,
-    )
-    .with_context(|| format!("{}: not a training config", cfg_path.display()))?;
+    let cfg = TrainConfig::load(&run_dir.join("config.json"))?;
     let device = Device::Cpu;
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
@@ -76,8 +95,12 @@ pub fn run(args: Args) -> Result<()> {
         return eval_dataset(&args, &dir, &model, run_dir, &device);
     }
     let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
-    let report =
-        clip_train::eval::zero_shot_builtin(&model, seed ^ 0xe7a1, args.images as usize, &device)?;
+    let report = clip_train::eval::zero_shot_builtin(
+        &model,
+        eval_seed(seed),
+        args.images as usize,
+        &device,
+    )?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -98,14 +121,14 @@ pub fn print_builtin_report(report: &clip_train::eval::ZeroShotReport) {
     let rows = [
         (
             "held-out combinations (never seen)",
-            report.zero_shot_top1,
-            report.zero_shot_top5,
+            report.heldout_top1,
+            report.heldout_top5,
         ),
         ("seen combinations", report.seen_top1, report.seen_top5),
         (
             "held-out, one ensemble of both sizes",
-            report.ensemble_zero_shot_top1,
-            report.ensemble_zero_shot_top5,
+            report.ensemble_heldout_top1,
+            report.ensemble_heldout_top5,
         ),
         (
             "seen, one ensemble of both sizes",
@@ -133,99 +156,28 @@ fn eval_dataset(
     run_dir: &Path,
     device: &Device,
 ) -> Result<()> {
-    use clip_train::dataset_eval as de;
-    let info = clip_data::packaged::DatasetInfo::load(dir)?;
+    let info = DatasetInfo::load(dir)?;
     let size = model.config.vision_cfg.image_size;
-    if args.task == "retrieval" {
+    if args.task == Task::Retrieval {
         let data = de::load_captioned(dir, &info, "test", args.test_limit, size, device)?;
         let m = de::retrieval(model, &data)?;
         if args.json {
             let v = serde_json::json!({"dataset": info.name, "model": run_dir.display().to_string(),
                 "task": "zeroshot_retrieval", "metrics": m});
             println!("{v}");
-            return Ok(());
+        } else {
+            print_retrieval(&info.name, &m);
         }
-        println!(
-            "| {} test: {} images, {} captions | R@1 | R@5 | R@10 |",
-            info.name, m.images, m.texts
-        );
-        println!("|---|---|---|---|");
-        println!(
-            "| image → text | {:.1}% | {:.1}% | {:.1}% |",
-            100.0 * m.text_r1,
-            100.0 * m.text_r5,
-            100.0 * m.text_r10
-        );
-        println!(
-            "| text → image | {:.1}% | {:.1}% | {:.1}% |",
-            100.0 * m.image_r1,
-            100.0 * m.image_r5,
-            100.0 * m.image_r10
-        );
-        let chance = |k: f64| 100.0 * (k / m.images as f64).min(1.0);
-        println!(
-            "| chance (text → image) | {:.1}% | {:.1}% | {:.1}% |",
-            chance(1.0),
-            chance(5.0),
-            chance(10.0)
-        );
         return Ok(());
     }
     let test = de::load_split(dir, &info, "test", args.test_limit, size, device)?;
-    let (task, metrics, extra) = match args.task.as_str() {
-        "zeroshot" => {
-            let m = de::zero_shot(model, &info, &test)?;
-            let png = run_dir.join(format!("confusion-{}-zeroshot.png", info.name));
-            clip_train::plots::confusion_matrix(
-                &png,
-                &m.confusion,
-                &info.classes,
-                &format!(
-                    "zero-shot on {} test ({} images): top-1 {:.1}%",
-                    info.name,
-                    m.n,
-                    100.0 * m.acc1
-                ),
-            )?;
-            (
-                "zeroshot_classification",
-                m,
-                serde_json::json!({"confusion_png": png.display().to_string()}),
-            )
-        }
-        "linear-probe" => {
+    let (task, metrics, extra) = match args.task {
+        Task::Zeroshot => zero_shot(model, &info, &test, run_dir)?,
+        Task::LinearProbe => {
             let train = de::load_split(dir, &info, "train", args.train_limit, size, device)?;
-            let feats = |d: &de::Labelled| -> Result<candle_core::Tensor> {
-                Ok(match args.features.as_str() {
-                    "model" => de::image_features(model, &d.pixels, true)?,
-                    "pixels" => d.pixels.flatten_from(1)?,
-                    other => anyhow::bail!("--features {other}: expected model or pixels"),
-                })
-            };
-            let (train_x, test_x) = (feats(&train)?, feats(&test)?);
-            let bar = probe_bar(args.json);
-            let r = de::linear_probe(
-                (&train_x, &train.labels),
-                (&test_x, &test.labels),
-                info.classes.len(),
-                0,
-                &mut |done, total, l2| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                    bar.set_message(if done + 1 < total {
-                        format!("choosing L2 on the validation split: {l2:e}")
-                    } else {
-                        format!("final fit on all training rows, L2 {l2:e}")
-                    });
-                },
-            )?;
-            bar.finish_and_clear();
-            let extra = serde_json::json!({"features": args.features, "feature_dim": r.feature_dim,
-                "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len(),
-                "lbfgs_iterations": r.iterations, "lbfgs_grad_max": r.grad_max});
-            ("linear_probe", r.metrics, extra)
+            linear_probe(args, model, &info, &train, &test)?
         }
-        other => anyhow::bail!("--task {other}: expected zeroshot, linear-probe or retrieval"),
+        Task::Retrieval => unreachable!("handled above"),
     };
     if args.json {
         let v = serde_json::json!({
@@ -255,6 +207,100 @@ fn eval_dataset(
     );
     println!("{extra}");
     Ok(())
+}
+
+/// A task's name in the JSON output, its metrics and its details.
+type TaskResult = (&'static str, de::ClassMetrics, serde_json::Value);
+
+/// Zero-shot classification, with a confusion-matrix PNG in the run directory.
+fn zero_shot(
+    model: &Clip,
+    info: &DatasetInfo,
+    test: &de::Labelled,
+    run_dir: &Path,
+) -> Result<TaskResult> {
+    let m = de::zero_shot(model, info, test)?;
+    let png = run_dir.join(format!("confusion-{}-zeroshot.png", info.name));
+    let title = format!(
+        "zero-shot on {} test ({} images): top-1 {:.1}%",
+        info.name,
+        m.n,
+        100.0 * m.acc1
+    );
+    clip_train::plots::confusion_matrix(&png, &m.confusion, &info.classes, &title)?;
+    let extra = serde_json::json!({"confusion_png": png.display().to_string()});
+    Ok(("zeroshot_classification", m, extra))
+}
+
+/// A linear probe on `args.features`, its L2 strength chosen on a validation split.
+fn linear_probe(
+    args: &Args,
+    model: &Clip,
+    info: &DatasetInfo,
+    train: &de::Labelled,
+    test: &de::Labelled,
+) -> Result<TaskResult> {
+    let feats = |d: &de::Labelled| -> Result<candle_core::Tensor> {
+        Ok(match args.features {
+            Features::Model => image_features(model, &d.pixels, ImageFeature::PreProjection)?,
+            Features::Pixels => d.pixels.flatten_from(1)?,
+        })
+    };
+    let (train_x, test_x) = (feats(train)?, feats(test)?);
+    let bar = probe_bar(args.json);
+    let r = de::linear_probe(
+        (&train_x, &train.labels),
+        (&test_x, &test.labels),
+        info.classes.len(),
+        0,
+        &mut |done, total, l2| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(if done + 1 < total {
+                format!("choosing L2 on the validation split: {l2:e}")
+            } else {
+                format!("final fit on all training rows, L2 {l2:e}")
+            });
+        },
+    )?;
+    bar.finish_and_clear();
+    let features = match args.features {
+        Features::Model => "model",
+        Features::Pixels => "pixels",
+    };
+    let extra = serde_json::json!({"features": features, "feature_dim": r.feature_dim,
+        "l2": r.l2, "validation_acc1": r.validation, "train_images": train.labels.len(),
+        "lbfgs_iterations": r.iterations, "lbfgs_grad_max": r.grad_max});
+    Ok(("linear_probe", r.metrics, extra))
+}
+
+/// Retrieval recall as a Markdown table, with chance.
+fn print_retrieval(name: &str, m: &de::RetrievalMetrics) {
+    println!(
+        "| {name} test: {} images, {} captions | R@1 | R@5 | R@10 |",
+        m.images, m.texts
+    );
+    println!("|---|---|---|---|");
+    let pct = |x: f64| 100.0 * x;
+    let (t, i) = (
+        [m.text_r1, m.text_r5, m.text_r10].map(pct),
+        [m.image_r1, m.image_r5, m.image_r10].map(pct),
+    );
+    println!(
+        "| image → text | {:.1}% | {:.1}% | {:.1}% |",
+        t[0], t[1], t[2]
+    );
+    println!(
+        "| text → image | {:.1}% | {:.1}% | {:.1}% |",
+        i[0], i[1], i[2]
+    );
+    let chance = |k: f64| 100.0 * (k / m.images as f64).min(1.0);
+    println!(
+        "| chance (text → image) | {:.1}% | {:.1}% | {:.1}% |",
+        chance(1.0),
+        chance(5.0),
+        chance(10.0)
+    );
 }
 
 /// Progress over the probe's fits (L-BFGS, seconds to minutes each); hidden under `--json`.

@@ -9,33 +9,70 @@ pub mod quickstart;
 pub mod tokenize;
 pub mod train;
 
-/// `cpu`, `cuda` or `cuda:N` → a candle device; CUDA needs a binary built with `--features cuda`.
-pub fn parse_device(name: &str) -> anyhow::Result<candle_core::Device> {
-    use anyhow::Context;
-    let ordinal = match name {
-        "cpu" => return Ok(candle_core::Device::Cpu),
-        "cuda" => 0,
-        _ => match name.strip_prefix("cuda:") {
-            Some(n) => n
-                .parse::<usize>()
-                .with_context(|| format!("--device {name}: expected cuda:N with N a GPU number"))?,
-            None => anyhow::bail!("--device {name}: expected cpu, cuda or cuda:N"),
-        },
-    };
-    if !candle_core::utils::cuda_is_available() {
-        anyhow::bail!(
-            "--device {name}: this clipforge was built without CUDA; build it with \
-             `cargo build --release --features cuda` (docs/cuda.md)"
-        );
-    }
-    candle_core::Device::new_cuda(ordinal).with_context(|| format!("--device {name}"))
+/// Where to run: `cpu`, `cuda` or `cuda:N` (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    Cpu,
+    /// The GPU of this number.
+    Cuda(usize),
 }
 
-/// `f32` or `bf16`.
-pub fn parse_dtype(name: &str) -> anyhow::Result<candle_core::DType> {
-    match name {
-        "f32" => Ok(candle_core::DType::F32),
-        "bf16" => Ok(candle_core::DType::BF16),
-        _ => anyhow::bail!("--dtype {name}: expected f32 or bf16"),
+impl std::str::FromStr for DeviceArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse()
+                    .map(Self::Cuda)
+                    .map_err(|_| format!("expected cuda:N with N a GPU number, got {s:?}")),
+                None => Err(format!("expected cpu, cuda or cuda:N, got {s:?}")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceArg {
+    /// The candle device; CUDA needs a binary built with `--features cuda`.
+    pub fn open(self) -> anyhow::Result<candle_core::Device> {
+        use anyhow::Context;
+        let Self::Cuda(ordinal) = self else {
+            return Ok(candle_core::Device::Cpu);
+        };
+        if !candle_core::utils::cuda_is_available() {
+            anyhow::bail!(
+                "--device {self}: this clipforge was built without CUDA; build it with \
+                 `cargo build --release --features cuda` (docs/cuda.md)"
+            );
+        }
+        candle_core::Device::new_cuda(ordinal).with_context(|| format!("--device {self}"))
+    }
+}
+
+/// Parameter dtype of the encoders (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    Bf16,
+}
+
+impl From<DtypeArg> for candle_core::DType {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::F32 => candle_core::DType::F32,
+            DtypeArg::Bf16 => candle_core::DType::BF16,
+        }
     }
 }

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::Parser;
+use clip_train::config::{defaults, quickstart};
+use clip_train::{DataSpec, TrainConfig, Trainer};
 
 use super::train;
+use clip_train::eval::eval_seed;
 
 #[derive(clap::Args)]
 #[command(
@@ -19,58 +21,43 @@ pub struct Args {
     #[arg(long, default_value = "runs/quickstart")]
     pub out: PathBuf,
     /// Training steps.
-    #[arg(long, default_value_t = QUICKSTART_STEPS)]
+    #[arg(long, default_value_t = quickstart::STEPS)]
     pub steps: u64,
     /// Pairs per step.
-    #[arg(long, default_value_t = QUICKSTART_BATCH)]
+    #[arg(long, default_value_t = quickstart::BATCH_SIZE)]
     pub batch_size: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Scenes come in groups of K differing only in shape (hard negatives; 1: off).
-    #[arg(long, default_value_t = QUICKSTART_HARD_NEGATIVES, value_name = "K")]
+    #[arg(long, default_value_t = quickstart::HARD_NEGATIVES, value_name = "K")]
     pub hard_negatives: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = QUICKSTART_LR)]
+    #[arg(long, default_value_t = quickstart::LR)]
     pub lr: f64,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: super::DeviceArg,
     /// Print the metrics as one JSON object (and no progress bar).
     #[arg(long)]
     pub json: bool,
 }
 
-/// `train`'s flags at their defaults.
-#[derive(Parser)]
-struct DefaultTrainArgs {
-    #[command(flatten)]
-    args: train::Args,
-}
-
-pub const QUICKSTART_STEPS: u64 = 800;
-pub const QUICKSTART_BATCH: usize = 64;
-pub const QUICKSTART_HARD_NEGATIVES: usize = 1;
-pub const QUICKSTART_LR: f64 = 1e-3;
-
 pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
-    let mut targs = DefaultTrainArgs::parse_from(["train"]).args;
-    targs.model = "tiny".into();
-    targs.out = args.out.clone();
-    targs.steps = Some(args.steps);
-    targs.batch_size = args.batch_size;
-    targs.seed = args.seed;
-    targs.lr = args.lr;
-    targs.hard_negatives = args.hard_negatives;
-    targs.wd = 0.1;
-    targs.checkpoint_every = 200;
-    targs.quiet = args.json;
-    targs.device = args.device.clone();
-    let trainer = train::train(&targs, args.steps)?;
+    let mut cfg = TrainConfig::quickstart(args.seed);
+    cfg.steps = args.steps;
+    cfg.warmup = defaults::warmup(args.steps);
+    cfg.batch_size = args.batch_size;
+    cfg.lr = args.lr;
+    if let DataSpec::Builtin { hard_negatives, .. } = &mut cfg.data {
+        *hard_negatives = args.hard_negatives;
+    }
+    let trainer = Trainer::new_on(cfg, &args.out, args.device.open()?)?;
+    let trainer = train::run_trainer(trainer, args.json)?;
     let device = trainer.device.clone();
     let report =
-        clip_train::eval::zero_shot_builtin(&trainer.model, args.seed ^ 0xe7a1, 512, &device)?;
+        clip_train::eval::zero_shot_builtin(&trainer.model, eval_seed(args.seed), 512, &device)?;
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         let mut v = serde_json::to_value(&report)?;

@@ -1,9 +1,11 @@
 //! `clipforge train`: train a CLIP model (flags, or `--config train.json`), or `--resume` one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clip::ClipConfig;
+use clip_train::config::defaults;
+use clip_train::optim::AdamWParams;
 use clip_train::{DataSpec, StepMetrics, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -40,33 +42,33 @@ pub struct Args {
     pub out: PathBuf,
     /// cpu, cuda or cuda:N (CUDA needs a binary built with --features cuda).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Optimiser steps in total.
+    pub device: super::DeviceArg,
+    /// Optimiser steps in total [default: 1000; with --resume, the run's].
     #[arg(long)]
     pub steps: Option<u64>,
     /// Pairs per step: the N of the N×N logits.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     pub batch_size: usize,
     /// Split each step into this many micro-batches, keeping all N² pairs (saves memory).
     #[arg(long, default_value_t = 1)]
     pub accum_freq: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = defaults::LR)]
     pub lr: f64,
     /// Weight decay (weights only; not gains, biases, embeddings, logit scale).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = AdamWParams::default().weight_decay)]
     pub wd: f64,
     /// Warm-up steps (default: a tenth of the steps).
     #[arg(long)]
     pub warmup: Option<u64>,
     /// Clip the gradient norm (0: off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::GRAD_CLIP)]
     pub grad_clip: f64,
     /// Seed of initialisation and data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = defaults::CHECKPOINT_EVERY)]
     pub checkpoint_every: u64,
     /// Train on bare class names ("red circle") instead of captions: the label view.
     #[arg(long)]
@@ -76,10 +78,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "K")]
     pub hard_negatives: usize,
     /// WebDataset: reader threads the shards are dealt to.
-    #[arg(long, default_value_t = clip_train::trainer::default_workers())]
+    #[arg(long, default_value_t = clip_train::config::default_workers())]
     pub workers: usize,
     /// WebDataset: samples held in the shuffle buffer (1: shard order only).
-    #[arg(long, default_value_t = clip_train::trainer::default_shuffle_buffer())]
+    #[arg(long, default_value_t = clip_train::config::default_shuffle_buffer())]
     pub shuffle_buffer: usize,
     /// A fetched dataset (its directory, or a name fetched into data/ by clipforge data fetch):
     /// train on its train split's shards.
@@ -138,20 +140,16 @@ impl clip_train::Observer for Progress {
 }
 
 /// Build the training config from flags.
-pub fn config_from_args(args: &Args, default_steps: u64) -> Result<TrainConfig> {
+pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
     if let Some(path) = &args.config {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg: TrainConfig = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a training config", path.display()))?;
-        let mut cfg = cfg;
+        let mut cfg = TrainConfig::load(path)?;
         if let Some(s) = args.steps {
             cfg.steps = s;
         }
         return Ok(cfg);
     }
     let model = ClipConfig::resolve(&args.model)?;
-    let steps = args.steps.unwrap_or(default_steps);
+    let steps = args.steps.unwrap_or(defaults::STEPS);
     let mut cfg = TrainConfig::new(&args.model, model, steps);
     cfg.data = data_spec(args)?;
     cfg.batch_size = args.batch_size;
@@ -208,25 +206,21 @@ fn data_spec(args: &Args) -> Result<DataSpec> {
     Ok(spec)
 }
 
-/// Train (or resume) and return the trainer at the end.
-pub fn train(args: &Args, default_steps: u64) -> Result<Trainer> {
-    let device = super::parse_device(&args.device)?;
-    let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume_on(path, args.steps, device)?,
-        None => Trainer::new_on(
-            config_from_args(args, default_steps)?,
-            Path::new(&args.out),
-            device,
-        )?,
-    };
-    let mut progress = Progress::new(args.quiet, trainer.cfg.steps, trainer.step);
+/// Train `trainer` to its last step, with a progress bar unless `quiet`.
+pub fn run_trainer(mut trainer: Trainer, quiet: bool) -> Result<Trainer> {
+    let mut progress = Progress::new(quiet, trainer.cfg.steps, trainer.step);
     trainer.run(&mut progress)?;
     progress.finish();
     Ok(trainer)
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let trainer = train(&args, 1000)?;
+    let device = args.device.open()?;
+    let trainer = match &args.resume {
+        Some(path) => Trainer::resume_on(path, args.steps, device)?,
+        None => Trainer::new_on(config_from_args(&args)?, &args.out, device)?,
+    };
+    let trainer = run_trainer(trainer, args.quiet)?;
     eprintln!("run directory: {}", trainer.run_dir.display());
     Ok(())
 }

@@ -1,0 +1,71 @@
+//! The batch source a run's config names: built-in scenes, a listing, or streamed shards.
+
+use std::sync::Arc;
+
+use clip_data::{BatchSource, FileBatcher, SceneBatcher, Shapes, Split, StreamBatcher, StreamCfg};
+
+use crate::config::{DataSpec, TrainConfig};
+use crate::error::{Result, TrainError};
+
+/// Build the batch source a config names.
+pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
+    let (size, ctx) = (
+        cfg.model.vision_cfg.image_size,
+        cfg.model.text_cfg.context_length,
+    );
+    let files = |(samples, skips): (Vec<clip_data::RawSample>, clip_data::SkipCounts),
+                 origin: String|
+     -> Result<Arc<dyn BatchSource>> {
+        if samples.len() < 2 {
+            return Err(TrainError::Data(format!(
+                "{origin}: {} usable samples (skipped {}); at least 2 are needed",
+                samples.len(),
+                skips.total()
+            )));
+        }
+        tracing::info!(samples = samples.len(), skipped = skips.total(), "{origin}");
+        Ok(Arc::new(FileBatcher::new(
+            samples, skips, cfg.seed, size, ctx,
+        )))
+    };
+    match &cfg.data {
+        DataSpec::Builtin {
+            seed,
+            labels_only,
+            hard_negatives,
+        } => Ok(Arc::new(
+            SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only)
+                .with_group(*hard_negatives),
+        )),
+        DataSpec::Csv {
+            path,
+            img_key,
+            caption_key,
+        } => files(
+            clip_data::files::read_csv(path, img_key, caption_key)?,
+            path.display().to_string(),
+        ),
+        DataSpec::Jsonl {
+            path,
+            img_key,
+            caption_key,
+        } => files(
+            clip_data::files::read_jsonl(path, img_key, caption_key)?,
+            path.display().to_string(),
+        ),
+        DataSpec::Wds {
+            pattern,
+            workers,
+            shuffle_buffer,
+        } => {
+            let shards = clip_data::files::shard_files(pattern)?;
+            tracing::info!(shards = shards.len(), workers, shuffle_buffer, "{pattern}");
+            let stream = StreamCfg {
+                workers: *workers,
+                shuffle_buffer: *shuffle_buffer,
+                seed: cfg.seed,
+            };
+            Ok(Arc::new(StreamBatcher::new(shards, stream, size, ctx)))
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What a run writes beside its checkpoints: `metrics.jsonl` (a line per step), `epochs.jsonl`
+//! (a line per finished epoch of streamed data), `skipped.json`, and the plots.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clip_data::{BatchSource, SceneBatcher, Shapes, Split};
+
+use crate::error::{io, Result};
+use crate::step::StepMetrics;
+use crate::trainer::Trainer;
+
+/// The fixed batch whose similarity matrix is plotted.
+const PLOT_BATCH: usize = 12;
+/// Mixed into the data seed for the plotted scenes, so they are not the first training batch.
+const PLOT_SEED_SALT: u64 = 0x5eed;
+
+/// `metrics.jsonl`, appended a line per step.
+pub(crate) struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    pub(crate) fn open(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(Self { path, file })
+    }
+
+    pub(crate) fn append(&mut self, m: &StepMetrics) -> Result<()> {
+        let line = serde_json::to_string(m).expect("metrics serialise");
+        writeln!(self.file, "{line}").map_err(io(&self.path))
+    }
+}
+
+/// The steps logged in `metrics.jsonl`, in order (lines that do not parse are left out).
+pub fn read_metrics(run_dir: &Path) -> Vec<StepMetrics> {
+    let text = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Keep only the metrics of steps before `step`: on resume, later lines belong to a run that is
+/// being replaced.
+pub(crate) fn keep_metrics_before(run_dir: &Path, step: u64) -> Result<()> {
+    let path = run_dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<StepMetrics>(l).is_ok_and(|m| m.step < step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&path, kept).map_err(io(&path))
+}
+
+/// Log the epochs the source has finished and append them to `epochs.jsonl`: how many samples
+/// each yielded and what it skipped, by reason.
+pub(crate) fn report_epochs(run_dir: &Path, source: &dyn BatchSource) -> Result<()> {
+    let reports = source.take_epoch_reports();
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let path = run_dir.join("epochs.jsonl");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    for r in reports {
+        let (epoch, samples) = (r.epoch, r.samples);
+        if r.skipped.total() > 0 {
+            tracing::warn!(epoch, samples, skipped = ?r.skipped, "epoch done; bad samples skipped");
+        } else {
+            tracing::info!(epoch, samples, "epoch done; nothing skipped");
+        }
+        let line = serde_json::to_string(&r).expect("serialises");
+        writeln!(f, "{line}").map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// `skipped.json`: what the source skipped over the whole run, where it can skip anything.
+pub(crate) fn write_skipped(run_dir: &Path, source: &dyn BatchSource) -> Result<()> {
+    let Some(skips) = source.skipped() else {
+        return Ok(());
+    };
+    if skips.total() > 0 {
+        tracing::warn!(?skips, "skipped bad samples");
+    }
+    let path = run_dir.join("skipped.json");
+    let json = serde_json::to_string_pretty(&skips).expect("serialises");
+    std::fs::write(&path, json).map_err(io(&path))
+}
+
+impl Trainer {
+    /// Cosine similarities `[n][n]` of the fixed plotting batch, and its captions.
+    pub fn similarity_of_fixed_batch(&self) -> Result<(Vec<Vec<f32>>, Vec<String>)> {
+        let b = match self.cfg.data.builtin_seed() {
+            Some(seed) => SceneBatcher::new(
+                Shapes::new(seed ^ PLOT_SEED_SALT, Split::Train),
+                self.cfg.model.vision_cfg.image_size,
+                self.cfg.model.text_cfg.context_length,
+                false,
+            )
+            .batch(0, PLOT_BATCH, &self.device)?,
+            None => self.source.batch(0, PLOT_BATCH, &self.device)?,
+        };
+        let out = clip::ops::inference(|| self.model.forward(&b.pixels, &b.ids))?;
+        let sims = out.image_embeds.matmul(&out.text_embeds.t()?)?; // [n, n]
+        Ok((sims.to_vec2()?, b.captions))
+    }
+
+    /// `similarity_{tag}.png`: the fixed batch's similarity matrix now.
+    pub(crate) fn plot_similarity(&self, tag: &str, title: &str) -> Result<()> {
+        let (sims, caps) = self.similarity_of_fixed_batch()?;
+        let path = self.run_dir.join(format!("similarity_{tag}.png"));
+        crate::plots::similarity_matrix(&path, &sims, title, &caps)
+    }
+
+    /// The loss curve from `metrics.jsonl` and the final similarity matrix.
+    pub fn write_plots(&self) -> Result<()> {
+        let points: Vec<(u64, f64)> = read_metrics(&self.run_dir)
+            .iter()
+            .map(|m| (m.step, m.loss))
+            .collect();
+        let chance = (self.cfg.batch_size as f64).ln();
+        crate::plots::loss_curve(&self.run_dir.join("loss.png"), &points, chance)?;
+        self.plot_similarity("end", &format!("after {} steps", self.step))
+    }
+}

@@ -1,0 +1,118 @@
+//! One optimisation step: loss and gradients of a batch (with accumulation that keeps all N²
+//! pairs), the gradient clip, AdamW, the logit-scale clamp.
+
+use candle_core::backprop::GradStore;
+use candle_core::Tensor;
+use clip::{clamp_logit_scale, clip_loss};
+use clip_data::Batch;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::optim::clip_grad_norm;
+use crate::schedule::cosine_lr;
+use crate::trainer::Trainer;
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    /// exp(t), the multiplier of the cosine similarities.
+    pub logit_scale: f64,
+    pub grad_norm: f64,
+    pub samples_per_s: f64,
+}
+
+impl Trainer {
+    /// Loss and summed gradients of one batch, split into `accum_freq` micro-batches.
+    ///
+    /// With accumulation, features of every micro-batch are first computed without gradient;
+    /// then each micro-batch is re-run with gradient and its live features replace its cached
+    /// ones in the full-batch loss, so every step sees all N² pairs and the summed gradient
+    /// equals the full batch's. The logit scale's gradient is taken from the first pass only.
+    pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
+        let k = self.cfg.accum_freq;
+        if k == 1 {
+            let out = self.model.forward(&batch.pixels, &batch.ids)?;
+            let loss = clip_loss(&out.image_embeds, &out.text_embeds, &out.logit_scale)?;
+            let grads = loss.backward()?;
+            return Ok((loss.to_scalar::<f32>()? as f64, grads));
+        }
+        let m = batch.pixels.dim(0)? / k;
+        let micro = |t: &Tensor, j: usize| t.narrow(0, j * m, m);
+        let (mut cached_img, mut cached_txt) = (Vec::with_capacity(k), Vec::with_capacity(k));
+        for j in 0..k {
+            // Features without a graph: the backward runs per micro-batch below.
+            let (img, txt) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
+                Ok((
+                    self.model.encode_image(&micro(&batch.pixels, j)?)?,
+                    self.model.encode_text(&micro(&batch.ids, j)?)?,
+                ))
+            })?;
+            cached_img.push(img.detach()); // [m, E]
+            cached_txt.push(txt.detach()); // [m, E]
+        }
+        let mut total: Option<GradStore> = None;
+        let mut loss_value = 0.0;
+        for j in 0..k {
+            let (mut imgs, mut txts) = (cached_img.clone(), cached_txt.clone());
+            imgs[j] = self.model.encode_image(&micro(&batch.pixels, j)?)?;
+            txts[j] = self.model.encode_text(&micro(&batch.ids, j)?)?;
+            let image_embeds = Tensor::cat(&imgs, 0)?; // [N, E]
+            let text_embeds = Tensor::cat(&txts, 0)?; // [N, E]
+            let scale = if j == 0 {
+                self.model.logit_scale.clone()
+            } else {
+                self.model.logit_scale.detach()
+            };
+            let loss = clip_loss(&image_embeds, &text_embeds, &scale)?;
+            let grads = loss.backward()?;
+            loss_value = loss.to_scalar::<f32>()? as f64;
+            total = Some(match total {
+                None => grads,
+                Some(acc) => self.add_grads(acc, &grads)?,
+            });
+        }
+        Ok((loss_value, total.expect("accum_freq ≥ 1")))
+    }
+
+    /// `acc + grads`, parameter by parameter.
+    fn add_grads(&self, mut acc: GradStore, grads: &GradStore) -> Result<GradStore> {
+        for var in self.varmap.all_vars() {
+            let t = var.as_tensor();
+            if let Some(g) = grads.get(t) {
+                let sum = match acc.get(t) {
+                    Some(a) => (a + g)?,
+                    None => g.clone(),
+                };
+                acc.insert(t, sum);
+            }
+        }
+        Ok(acc)
+    }
+
+    /// Run one optimisation step on `batch`; returns its metrics (samples/s left 0).
+    pub fn train_step(&mut self, batch: &Batch) -> Result<StepMetrics> {
+        let lr = cosine_lr(self.cfg.lr, self.step, self.cfg.warmup, self.cfg.steps);
+        let (loss, mut grads) = self.loss_and_grads(batch)?;
+        if !loss.is_finite() {
+            let step = self.step;
+            return Err(TrainError::Diverged { step, loss, lr });
+        }
+        let grad_norm = clip_grad_norm(&self.varmap, &mut grads, self.cfg.grad_clip)?;
+        self.optim.step(&grads, lr)?;
+        clamp_logit_scale(&self.varmap)?;
+        let logit_scale = (self.model.logit_scale.to_scalar::<f32>()? as f64).exp();
+        let m = StepMetrics {
+            step: self.step,
+            loss,
+            lr,
+            logit_scale,
+            grad_norm,
+            samples_per_s: 0.0,
+        };
+        self.step += 1;
+        Ok(m)
+    }
+}
