@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::DataError;
+use crate::{bad, io, DataError};
 
 /// Where one sample's image bytes come from.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,18 +71,15 @@ pub fn read_csv(
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(sep)
         .from_path(path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?
-        .clone();
+        .map_err(bad(path))?;
+    let headers = reader.headers().map_err(bad(path))?.clone();
     let col = |key: &str| {
         headers.iter().position(|h| h == key).ok_or_else(|| {
-            DataError::Input(format!(
-                "{}: no column {key:?} in the header (columns: {})",
-                path.display(),
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ))
+            let columns = headers.iter().collect::<Vec<_>>().join(", ");
+            DataError::Format {
+                path: path.to_path_buf(),
+                msg: format!("no column {key:?} in the header (columns: {columns})"),
+            }
         })
     };
     let (ic, cc) = (col(img_key)?, col(caption_key)?);
@@ -91,7 +88,8 @@ pub fn read_csv(
     let mut skips = SkipCounts::default();
     for (i, rec) in reader.records().enumerate() {
         let line = i + 2;
-        let rec = rec.map_err(|e| DataError::Input(format!("{}:{line}: {e}", path.display())))?;
+        let at = PathBuf::from(format!("{}:{line}", path.display()));
+        let rec = rec.map_err(bad(&at))?;
         let (img, cap) = (rec.get(ic).unwrap_or(""), rec.get(cc).unwrap_or("").trim());
         push_listed(
             &mut out,
@@ -111,8 +109,7 @@ pub fn read_jsonl(
     img_key: &str,
     caption_key: &str,
 ) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
     let mut skips = SkipCounts::default();
@@ -121,17 +118,24 @@ pub fn read_jsonl(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let at = format!("{}:{}", path.display(), i + 1);
-        let v: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| DataError::Input(format!("{at}: not JSON ({e})")))?;
+        let at = PathBuf::from(format!("{}:{}", path.display(), i + 1));
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| bad(&at)(format!("not JSON ({e})")))?;
         let field = |k: &str| {
             v.get(k)
                 .and_then(|x| x.as_str())
                 .map(str::to_string)
-                .ok_or_else(|| DataError::Input(format!("{at}: no string field {k:?}")))
+                .ok_or_else(|| bad(&at)(format!("no string field {k:?}")))
         };
         let (img, cap) = (field(img_key)?, field(caption_key)?);
-        push_listed(&mut out, &mut skips, base, &img, cap.trim(), at);
+        push_listed(
+            &mut out,
+            &mut skips,
+            base,
+            &img,
+            cap.trim(),
+            at.display().to_string(),
+        );
     }
     Ok((out, skips))
 }
@@ -169,20 +173,21 @@ pub fn expand_shards(pattern: &str) -> Result<Vec<String>, DataError> {
         match (part.find('{'), part.find('}')) {
             (Some(a), Some(b)) if a < b => {
                 let inner = &part[a + 1..b];
-                let (lo, hi) = inner.split_once("..").ok_or_else(|| {
-                    DataError::Input(format!("shard pattern {part:?}: expected {{START..END}}"))
-                })?;
+                let bad_pattern = |msg: String| DataError::Pattern {
+                    pattern: part.to_string(),
+                    msg,
+                };
+                let (lo, hi) = inner
+                    .split_once("..")
+                    .ok_or_else(|| bad_pattern("expected {START..END}".into()))?;
                 let width = lo.len();
                 let parse = |s: &str| {
-                    s.parse::<u64>().map_err(|_| {
-                        DataError::Input(format!("shard pattern {part:?}: {s:?} is not a number"))
-                    })
+                    s.parse::<u64>()
+                        .map_err(|_| bad_pattern(format!("{s:?} is not a number")))
                 };
                 let (lo_n, hi_n) = (parse(lo)?, parse(hi)?);
                 if hi_n < lo_n {
-                    return Err(DataError::Input(format!(
-                        "shard pattern {part:?}: range runs backwards"
-                    )));
+                    return Err(bad_pattern("range runs backwards".into()));
                 }
                 for n in lo_n..=hi_n {
                     out.push(format!("{}{:0width$}{}", &part[..a], n, &part[b + 1..]));
@@ -203,11 +208,14 @@ pub fn shard_files(pattern: &str) -> Result<Vec<PathBuf>, DataError> {
         .filter(|p| p.is_file())
         .collect();
     if found.is_empty() {
-        return Err(DataError::Input(format!(
-            "shard pattern {pattern:?} matches no file ({} names tried, first {:?})",
-            names.len(),
-            names[0]
-        )));
+        return Err(DataError::Pattern {
+            pattern: pattern.to_string(),
+            msg: format!(
+                "matches no file ({} names tried, first {:?})",
+                names.len(),
+                names[0]
+            ),
+        });
     }
     Ok(found)
 }
@@ -218,7 +226,7 @@ const IMAGE_EXTS: [&str; 4] = ["jpg", "jpeg", "png", "webp"];
 /// `.jpg/.jpeg/.png/.webp`, caption from `.txt` or the `caption` field of `.json`. A truncated
 /// or damaged tar yields the samples before the damage and counts one `truncated_shard`.
 pub fn read_shard(path: &Path) -> Result<(Vec<RawSample>, SkipCounts), DataError> {
-    std::fs::metadata(path).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+    std::fs::metadata(path).map_err(io(path))?;
     let mut out = Vec::new();
     let skips = stream_shard(path, |s| {
         out.push(s);
@@ -343,8 +351,7 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     pub fn new(dir: &Path, prefix: &str, per_shard: usize) -> Result<Self, DataError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| DataError::Input(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             prefix: prefix.to_string(),
@@ -383,18 +390,18 @@ impl ShardWriter {
                 self.prefix,
                 self.count / self.per_shard
             ));
-            let f = std::fs::File::create(&path)
-                .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+            let f = std::fs::File::create(&path).map_err(io(&path))?;
             self.current = Some(tar::Builder::new(f));
             self.written.push(path);
         }
         let key = format!("{:09}", self.count);
         let b = self.current.as_mut().expect("shard open");
-        let err = |e: std::io::Error| DataError::Input(format!("writing shard: {e}"));
-        Self::append(b, &format!("{key}.{ext}"), image).map_err(err)?;
-        Self::append(b, &format!("{key}.txt"), caption.as_bytes()).map_err(err)?;
+        let shard = self.written.last().expect("shard open").clone();
+        Self::append(b, &format!("{key}.{ext}"), image).map_err(io(&shard))?;
+        Self::append(b, &format!("{key}.txt"), caption.as_bytes()).map_err(io(&shard))?;
         if let Some(l) = label {
-            Self::append(b, &format!("{key}.cls"), l.to_string().as_bytes()).map_err(err)?;
+            let cls = l.to_string();
+            Self::append(b, &format!("{key}.cls"), cls.as_bytes()).map_err(io(&shard))?;
         }
         self.count += 1;
         Ok(())
@@ -402,8 +409,8 @@ impl ShardWriter {
 
     fn finish_shard(&mut self) -> Result<(), DataError> {
         if let Some(b) = self.current.take() {
-            b.into_inner()
-                .map_err(|e| DataError::Input(format!("finishing shard: {e}")))?;
+            let shard = self.written.last().expect("shard open");
+            b.into_inner().map_err(io(shard))?;
         }
         Ok(())
     }

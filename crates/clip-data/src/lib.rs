@@ -1,6 +1,8 @@
 //! clipforge's data: the built-in captioned scenes, image–caption listings (CSV/TSV/JSONL) and
 //! WebDataset shards (streamed), augmentation, and batching into model inputs. Never imports the model or
-//! the loss (DESIGN.md); uses `clip`'s tokenizer and normalisation.
+//! the loss (docs/architecture.md); uses `clip`'s tokenizer and normalisation.
+
+use std::path::{Path, PathBuf};
 
 pub mod augment;
 pub mod batch;
@@ -16,11 +18,48 @@ pub use files::{RawSample, SkipCounts};
 pub use stream::{EpochReport, StreamBatcher, StreamCfg};
 pub use synthetic::{Scene, Shapes, Split};
 
-/// Errors reading data: the message names the file and line or key.
+/// Errors reading, fetching or writing data: each names the file (and line or key), the
+/// pattern, the dataset or the command it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
+    /// A file or directory that could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file whose content is not what was expected (`path` may end in `:LINE`).
+    #[error("{}: {msg}", path.display())]
+    Format { path: PathBuf, msg: String },
+    /// A WebDataset shard pattern that is malformed or names no file.
+    #[error("shard pattern {pattern:?}: {msg}")]
+    Pattern { pattern: String, msg: String },
+    /// A dataset that is unknown, not fetched, or without the split or labels asked for.
     #[error("{0}")]
-    Input(String),
+    Dataset(String),
+    /// A package client (apt-get, dpkg-deb, pip, npm) that failed or gave nothing.
+    #[error("{command}: {msg}")]
+    Fetch { command: String, msg: String },
+    /// An image that could not be encoded as PNG.
+    #[error("{what}: encoding PNG: {msg}")]
+    Encode { what: String, msg: String },
+}
+
+/// `map_err` for I/O on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `map_err` for content of `path` that does not parse.
+pub(crate) fn bad<E: std::fmt::Display>(path: &Path) -> impl FnOnce(E) -> DataError + '_ {
+    move |e| DataError::Format {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
 }
 
 /// Something that makes the batch of a given position: batch `start..start+n` of an endless,

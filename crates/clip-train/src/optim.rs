@@ -5,6 +5,7 @@
 //! Its moments are plain tensors, so they checkpoint and resume exactly.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{
     backprop::GradStore, CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Result, Tensor, Var,
@@ -273,29 +274,35 @@ impl AdamW {
         Ok(out)
     }
 
-    /// Restore moments saved by `state_tensors`; every slot must be present with its shape.
+    /// Restore moments saved by `state_tensors` (read from `origin`); every slot must be
+    /// present with its shape.
     pub fn load_state(
         &mut self,
         tensors: &HashMap<String, Tensor>,
         step: u64,
-    ) -> std::result::Result<(), String> {
+        origin: &Path,
+    ) -> crate::Result<()> {
+        let bad = |msg: String| crate::TrainError::Checkpoint {
+            path: origin.to_path_buf(),
+            msg,
+        };
         for s in &mut self.slots {
             for (prefix, slot) in [("m", &mut s.m), ("v", &mut s.v)] {
                 let key = format!("{prefix}.{}", s.name);
                 let t = tensors
                     .get(&key)
-                    .ok_or_else(|| format!("optimiser state lacks {key}"))?;
+                    .ok_or_else(|| bad(format!("optimiser state lacks {key}")))?;
                 if t.dims() != slot.dims() {
-                    return Err(format!(
+                    return Err(bad(format!(
                         "optimiser state {key} has shape {:?}, expected {:?}",
                         t.dims(),
                         slot.dims()
-                    ));
+                    )));
                 }
                 // A copy of its own: the CPU update writes into it in place.
                 *slot = t
                     .copy()
-                    .map_err(|e| format!("optimiser state {key}: {e}"))?;
+                    .map_err(|e| bad(format!("optimiser state {key}: {e}")))?;
             }
         }
         self.step = step;

@@ -97,12 +97,7 @@ impl Trainer {
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
         let mut optim = AdamW::new(&varmap, cfg.adamw)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
-        optim
-            .load_state(&optim_state, state.optimizer_step)
-            .map_err(|msg| TrainError::Checkpoint {
-                path: ckpt.clone(),
-                msg,
-            })?;
+        optim.load_state(&optim_state, state.optimizer_step, &ckpt)?;
         keep_metrics_before(&run_dir, state.step)?;
         Ok(Self {
             cfg,

@@ -220,10 +220,7 @@ impl ClipConfig {
             origin: origin.to_string(),
             msg: e.to_string(),
         })?;
-        cfg.validate().map_err(|msg| ClipError::Config {
-            origin: origin.to_string(),
-            msg,
-        })?;
+        cfg.validate(origin)?;
         Ok(cfg)
     }
 
@@ -262,8 +259,19 @@ impl ClipConfig {
         })
     }
 
-    /// Check that the shapes are possible; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// Check that the shapes are possible; the error names `origin` and the key.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        match self.shape_problem() {
+            None => Ok(()),
+            Some(msg) => Err(ClipError::Config {
+                origin: origin.to_string(),
+                msg,
+            }),
+        }
+    }
+
+    /// The first impossible shape, named by its key.
+    fn shape_problem(&self) -> Option<String> {
         let v = &self.vision_cfg;
         let t = &self.text_cfg;
         let positive = [
@@ -283,29 +291,29 @@ impl ClipConfig {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(format!("{key} must be positive, got 0"));
+                return Some(format!("{key} must be positive, got 0"));
             }
         }
         if !v.image_size.is_multiple_of(v.patch_size) {
-            return Err(format!(
+            return Some(format!(
                 "vision_cfg.image_size {} is not divisible by vision_cfg.patch_size {}",
                 v.image_size, v.patch_size
             ));
         }
         if !v.width.is_multiple_of(v.head_width) {
-            return Err(format!(
+            return Some(format!(
                 "vision_cfg.width {} is not divisible by vision_cfg.head_width {}",
                 v.width, v.head_width
             ));
         }
         if !t.width.is_multiple_of(t.heads) {
-            return Err(format!(
+            return Some(format!(
                 "text_cfg.width {} is not divisible by text_cfg.heads {}",
                 t.width, t.heads
             ));
         }
         if t.context_length < 3 {
-            return Err(format!(
+            return Some(format!(
                 "text_cfg.context_length must be at least 3, got {}",
                 t.context_length
             ));
@@ -315,7 +323,7 @@ impl ClipConfig {
             ("text_cfg.mlp_ratio", t.mlp_ratio),
         ] {
             if !(r.is_finite() && r > 0.0) {
-                return Err(format!("{key} must be a positive number, got {r}"));
+                return Some(format!("{key} must be a positive number, got {r}"));
             }
         }
         for (key, h) in [
@@ -323,10 +331,10 @@ impl ClipConfig {
             ("text_cfg.proj_hidden", t.proj_hidden),
         ] {
             if h == Some(0) {
-                return Err(format!("{key} must be positive, got 0"));
+                return Some(format!("{key} must be positive, got 0"));
             }
         }
-        Ok(())
+        None
     }
 
     pub fn to_json_pretty(&self) -> String {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SourceInfo, SplitInfo};
 use crate::files::ShardWriter;
-use crate::DataError;
+use crate::{bad, io, DataError};
 
 /// Longest side kept; larger images are downscaled (the models read 32–224 px).
 pub const MAX_SIDE: u32 = 256;
@@ -78,9 +78,7 @@ impl CaptionSink {
 
     /// Write `img` with `caption` into the split `key` (its path inside the package) falls in.
     pub fn add(&mut self, key: &str, img: &DynamicImage, caption: &str) -> Result<(), DataError> {
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| DataError::Input(format!("{key}: encoding PNG: {e}")))?;
+        let png = super::png(img, key)?;
         if is_test(key) {
             self.test.write(&png, "png", caption)?;
             self.n_test += 1;
@@ -123,9 +121,8 @@ impl CaptionSink {
 
 /// Parse a JSON file of a package (its metadata), naming the file on error.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DataError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| DataError::Input(format!("{}: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(bad(path))
 }
 
 /// Turn a bare name or tag into words: `_` and `-` to spaces, runs of spaces squeezed.

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::{registry, DatasetInfo, SourceInfo, SplitInfo};
 use crate::files::ShardWriter;
-use crate::DataError;
+use crate::{bad, io, DataError};
 
 /// Class names in label order (the dataset's own labels, lower-cased; "T-shirt/top" → "t-shirt").
 pub const CLASSES: [&str; 10] = [
@@ -39,8 +39,8 @@ const DIR: &str = "usr/share/datasets/fashion-mnist";
 
 /// Bytes of a gzip'd IDX file after its header, and its dimensions.
 fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let err = |m: String| DataError::Input(format!("{}: {m}", path.display()));
-    let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let err = |m: String| bad(path)(m);
+    let f = std::fs::File::open(path).map_err(io(path))?;
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(f)
         .read_to_end(&mut bytes)
@@ -83,17 +83,15 @@ fn convert(root: &Path, out: &Path, idx: &str, split: &str) -> Result<usize, Dat
     )?;
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if ldims[0] != n {
-        return Err(DataError::Input(format!(
-            "{idx}: {n} images but {} labels",
-            ldims[0]
-        )));
+        let msg = format!("{n} images but {} labels", ldims[0]);
+        return Err(bad(Path::new(idx))(msg));
     }
     let mut writer = ShardWriter::new(out, split, PER_SHARD)?;
     for (i, &label) in labels.iter().enumerate() {
         let label = label as usize;
         let class = CLASSES.get(label).ok_or_else(|| {
-            DataError::Input(format!(
-                "{idx}: label {label} of image {i} is not one of 10 classes"
+            bad(Path::new(idx))(format!(
+                "label {label} of image {i} is not one of 10 classes"
             ))
         })?;
         let img = image::GrayImage::from_raw(
@@ -102,9 +100,7 @@ fn convert(root: &Path, out: &Path, idx: &str, split: &str) -> Result<usize, Dat
             pixels[i * h * w..(i + 1) * h * w].to_vec(),
         )
         .expect("h·w bytes");
-        let mut png = Vec::new();
-        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .map_err(|e| DataError::Input(format!("encoding image {i}: {e}")))?;
+        let png = super::png(&img.into(), &format!("image {i}"))?;
         writer.write_labelled(&png, "png", &TEMPLATES[0].replace("{}", class), Some(label))?;
     }
     writer.finish()?;
@@ -114,8 +110,7 @@ fn convert(root: &Path, out: &Path, idx: &str, split: &str) -> Result<usize, Dat
 /// Download, check and convert into `out`; returns the dataset's description.
 pub fn fetch(out: &Path, log: &mut impl FnMut(&str)) -> Result<DatasetInfo, DataError> {
     let work = out.join(".download");
-    std::fs::create_dir_all(&work)
-        .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+    std::fs::create_dir_all(&work).map_err(io(&work))?;
     log("apt-get download dataset-fashion-mnist");
     let (root, version) = registry::debian("dataset-fashion-mnist", &work)?;
     let mut splits = BTreeMap::new();
@@ -131,8 +126,7 @@ pub fn fetch(out: &Path, log: &mut impl FnMut(&str)) -> Result<DatasetInfo, Data
             },
         );
     }
-    std::fs::remove_dir_all(&work)
-        .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+    std::fs::remove_dir_all(&work).map_err(io(&work))?;
     Ok(DatasetInfo {
         name: "fashion-mnist".into(),
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),

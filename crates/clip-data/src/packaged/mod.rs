@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::DataError;
+use crate::{bad, io, DataError};
 
 /// The names `fetch` knows.
 pub const NAMES: &[&str] = &[
@@ -86,21 +86,18 @@ impl DatasetInfo {
     pub fn load(dir: &Path) -> Result<Self, DataError> {
         let path = dir.join("dataset.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            DataError::Input(format!(
-                "{}: {e} (a dataset directory holds a dataset.json; make one with `clipforge data fetch NAME`)",
-                path.display()
+            bad(&path)(format!(
+                "{e} (a dataset directory holds a dataset.json; make one with `clipforge data fetch NAME`)"
             ))
         })?;
-        let info: DatasetInfo = serde_json::from_str(&text)
-            .map_err(|e| DataError::Input(format!("{}: {e}", path.display())))?;
+        let info: DatasetInfo = serde_json::from_str(&text).map_err(bad(&path))?;
         if info.splits.is_empty() {
-            return Err(DataError::Input(format!("{}: no splits", path.display())));
+            return Err(bad(&path)("no splits"));
         }
         if !info.classes.is_empty() && info.templates.iter().any(|t| !t.contains("{}")) {
-            return Err(DataError::Input(format!(
-                "{}: every template must contain {{}} where the class name goes",
-                path.display()
-            )));
+            return Err(bad(&path)(
+                "every template must contain {} where the class name goes",
+            ));
         }
         Ok(info)
     }
@@ -108,11 +105,8 @@ impl DatasetInfo {
     /// The shard pattern of `split`, as a path under `dir`.
     pub fn split_pattern(&self, dir: &Path, split: &str) -> Result<String, DataError> {
         let s = self.splits.get(split).ok_or_else(|| {
-            DataError::Input(format!(
-                "{}: no split {split:?} (splits: {})",
-                dir.join("dataset.json").display(),
-                self.splits.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
+            let known = self.splits.keys().cloned().collect::<Vec<_>>().join(", ");
+            bad(&dir.join("dataset.json"))(format!("no split {split:?} (splits: {known})"))
         })?;
         Ok(dir.join(&s.shards).display().to_string())
     }
@@ -129,8 +123,7 @@ fn caption_set(
     let mut parts = Vec::new();
     for &source in sources {
         let work = out.join(".download").join(source);
-        std::fs::create_dir_all(&work)
-            .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+        std::fs::create_dir_all(&work).map_err(io(&work))?;
         let part = match source {
             "tuxpaint" => tuxpaint::convert(&work, &mut sink, log)?,
             "emoji" => emoji::convert(&work, &mut sink, log)?,
@@ -138,8 +131,7 @@ fn caption_set(
             "openclipart" => openclipart::convert(&work, &mut sink, log)?,
             _ => unreachable!("a caption source"),
         };
-        std::fs::remove_dir_all(&work)
-            .map_err(|e| DataError::Input(format!("{}: {e}", work.display())))?;
+        std::fs::remove_dir_all(&work).map_err(io(&work))?;
         parts.push(part);
     }
     let _ = std::fs::remove_dir(out.join(".download"));
@@ -191,12 +183,26 @@ pub fn locate(arg: &Path, root: &Path) -> Result<PathBuf, DataError> {
         if dir.is_dir() {
             return Ok(dir);
         }
-        return Err(DataError::Input(format!(
+        return Err(DataError::Dataset(format!(
             "dataset {name} is not fetched (no {}): run `clipforge data fetch {name}`",
             dir.display()
         )));
     }
     Ok(arg.to_path_buf())
+}
+
+/// `img` as PNG bytes; `what` names it in an error.
+pub(crate) fn png(img: &image::DynamicImage, what: &str) -> Result<Vec<u8>, DataError> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| DataError::Encode {
+        what: what.to_string(),
+        msg: e.to_string(),
+    })?;
+    Ok(bytes)
 }
 
 /// What `fetch` did.
@@ -211,7 +217,7 @@ pub enum Fetched {
 /// Fetch `name` into `<root>/<name>/` unless it is already there; `log` hears each stage.
 pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetched, DataError> {
     if !NAMES.contains(&name) {
-        return Err(DataError::Input(format!(
+        return Err(DataError::Dataset(format!(
             "unknown dataset {name:?}; known: {}",
             NAMES.join(", ")
         )));
@@ -221,15 +227,13 @@ pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetch
         return Ok(Fetched::Present(dest));
     }
     if dest.exists() {
-        return Err(DataError::Input(format!(
-            "{} exists but holds no valid dataset.json; remove it to fetch again",
-            dest.display()
-        )));
+        return Err(bad(&dest)(
+            "exists but holds no valid dataset.json; remove it to fetch again",
+        ));
     }
     let partial = root.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial); // an earlier, interrupted fetch
-    std::fs::create_dir_all(&partial)
-        .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
+    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
     let info = match name {
         "fashion-mnist" => fashion_mnist::fetch(&partial, &mut log)?,
         "mnist" => mnist::fetch(&partial, &mut log)?,
@@ -238,10 +242,7 @@ pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetch
     };
     // dataset.json last, then the rename: only a finished fetch has either.
     let json = serde_json::to_string_pretty(&info).expect("serialises");
-    std::fs::write(partial.join("dataset.json"), json)
-        .map_err(|e| DataError::Input(format!("{}: {e}", partial.display())))?;
-    std::fs::rename(&partial, &dest).map_err(|e| {
-        DataError::Input(format!("{} → {}: {e}", partial.display(), dest.display()))
-    })?;
+    std::fs::write(partial.join("dataset.json"), json).map_err(io(&partial))?;
+    std::fs::rename(&partial, &dest).map_err(io(&dest))?;
     Ok(Fetched::New(dest))
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::captioned::{self, CaptionSink, PartInfo};
 use super::{registry, SourceInfo};
-use crate::DataError;
+use crate::{io, DataError};
 
 const PNG_DIR: &str = "usr/share/openclipart/png";
 const SVG_DIR: &str = "usr/share/openclipart/svg";
@@ -124,8 +124,7 @@ pub fn convert(
 ) -> Result<PartInfo, DataError> {
     let (png_work, svg_work) = (work.join("png"), work.join("svg"));
     for d in [&png_work, &svg_work] {
-        std::fs::create_dir_all(d)
-            .map_err(|e| DataError::Input(format!("{}: {e}", d.display())))?;
+        std::fs::create_dir_all(d).map_err(io(d))?;
     }
     log("apt-get download openclipart-png openclipart-svg");
     let (png_root, version) = registry::debian("openclipart-png", &png_work)?;

