@@ -388,4 +388,46 @@ mod tests {
         // truncated string
         assert!(load(b"\x80\x02U\x09abc").unwrap_err().contains("truncated"));
     }
+
+    /// Every array the value holds, read whole (what a caller would do with it).
+    fn read_all(v: Value) {
+        match v.clone().tuple() {
+            Ok(items) => items.into_iter().for_each(read_all),
+            Err(_) => {
+                if let Ok(a) = v.array() {
+                    let _ = (a.to_f32(), a.to_i64());
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 500,
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Damaged pickles load or are refused with a message; never a panic.
+        #[test]
+        fn mutated_pickles_load_or_fail_cleanly(
+            edits in proptest::collection::vec((0usize..FIXTURE.len(), proptest::prelude::any::<u8>()), 0..6),
+            cut in 0usize..=FIXTURE.len(),
+        ) {
+            let mut bytes = FIXTURE.to_vec();
+            for (i, b) in edits {
+                bytes[i] = b;
+            }
+            bytes.truncate(cut.max(1));
+            match load(&bytes) {
+                Ok(v) => read_all(v),
+                Err(e) => proptest::prop_assert!(!e.is_empty()),
+            }
+        }
+
+        #[test]
+        fn random_bytes_are_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = load(&bytes).map(read_all);
+        }
+    }
 }
