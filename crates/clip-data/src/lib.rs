@@ -9,6 +9,7 @@ pub mod batch;
 pub mod file_batcher;
 pub mod files;
 pub mod packaged;
+mod shapes_sdf;
 pub mod stream;
 pub mod synthetic;
 

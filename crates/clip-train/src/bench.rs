@@ -146,18 +146,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     })?;
 
     progress("tokenizer");
-    let tokenizer = Tokenizer::new();
-    let captions: Vec<String> = (0..4096)
-        .map(|i| Shapes::new(1, Split::Train).scene(i).caption())
-        .collect();
-    // One pass over 4,096 captions takes a few milliseconds, too short to time steadily (rayon
-    // wake-up, timer noise): each timed run makes TOKENIZE_PASSES passes.
-    let tok = time_runs(&Device::Cpu, 1, cfg.steps, || {
-        for _ in 0..TOKENIZE_PASSES {
-            std::hint::black_box(tokenizer.tokenize(&captions, ctx));
-        }
-        Ok(())
-    })?;
+    let tokenizer_per_s = tokenizer_rate(ctx, cfg.steps)?;
 
     progress("loader");
     let loader = png_loader(cfg.loader_image_size, size, ctx, 4 * n)?;
@@ -185,11 +174,28 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
         image_encode_per_s: n as f64 / img_med,
         image_encode_tflops: n as f64 * model_cfg.image_forward_flops() / img_med / 1e12,
         text_encode_per_s: n as f64 / median(txt),
-        tokenizer_per_s: (TOKENIZE_PASSES * captions.len()) as f64 / median(tok),
+        tokenizer_per_s,
         loader_images_per_s: n as f64 / median(load),
         loader_image_size: cfg.loader_image_size,
         peak_rss_mb: peak_rss_mb(),
     })
+}
+
+/// Captions tokenized per second (to `ctx` tokens), median of `steps` timed runs.
+fn tokenizer_rate(ctx: usize, steps: usize) -> Result<f64> {
+    let tokenizer = Tokenizer::new();
+    let captions: Vec<String> = (0..4096)
+        .map(|i| Shapes::new(1, Split::Train).scene(i).caption())
+        .collect();
+    // One pass over 4,096 captions takes a few milliseconds, too short to time steadily (rayon
+    // wake-up, timer noise): each timed run makes TOKENIZE_PASSES passes.
+    let tok = time_runs(&Device::Cpu, 1, steps, || {
+        for _ in 0..TOKENIZE_PASSES {
+            std::hint::black_box(tokenizer.tokenize(&captions, ctx));
+        }
+        Ok(())
+    })?;
+    Ok((TOKENIZE_PASSES * captions.len()) as f64 / median(tok))
 }
 
 /// One training step: forward, symmetric InfoNCE, backward, AdamW.

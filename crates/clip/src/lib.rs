@@ -13,6 +13,7 @@ pub mod model;
 pub mod nn;
 pub mod ops;
 pub mod text;
+pub mod text_clean;
 pub mod tokenizer;
 pub mod transform;
 pub mod transformer;

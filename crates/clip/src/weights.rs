@@ -59,6 +59,23 @@ fn hf_block_suffix(suffix: &str) -> Option<String> {
         .map(|(from, to)| format!("{to}{}", &suffix[from.len()..]))
 }
 
+/// open_clip's name of a tower-level (outside the blocks) Hugging Face key.
+fn hf_tower_key(rest: &str) -> Option<&'static str> {
+    Some(match rest {
+        "embeddings.patch_embedding.weight" => "conv1.weight",
+        "embeddings.class_embedding" => "class_embedding",
+        "embeddings.position_embedding.weight" => "positional_embedding",
+        "embeddings.token_embedding.weight" => "token_embedding.weight",
+        "pre_layrnorm.weight" => "ln_pre.weight",
+        "pre_layrnorm.bias" => "ln_pre.bias",
+        "post_layernorm.weight" => "ln_post.weight",
+        "post_layernorm.bias" => "ln_post.bias",
+        "final_layer_norm.weight" => "ln_final.weight",
+        "final_layer_norm.bias" => "ln_final.bias",
+        _ => return None,
+    })
+}
+
 /// Map a Hugging Face `CLIPModel` state dict onto open_clip keys: q/k/v projections are packed
 /// into `in_proj_*` (order q, k, v), projection matrices transposed (`[E, W]` → `[W, E]`).
 pub fn from_hf_layout(
@@ -91,16 +108,7 @@ pub fn from_hf_layout(
             continue;
         };
         let name = match rest {
-            "embeddings.patch_embedding.weight" => "conv1.weight".to_string(),
-            "embeddings.class_embedding" => "class_embedding".to_string(),
-            "embeddings.position_embedding.weight" => "positional_embedding".to_string(),
-            "embeddings.token_embedding.weight" => "token_embedding.weight".to_string(),
-            "pre_layrnorm.weight" => "ln_pre.weight".to_string(),
-            "pre_layrnorm.bias" => "ln_pre.bias".to_string(),
-            "post_layernorm.weight" => "ln_post.weight".to_string(),
-            "post_layernorm.bias" => "ln_post.bias".to_string(),
-            "final_layer_norm.weight" => "ln_final.weight".to_string(),
-            "final_layer_norm.bias" => "ln_final.bias".to_string(),
+            r if hf_tower_key(r).is_some() => hf_tower_key(r).unwrap_or_default().to_string(),
             r if r.starts_with("encoder.layers.") => {
                 let r = &r["encoder.layers.".len()..];
                 let (layer, suffix) = r

@@ -182,7 +182,13 @@ pub fn convert(
         sink.since(mark).0,
         sink.since(mark).1
     ));
-    Ok(PartInfo {
+    let (train, test) = sink.since(mark);
+    Ok(part_info(version, train, test, skipped))
+}
+
+/// What the part is, where it came from, and what it holds.
+fn part_info(version: String, train: usize, test: usize, skipped: String) -> PartInfo {
+    PartInfo {
         name: "openclipart".into(),
         source: SourceInfo {
             registry: "debian".into(),
@@ -202,10 +208,10 @@ pub fn convert(
                        clipart), repeats or words of the title; PNGs over 16 Mpx skipped, longest \
                        side capped at 256 px; split 90/10 by FNV-1a of the PNG's path"
             .into(),
-        train: sink.since(mark).0,
-        test: sink.since(mark).1,
+        train,
+        test,
         skipped,
-    })
+    }
 }
 
 #[cfg(test)]

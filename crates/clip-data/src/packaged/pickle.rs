@@ -174,6 +174,8 @@ impl Machine<'_> {
             .ok_or_else(|| format!("stack empty at byte {}", self.pos))
     }
 
+    /// The interpreter loop: one arm per opcode of the subset, so the whole machine reads
+    /// in one place (as CPython's `load` dispatch does); longer than 80 lines for that reason.
     fn run(&mut self) -> Result<Value, String> {
         loop {
             let at = self.pos;
@@ -337,8 +339,12 @@ fn build(obj: Value, state: Value) -> Result<Value, String> {
                     _ => Err("array shape holds a non-integer".to_string()),
                 })
                 .collect::<Result<_, _>>()?;
-            let width: usize = dtype[2..].parse().map_err(|_| format!("dtype {dtype}"))?;
-            if shape.iter().product::<usize>() * width != data.len() {
+            let width: usize = dtype
+                .get(2..)
+                .and_then(|w| w.parse().ok())
+                .ok_or_else(|| format!("dtype {dtype:?}"))?;
+            let bytes = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d));
+            if bytes != Some(data.len()) {
                 return Err(format!(
                     "array of shape {shape:?} and dtype {dtype} holds {} bytes",
                     data.len()
@@ -402,10 +408,18 @@ mod tests {
     }
 
     proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig {
-            cases: 500,
-            failure_persistence: None,
-            ..Default::default()
+        #![proptest_config({
+            let mut c = proptest::prelude::ProptestConfig {
+                failure_persistence: None,
+                ..Default::default()
+            };
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                c.cases = 500;
+            }
+            if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+                c.rng_seed = proptest::test_runner::RngSeed::Fixed(0xc11f);
+            }
+            c
         })]
 
         /// Damaged pickles load or are refused with a message; never a panic.

@@ -310,36 +310,17 @@ struct PooledScratch {
     ds: Vec<f32>,   // [T]
 }
 
-impl CustomOp3 for PooledBwdOp {
-    fn name(&self) -> &'static str {
-        "clip-pooled-residual-block-bwd"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, self.name())?;
-        let packed = contiguous_f32(s2, l2, self.name())?;
-        let dy = contiguous_f32(s3, l3, self.name())?; // [B, W]
-        let (b, t, w) = l1.shape().dims3()?;
+impl PooledBwdOp {
+    /// Phase 2 backward, the pooled rows: the tail, attention, the query. Adds to `dp`; writes
+    /// the gradients phase 1 reads: dkv `[B, T, 2W]`, dlnq `[B, W]`, dx1 `[B, W]` (the
+    /// residual's, at the pooled rows).
+    fn pooled_rows(&self, p: &Weights, t: usize, dy: &[f32], dp: &mut [f32]) -> [Vec<f32>; 3] {
         let (c, s) = (&self.cfg, &self.saved);
-        let heads = c.heads;
-        let p = Weights::of(packed, c);
-        let (wq, wkv) = p.in_w.split_at(w * w);
+        let (w, heads, b) = (c.width, c.heads, self.pos.len());
+        let wq = &p.in_w[..w * w];
         let z = |n: usize| vec![0f32; n];
         let (mut dkv, mut dlnq, mut dx1) = (z(b * t * 2 * w), z(b * w), z(b * w));
-
-        // Phase 2 backward, the pooled rows: the tail, attention, query.
         let n = POOLED_PER_TASK;
-        let len = b * t * w + packed_len(c);
-        let mut out = z(len); // [dx | d(parameters)]
-        let (dx, dp) = out.split_at_mut(b * t * w);
         let tasks2 = (
             (
                 dkv.par_chunks_mut(n * t * 2 * w),
@@ -370,7 +351,7 @@ impl CustomOp3 for PooledBwdOp {
                 let r = pc.len();
                 let mut g = Grads::of(g, c);
                 let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
-                tail_bwd(&p, c, &tail, dy, &mut g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
+                tail_bwd(p, c, &tail, dy, &mut g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
                     query_attn_bwd(
@@ -391,7 +372,25 @@ impl CustomOp3 for PooledBwdOp {
             },
         );
 
-        // Phase 1 backward, whole elements: K, V and ln_1 of every row, the residual.
+        [dkv, dlnq, dx1]
+    }
+
+    /// Phase 1 backward, whole elements: K, V and ln_1 of every row, and the residual. Writes
+    /// dx `[B, T, W]`, adds to `dp`.
+    fn elements(
+        &self,
+        p: &Weights,
+        x: &[f32],
+        t: usize,
+        d: [Vec<f32>; 3],
+        dx: &mut [f32],
+        dp: &mut [f32],
+    ) {
+        let (c, s) = (&self.cfg, &self.saved);
+        let (w, b) = (c.width, self.pos.len());
+        let wkv = &p.in_w[w * w..];
+        let [dkv, dlnq, dx1] = d;
+        let z = |n: usize| vec![0f32; n];
         let e = elems_per_task(b, t);
         let tasks1 = (
             dx.par_chunks_mut(e * t * w),
@@ -428,6 +427,33 @@ impl CustomOp3 for PooledBwdOp {
                 ln_param_grads_into(xc, dln1s, w, c.eps, g.ln1_w, g.ln1_b);
             },
         );
+    }
+}
+
+impl CustomOp3 for PooledBwdOp {
+    fn name(&self) -> &'static str {
+        "clip-pooled-residual-block-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous_f32(s1, l1, self.name())?;
+        let packed = contiguous_f32(s2, l2, self.name())?;
+        let dy = contiguous_f32(s3, l3, self.name())?; // [B, W]
+        let (b, t, w) = l1.shape().dims3()?;
+        let p = Weights::of(packed, &self.cfg);
+        let len = b * t * w + packed_len(&self.cfg);
+        let mut out = vec![0f32; len]; // [dx | d(parameters)]
+        let (dx, dp) = out.split_at_mut(b * t * w);
+        let d = self.pooled_rows(&p, t, dy, dp);
+        self.elements(&p, x, t, d, dx, dp);
         Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }
