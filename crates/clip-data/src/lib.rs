@@ -8,6 +8,7 @@ pub mod augment;
 pub mod batch;
 pub mod file_batcher;
 pub mod files;
+pub mod folder;
 pub mod packaged;
 mod shapes_sdf;
 pub mod stream;
@@ -16,6 +17,7 @@ pub mod synthetic;
 pub use batch::{Batch, SceneBatcher};
 pub use file_batcher::FileBatcher;
 pub use files::{RawSample, SkipCounts};
+pub use folder::ImageFolder;
 pub use stream::{EpochReport, StreamBatcher, StreamCfg};
 pub use synthetic::{Scene, Shapes, Split};
 

@@ -63,7 +63,6 @@ pub fn load_split(
     size: usize,
     device: &Device,
 ) -> Result<Labelled> {
-    let input = TrainError::Data;
     let (pattern, shards) = split_shards(dir, info, split)?;
     let mut samples = Vec::new();
     for shard in shards {
@@ -74,19 +73,31 @@ pub fn load_split(
         samples.extend(s);
     }
     samples.truncate(limit);
+    let what = format!("{pattern} (split {split})");
+    labelled(&samples, info.classes.len(), &what, size, device)
+}
+
+/// Labelled samples checked against `classes` classes and preprocessed to `size` px on all
+/// threads; `what` names them in errors. Images that do not decode are skipped and counted.
+pub fn labelled(
+    samples: &[clip_data::RawSample],
+    classes: usize,
+    what: &str,
+    size: usize,
+    device: &Device,
+) -> Result<Labelled> {
+    let input = TrainError::Data;
     let mut labels = Vec::with_capacity(samples.len());
-    for s in &samples {
+    for s in samples {
         match s.label {
-            Some(l) if l < info.classes.len() => labels.push(l),
+            Some(l) if l < classes => labels.push(l),
             Some(l) => {
                 return Err(input(format!(
-                    "{}: label {l}, but {} lists {} classes; class names and labels do not match",
-                    s.origin,
-                    dir.join("dataset.json").display(),
-                    info.classes.len()
+                    "{}: label {l}, but {what} has {classes} classes; class names and labels do not match",
+                    s.origin
                 )))
             }
-            None => return Err(input(format!("{}: no .cls label", s.origin))),
+            None => return Err(input(format!("{}: no label", s.origin))),
         }
     }
     let images = preprocess_all(samples.iter(), size);
@@ -99,9 +110,7 @@ pub fn load_split(
     }
     let skipped = samples.len() - kept.len();
     if kept.is_empty() {
-        return Err(input(format!(
-            "{pattern}: no image of split {split} decodes"
-        )));
+        return Err(input(format!("{what}: no image decodes")));
     }
     let pixels = Tensor::from_vec(pixels, (kept.len(), 3, size, size), device)?; // [N, 3, S, S]
     Ok(Labelled {
@@ -146,21 +155,25 @@ pub fn class_metrics(scores: &Tensor, labels: &[usize]) -> Result<ClassMetrics> 
     })
 }
 
-/// Zero-shot: class names × the dataset's templates → averaged, normalised text embeddings;
-/// each image goes to the most similar class.
-pub fn zero_shot(model: &Clip, info: &DatasetInfo, data: &Labelled) -> Result<ClassMetrics> {
-    if info.classes.is_empty() || info.templates.is_empty() {
-        return Err(TrainError::Data(format!(
-            "dataset {} has no class names or no templates: zero-shot needs both",
-            info.name
-        )));
+/// Zero-shot: class names × templates → averaged, normalised text embeddings; each image goes
+/// to the most similar class.
+pub fn zero_shot(
+    model: &Clip,
+    classes: &[String],
+    templates: &[String],
+    data: &Labelled,
+) -> Result<ClassMetrics> {
+    if classes.is_empty() || templates.is_empty() {
+        return Err(TrainError::Data(
+            "zero-shot needs class names and templates; this set has none of one".into(),
+        ));
     }
-    let templates: Vec<&str> = info.templates.iter().map(String::as_str).collect();
+    let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
     let device = data.pixels.device();
     let classifier = crate::zeroshot::zero_shot_classifier(
         model,
         &Tokenizer::new(),
-        &info.classes,
+        classes,
         &templates,
         device,
     )?; // [C, E]

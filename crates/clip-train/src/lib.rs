@@ -15,6 +15,7 @@ pub mod plots;
 pub mod run_log;
 pub mod schedule;
 pub mod step;
+pub mod templates;
 pub mod trainer;
 pub mod zeroshot;
 

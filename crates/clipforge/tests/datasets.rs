@@ -294,3 +294,84 @@ fn retrieval_counts_images_once_and_recall_grows_with_k() {
         );
     }
 }
+
+/// `--dataset folder:PATH`: a labelled image folder (one sub-folder per class, `_` read as a
+/// space), zero-shot with CLIP's 80 templates or a file's, a linear probe on its fixed 90/10
+/// split, and one-line errors for a folder without classes and a template without `{}`.
+#[test]
+fn an_image_folder_evaluates_end_to_end() {
+    let run = trained_run("folder-run");
+    let root = tmp("folder-ds");
+    for (label, class) in ["dark_square", "bright_square"].iter().enumerate() {
+        let dir = root.join(class);
+        std::fs::create_dir_all(dir.join("more")).unwrap();
+        for i in 0..30 {
+            let sub = if i % 3 == 0 {
+                dir.join("more")
+            } else {
+                dir.clone()
+            };
+            std::fs::write(sub.join(format!("img{i:02}.png")), png(label, i)).unwrap();
+        }
+        std::fs::write(dir.join("notes.txt"), "not an image").unwrap();
+    }
+    let ds = format!("folder:{}", root.display());
+    let eval = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--dataset",
+            &ds,
+        ];
+        args.extend_from_slice(extra);
+        clipforge(&args)
+    };
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let o = eval(&[extra, &["--json"][..]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+
+    let zs = json(&["--task", "zeroshot"]);
+    assert_eq!(zs["task"], "zeroshot_classification");
+    assert_eq!(zs["classes"], 2);
+    assert_eq!(
+        zs["test_images"], 60,
+        "every image, sub-folders included, no text file"
+    );
+    let png = zs["details"]["confusion_png"].as_str().unwrap();
+    assert!(Path::new(png).is_file(), "{png}");
+
+    let templates = tmp("folder-templates.txt");
+    std::fs::write(&templates, "# mine\na {} tile\n\na picture of a {}\n").unwrap();
+    let own = json(&[
+        "--task",
+        "zeroshot",
+        "--templates",
+        templates.to_str().unwrap(),
+    ]);
+    assert_eq!(own["test_images"], 60);
+
+    let probe = json(&["--task", "linear-probe", "--features", "pixels"]);
+    assert_eq!(probe["task"], "linear_probe");
+    let (test, train) = (
+        probe["test_images"].as_u64().unwrap(),
+        probe["details"]["train_images"].as_u64().unwrap(),
+    );
+    assert_eq!(test + train, 60, "the 90/10 split covers every image once");
+    assert!(test >= 1 && train > test, "{probe}");
+    assert!(
+        probe["metrics"]["acc1"].as_f64().unwrap() >= 0.95,
+        "{probe}"
+    );
+
+    std::fs::write(&templates, "a tile\n").unwrap();
+    let out = eval(&["--templates", templates.to_str().unwrap()]);
+    assert_clean_error(&out, &["folder-templates.txt:1", "{}"]);
+    let empty = tmp("folder-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (run_s, ds_empty) = (run.to_str().unwrap(), format!("folder:{}", empty.display()));
+    let out = clipforge(&["eval", "--checkpoint", run_s, "--dataset", &ds_empty]);
+    assert_clean_error(&out, &["folder-empty", "no class folders"]);
+}

@@ -33,12 +33,7 @@ pub struct PartInfo {
 
 /// The fixed split: an image is in test when the FNV-1a hash of its path inside its
 /// package is 0 mod 10.
-pub fn is_test(key: &str) -> bool {
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-    });
-    h % 10 == 0
-}
+pub use crate::folder::is_test;
 
 /// Decode an image file, skipping giants before decoding; `None` when unreadable or too big.
 pub fn open_capped(path: &Path) -> Option<DynamicImage> {

@@ -1,6 +1,7 @@
 //! `clipforge eval`: zero-shot accuracy of a trained run on the built-in scenes' held-out
 //! (never seen) colour–shape combinations, or CLIP_benchmark's tasks on a fetched dataset
-//! (`--dataset DIR --task zeroshot|linear-probe`).
+//! (`--dataset DIR --task zeroshot|linear-probe|retrieval`) or a labelled image folder
+//! (`--dataset folder:PATH`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,13 @@ directory. linear-probe: logistic regression on the frozen pre-projection image 
 (--features pixels: on the model's input pixels, the baseline), L2 strength chosen on 10% of\n\
 the training rows. retrieval: image → text and text → image recall@1/5/10 on the test split\n\
 (an image with several captions counts a hit on any of them). --json prints CLIP_benchmark's\n\
-layout: {dataset, model, task, metrics}."
+layout: {dataset, model, task, metrics}.\n\n\
+On your own photos, a folder with one sub-folder per class (its name the class, _ as a space):\n  \
+clipforge eval --checkpoint runs/quickstart --dataset folder:photos --task zeroshot\n  \
+clipforge eval --checkpoint runs/quickstart --dataset folder:photos --templates my_templates.txt\n  \
+clipforge eval --checkpoint runs/quickstart --dataset folder:photos --task linear-probe\n\
+Zero-shot reads every image with CLIP's 80 ImageNet templates (or --templates: one per line, {}\n\
+for the class); the linear probe fits on a fixed 90% of the images and measures the other 10%."
 )]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
@@ -39,10 +46,15 @@ pub struct Args {
     /// Images per split (built-in scenes), at least 1.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub images: u64,
-    /// A fetched dataset (a directory with dataset.json, or a name fetched into data/) instead
-    /// of the built-in scenes.
+    /// A fetched dataset (a directory with dataset.json, or a name fetched into data/), or
+    /// folder:PATH, a labelled image folder (one sub-folder per class), instead of the
+    /// built-in scenes.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
+    /// Zero-shot templates from this file, one per line with {} for the class name [default:
+    /// the dataset's own; CLIP's 80 ImageNet templates for folder:PATH].
+    #[arg(long)]
+    pub templates: Option<PathBuf>,
     /// With --dataset: what to measure.
     #[arg(long, value_enum, default_value_t = Task::Zeroshot)]
     pub task: Task,
@@ -91,6 +103,9 @@ pub fn run(args: Args) -> Result<()> {
     let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
     if let Some(arg) = &args.dataset {
+        if let Some(root) = arg.to_str().and_then(|a| a.strip_prefix("folder:")) {
+            return eval_folder(&args, Path::new(root), &model, run_dir, &device);
+        }
         let dir = clip_data::packaged::locate(arg, Path::new("data"))?;
         return eval_dataset(&args, &dir, &model, run_dir, &device);
     }
@@ -171,28 +186,97 @@ fn eval_dataset(
         return Ok(());
     }
     let test = de::load_split(dir, &info, "test", args.test_limit, size, device)?;
-    let (task, metrics, extra) = match args.task {
-        Task::Zeroshot => zero_shot(model, &info, &test, run_dir)?,
+    let templates = match &args.templates {
+        Some(path) => clip_train::templates::read(path)?,
+        None => info.templates.clone(),
+    };
+    let set = Set {
+        name: &info.name,
+        classes: &info.classes,
+        templates: &templates,
+    };
+    let result = match args.task {
+        Task::Zeroshot => zero_shot(model, &set, &test, run_dir)?,
         Task::LinearProbe => {
             let train = de::load_split(dir, &info, "train", args.train_limit, size, device)?;
-            linear_probe(args, model, &info, &train, &test)?
+            linear_probe(args, model, set.classes.len(), &train, &test)?
         }
         Task::Retrieval => unreachable!("handled above"),
     };
+    report(args, &set, run_dir, result);
+    Ok(())
+}
+
+/// A labelled image folder (`folder:PATH`): zero-shot on all of it, or a linear probe fitted
+/// on its fixed 90% and measured on the other 10%.
+fn eval_folder(
+    args: &Args,
+    root: &Path,
+    model: &Clip,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<()> {
+    let folder = clip_data::ImageFolder::read(root)?;
+    let templates = match &args.templates {
+        Some(path) => clip_train::templates::read(path)?,
+        None => clip_train::templates::IMAGENET.map(String::from).to_vec(),
+    };
+    let name = root.display().to_string();
+    let set = Set {
+        name: &name,
+        classes: &folder.classes,
+        templates: &templates,
+    };
+    let size = model.config.vision_cfg.image_size;
+    let (n, limit) = (folder.classes.len(), args.test_limit);
+    let load = |samples: Vec<clip_data::RawSample>, limit: usize, what: &str| {
+        let samples: Vec<_> = samples.into_iter().take(limit).collect();
+        de::labelled(&samples, n, &format!("{name} ({what})"), size, device)
+    };
+    let result = match args.task {
+        Task::Zeroshot => zero_shot(
+            model,
+            &set,
+            &load(folder.samples.clone(), limit, "all")?,
+            run_dir,
+        )?,
+        Task::LinearProbe => {
+            let train = load(folder.split(false), args.train_limit, "90% split")?;
+            let test = load(folder.split(true), limit, "10% split")?;
+            linear_probe(args, model, n, &train, &test)?
+        }
+        Task::Retrieval => anyhow::bail!(
+            "--task retrieval needs captions; folder:{} is labelled: use zeroshot or linear-probe",
+            root.display()
+        ),
+    };
+    report(args, &set, run_dir, result);
+    Ok(())
+}
+
+/// A labelled set: its name, class names and zero-shot templates.
+struct Set<'a> {
+    name: &'a str,
+    classes: &'a [String],
+    templates: &'a [String],
+}
+
+/// A classification task's result as JSON or a Markdown table.
+fn report(args: &Args, set: &Set, run_dir: &Path, (task, metrics, extra): TaskResult) {
     if args.json {
         let v = serde_json::json!({
-            "dataset": info.name, "model": run_dir.display().to_string(), "task": task,
+            "dataset": set.name, "model": run_dir.display().to_string(), "task": task,
             "metrics": {"acc1": metrics.acc1, "acc5": metrics.acc5,
                         "mean_per_class_recall": metrics.mean_per_class_recall},
-            "test_images": metrics.n, "classes": info.classes.len(), "details": extra,
+            "test_images": metrics.n, "classes": set.classes.len(), "details": extra,
         });
         println!("{v}");
-        return Ok(());
+        return;
     }
-    let chance = 100.0 / info.classes.len() as f64;
+    let chance = 100.0 / set.classes.len() as f64;
     println!(
-        "| {} test, {} images, {} | value | chance |",
-        info.name, metrics.n, task
+        "| {}, {} test images, {} | value | chance |",
+        set.name, metrics.n, task
     );
     println!("|---|---|---|");
     println!("| top-1 | {:.1}% | {chance:.1}% |", 100.0 * metrics.acc1);
@@ -206,28 +290,23 @@ fn eval_dataset(
         100.0 * metrics.mean_per_class_recall
     );
     println!("{extra}");
-    Ok(())
 }
 
 /// A task's name in the JSON output, its metrics and its details.
 type TaskResult = (&'static str, de::ClassMetrics, serde_json::Value);
 
 /// Zero-shot classification, with a confusion-matrix PNG in the run directory.
-fn zero_shot(
-    model: &Clip,
-    info: &DatasetInfo,
-    test: &de::Labelled,
-    run_dir: &Path,
-) -> Result<TaskResult> {
-    let m = de::zero_shot(model, info, test)?;
-    let png = run_dir.join(format!("confusion-{}-zeroshot.png", info.name));
+fn zero_shot(model: &Clip, set: &Set, test: &de::Labelled, run_dir: &Path) -> Result<TaskResult> {
+    let m = de::zero_shot(model, set.classes, set.templates, test)?;
+    let file = set.name.replace(['/', '\\', ':'], "_");
+    let png = run_dir.join(format!("confusion-{file}-zeroshot.png"));
     let title = format!(
-        "zero-shot on {} test ({} images): top-1 {:.1}%",
-        info.name,
+        "zero-shot on {} ({} images): top-1 {:.1}%",
+        set.name,
         m.n,
         100.0 * m.acc1
     );
-    clip_train::plots::confusion_matrix(&png, &m.confusion, &info.classes, &title)?;
+    clip_train::plots::confusion_matrix(&png, &m.confusion, set.classes, &title)?;
     let extra = serde_json::json!({"confusion_png": png.display().to_string()});
     Ok(("zeroshot_classification", m, extra))
 }
@@ -236,7 +315,7 @@ fn zero_shot(
 fn linear_probe(
     args: &Args,
     model: &Clip,
-    info: &DatasetInfo,
+    classes: usize,
     train: &de::Labelled,
     test: &de::Labelled,
 ) -> Result<TaskResult> {
@@ -251,7 +330,7 @@ fn linear_probe(
     let r = de::linear_probe(
         (&train_x, &train.labels),
         (&test_x, &test.labels),
-        info.classes.len(),
+        classes,
         0,
         &mut |done, total, l2| {
             bar.set_length(total as u64);
