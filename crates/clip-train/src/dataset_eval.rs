@@ -288,26 +288,40 @@ pub fn load_captioned(
     size: usize,
     device: &Device,
 ) -> Result<Captioned> {
-    let input = TrainError::Data;
     let (pattern, shards) = split_shards(dir, info, split)?;
+    let mut samples = Vec::new();
+    for shard in shards {
+        samples.extend(clip_data::files::read_shard(&shard)?.0);
+    }
+    let what = format!("{pattern} (split {split})");
+    captioned(samples, limit, &what, size, device)
+}
+
+/// Up to `limit` images with their captions, from image–caption pairs in order: pairs whose
+/// image bytes (or file) are the same are one image with several captions. Preprocessed to
+/// `size` px on all threads; `what` names them in errors.
+pub fn captioned(
+    samples: Vec<clip_data::RawSample>,
+    limit: usize,
+    what: &str,
+    size: usize,
+    device: &Device,
+) -> Result<Captioned> {
     let mut by_image: Vec<(clip_data::RawSample, Vec<String>)> = Vec::new();
     let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-    for shard in shards {
-        let (samples, _) = clip_data::files::read_shard(&shard)?;
-        for s in samples {
-            let key = match &s.image {
-                clip_data::files::ImageSource::Bytes(b) => b.as_ref().clone(),
-                clip_data::files::ImageSource::File(p) => p.display().to_string().into_bytes(),
-            };
-            match index.get(&key) {
-                Some(&i) => by_image[i].1.push(s.caption.clone()),
-                None if by_image.len() < limit => {
-                    index.insert(key, by_image.len());
-                    let cap = s.caption.clone();
-                    by_image.push((s, vec![cap]));
-                }
-                None => {}
+    for s in samples {
+        let key = match &s.image {
+            clip_data::files::ImageSource::Bytes(b) => b.as_ref().clone(),
+            clip_data::files::ImageSource::File(p) => p.display().to_string().into_bytes(),
+        };
+        match index.get(&key) {
+            Some(&i) => by_image[i].1.push(s.caption.clone()),
+            None if by_image.len() < limit => {
+                index.insert(key, by_image.len());
+                let cap = s.caption.clone();
+                by_image.push((s, vec![cap]));
             }
+            None => {}
         }
     }
     let images = preprocess_all(by_image.iter().map(|(s, _)| s), size);
@@ -319,8 +333,8 @@ pub fn load_captioned(
         }
     }
     if captions.len() < 2 {
-        return Err(input(format!(
-            "{pattern}: fewer than 2 images of split {split} decode"
+        return Err(TrainError::Data(format!(
+            "{what}: fewer than 2 images decode"
         )));
     }
     let pixels = Tensor::from_vec(pixels, (captions.len(), 3, size, size), device)?; // [N, 3, S, S]

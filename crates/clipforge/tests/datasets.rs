@@ -375,3 +375,41 @@ fn an_image_folder_evaluates_end_to_end() {
     let out = clipforge(&["eval", "--checkpoint", run_s, "--dataset", &ds_empty]);
     assert_clean_error(&out, &["folder-empty", "no class folders"]);
 }
+
+/// `--dataset captions-csv:FILE`: retrieval over an image–caption listing; rows naming the same
+/// image are one image with several captions; any other task is a one-line error.
+#[test]
+fn a_caption_listing_evaluates_retrieval() {
+    let run = trained_run("captions-csv-run");
+    let dir = tmp("captions-csv");
+    std::fs::create_dir_all(dir.join("img")).unwrap();
+    let mut rows = String::from("filepath,title\n");
+    for i in 0..4 {
+        std::fs::write(dir.join(format!("img/{i}.png")), png(i % 2, i)).unwrap();
+        rows += &format!("img/{i}.png,picture number {i}\n");
+        if i < 2 {
+            rows += &format!("img/{i}.png,another caption of picture {i}\n");
+        }
+    }
+    let list = dir.join("pairs.csv");
+    std::fs::write(&list, rows).unwrap();
+    let (run_s, ds) = (
+        run.to_str().unwrap(),
+        format!("captions-csv:{}", list.display()),
+    );
+    let args = ["eval", "--checkpoint", run_s, "--dataset", &ds];
+    let o = clipforge(&[&args[..], &["--task", "retrieval", "--json"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = &v["metrics"];
+    assert_eq!(
+        (m["images"].as_u64(), m["texts"].as_u64()),
+        (Some(4), Some(6)),
+        "{v}"
+    );
+    for k in ["text_retrieval_recall@10", "image_retrieval_recall@10"] {
+        assert_eq!(m[k], 1.0, "4 images: every match is in the top 10: {v}");
+    }
+    let out = clipforge(&[&args[..], &["--task", "zeroshot"]].concat());
+    assert_clean_error(&out, &["pairs.csv", "--task retrieval"]);
+}

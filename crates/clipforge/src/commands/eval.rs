@@ -37,7 +37,10 @@ clipforge eval --checkpoint runs/quickstart --dataset folder:photos --task zeros
 clipforge eval --checkpoint runs/quickstart --dataset folder:photos --templates my_templates.txt\n  \
 clipforge eval --checkpoint runs/quickstart --dataset folder:photos --task linear-probe\n\
 Zero-shot reads every image with CLIP's 80 ImageNet templates (or --templates: one per line, {}\n\
-for the class); the linear probe fits on a fixed 90% of the images and measures the other 10%."
+for the class); the linear probe fits on a fixed 90% of the images and measures the other 10%.\n\n\
+On an image,caption listing (CSV/TSV, image paths relative to it; rows naming one image are one\n\
+image with several captions):\n  \
+clipforge eval --checkpoint runs/quickstart --dataset captions-csv:pairs.csv --task retrieval"
 )]
 pub struct Args {
     /// A run directory (its latest checkpoint) or a checkpoint directory.
@@ -61,6 +64,12 @@ pub struct Args {
     /// The linear probe's input.
     #[arg(long, value_enum, default_value_t = Features::Model)]
     pub features: Features,
+    /// With captions-csv:FILE: the image column (paths relative to the file).
+    #[arg(long, default_value = "filepath")]
+    pub csv_img_key: String,
+    /// With captions-csv:FILE: the caption column.
+    #[arg(long, default_value = "title")]
+    pub csv_caption_key: String,
     /// With --dataset: at most this many training images (the linear probe's fit).
     #[arg(long, default_value_t = 10_000)]
     pub train_limit: usize,
@@ -105,6 +114,9 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(arg) = &args.dataset {
         if let Some(root) = arg.to_str().and_then(|a| a.strip_prefix("folder:")) {
             return eval_folder(&args, Path::new(root), &model, run_dir, &device);
+        }
+        if let Some(list) = arg.to_str().and_then(|a| a.strip_prefix("captions-csv:")) {
+            return eval_caption_list(&args, Path::new(list), &model, run_dir, device);
         }
         let dir = clip_data::packaged::locate(arg, Path::new("data"))?;
         return eval_dataset(&args, &dir, &model, run_dir, &device);
@@ -175,15 +187,7 @@ fn eval_dataset(
     let size = model.config.vision_cfg.image_size;
     if args.task == Task::Retrieval {
         let data = de::load_captioned(dir, &info, "test", args.test_limit, size, device)?;
-        let m = de::retrieval(model, &data)?;
-        if args.json {
-            let v = serde_json::json!({"dataset": info.name, "model": run_dir.display().to_string(),
-                "task": "zeroshot_retrieval", "metrics": m});
-            println!("{v}");
-        } else {
-            print_retrieval(&info.name, &m);
-        }
-        return Ok(());
+        return report_retrieval(args, &info.name, model, &data, run_dir);
     }
     let test = de::load_split(dir, &info, "test", args.test_limit, size, device)?;
     let templates = match &args.templates {
@@ -251,6 +255,52 @@ fn eval_folder(
         ),
     };
     report(args, &set, run_dir, result);
+    Ok(())
+}
+
+/// Image ↔ text retrieval over an image–caption listing (CSV or TSV; `--csv-img-key`,
+/// `--csv-caption-key` name the columns); rows naming the same image are one image with
+/// several captions.
+fn eval_caption_list(
+    args: &Args,
+    list: &Path,
+    model: &Clip,
+    run_dir: &Path,
+    device: Device,
+) -> Result<()> {
+    if args.task != Task::Retrieval {
+        anyhow::bail!(
+            "--dataset captions-csv:{} holds captions, not labels: use --task retrieval",
+            list.display()
+        );
+    }
+    let (samples, skips) =
+        clip_data::files::read_csv(list, &args.csv_img_key, &args.csv_caption_key)?;
+    if skips.total() > 0 {
+        tracing::warn!(?skips, "{}: rows skipped", list.display());
+    }
+    let size = model.config.vision_cfg.image_size;
+    let name = list.display().to_string();
+    let data = de::captioned(samples, args.test_limit, &name, size, &device)?;
+    report_retrieval(args, &name, model, &data, run_dir)
+}
+
+/// Retrieval recall over `data`, as JSON or a Markdown table.
+fn report_retrieval(
+    args: &Args,
+    name: &str,
+    model: &Clip,
+    data: &de::Captioned,
+    run_dir: &Path,
+) -> Result<()> {
+    let m = de::retrieval(model, data)?;
+    if args.json {
+        let v = serde_json::json!({"dataset": name, "model": run_dir.display().to_string(),
+            "task": "zeroshot_retrieval", "metrics": m});
+        println!("{v}");
+    } else {
+        print_retrieval(name, &m);
+    }
     Ok(())
 }
 
