@@ -7,6 +7,7 @@ use clip::ClipConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::lock::LockSpec;
 use crate::optim::AdamWParams;
 
 /// Where the training pairs come from.
@@ -87,6 +88,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     pub seed: u64,
     pub checkpoint_every: u64,
+    /// Locked towers (LiT); none by default.
+    #[serde(default)]
+    pub lock: LockSpec,
 }
 
 /// The defaults of a run's settings, one place for the library and the command line.
@@ -138,6 +142,7 @@ impl TrainConfig {
             grad_clip: defaults::GRAD_CLIP,
             seed: 0,
             checkpoint_every: defaults::CHECKPOINT_EVERY,
+            lock: LockSpec::default(),
         }
     }
 
@@ -187,6 +192,7 @@ impl TrainConfig {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate must be positive, got {}", self.lr));
         }
+        self.lock.validate(&self.model)?;
         if self.checkpoint_every == 0 {
             return bad("checkpoint-every must be positive".into());
         }

@@ -196,8 +196,18 @@ pub struct AdamW {
 impl AdamW {
     /// All of `varmap`'s parameters, in sorted name order, grouped by `excluded_from_decay`.
     pub fn new(varmap: &VarMap, params: AdamWParams) -> Result<Self> {
+        Self::new_for(varmap, params, |_| true)
+    }
+
+    /// As [`AdamW::new`], over the parameters whose name `trains` accepts: the others get no
+    /// state and no update.
+    pub fn new_for(
+        varmap: &VarMap,
+        params: AdamWParams,
+        trains: impl Fn(&str) -> bool,
+    ) -> Result<Self> {
         let data = varmap.data().lock().expect("varmap lock");
-        let mut names: Vec<&String> = data.keys().collect();
+        let mut names: Vec<&String> = data.keys().filter(|n| trains(n)).collect();
         names.sort();
         let slots = names
             .into_iter()

@@ -34,9 +34,11 @@ impl Trainer {
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
         let k = self.cfg.accum_freq;
         if k == 1 {
-            let out = self.model.forward(&batch.pixels, &batch.ids)?;
-            let loss = clip_loss(&out.image_embeds, &out.text_embeds, &out.logit_scale)?;
-            let grads = loss.backward()?;
+            let img = self.image_embeds(&batch.pixels)?;
+            let txt = self.text_embeds(&batch.ids)?;
+            let loss = clip_loss(&img, &txt, &self.model.logit_scale)?;
+            let mut grads = loss.backward()?;
+            self.drop_locked(&mut grads);
             return Ok((loss.to_scalar::<f32>()? as f64, grads));
         }
         let m = batch.pixels.dim(0)? / k;
@@ -57,8 +59,8 @@ impl Trainer {
         let mut loss_value = 0.0;
         for j in 0..k {
             let (mut imgs, mut txts) = (cached_img.clone(), cached_txt.clone());
-            imgs[j] = self.model.encode_image(&micro(&batch.pixels, j)?)?;
-            txts[j] = self.model.encode_text(&micro(&batch.ids, j)?)?;
+            imgs[j] = self.image_embeds(&micro(&batch.pixels, j)?)?;
+            txts[j] = self.text_embeds(&micro(&batch.ids, j)?)?;
             let image_embeds = Tensor::cat(&imgs, 0)?; // [N, E]
             let text_embeds = Tensor::cat(&txts, 0)?; // [N, E]
             let scale = if j == 0 {
@@ -67,7 +69,8 @@ impl Trainer {
                 self.model.logit_scale.detach()
             };
             let loss = clip_loss(&image_embeds, &text_embeds, &scale)?;
-            let grads = loss.backward()?;
+            let mut grads = loss.backward()?;
+            self.drop_locked(&mut grads);
             loss_value = loss.to_scalar::<f32>()? as f64;
             total = Some(match total {
                 None => grads,
@@ -75,6 +78,33 @@ impl Trainer {
             });
         }
         Ok((loss_value, total.expect("accum_freq ≥ 1")))
+    }
+
+    /// Unit image embeddings `[N, E]`; without a graph when the image tower is locked whole.
+    fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor> {
+        if self.cfg.lock.image_frozen() {
+            return Ok(clip::ops::inference(|| self.model.encode_image(pixels))?.detach());
+        }
+        Ok(self.model.encode_image(pixels)?)
+    }
+
+    /// Unit text embeddings `[N, E]`; without a graph when the text tower is locked whole.
+    fn text_embeds(&self, ids: &Tensor) -> Result<Tensor> {
+        if self.cfg.lock.text_frozen() {
+            return Ok(clip::ops::inference(|| self.model.encode_text(ids))?.detach());
+        }
+        Ok(self.model.encode_text(ids)?)
+    }
+
+    /// Remove the locked parameters' gradients (a partly locked tower computes them), so that
+    /// neither the clip's norm nor the update sees them.
+    fn drop_locked(&self, grads: &mut GradStore) {
+        let data = self.varmap.data().lock().expect("varmap lock");
+        for (name, var) in data.iter() {
+            if self.cfg.lock.locks(name, &self.cfg.model) {
+                grads.remove(var.as_tensor());
+            }
+        }
     }
 
     /// `acc + grads`, parameter by parameter.

@@ -18,6 +18,13 @@ use crate::optim::AdamW;
 use crate::run_log::{keep_metrics_before, report_epochs, write_skipped, MetricsLog};
 use crate::step::StepMetrics;
 
+/// AdamW over the parameters the run trains (all but locked towers').
+fn optimiser(varmap: &VarMap, cfg: &TrainConfig) -> Result<AdamW> {
+    Ok(AdamW::new_for(varmap, cfg.adamw, |name| {
+        !cfg.lock.locks(name, &cfg.model)
+    })?)
+}
+
 /// What the caller sees while training.
 pub trait Observer {
     fn on_step(&mut self, _m: &StepMetrics, _total: u64) {}
@@ -52,7 +59,7 @@ impl Trainer {
         let source = crate::data::make_source(&cfg)?;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
-        let optim = AdamW::new(&varmap, cfg.adamw)?;
+        let optim = optimiser(&varmap, &cfg)?;
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
         let cfg_path = run_dir.join("config.json");
@@ -95,7 +102,7 @@ impl Trainer {
         let source = crate::data::make_source(&cfg)?;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
-        let mut optim = AdamW::new(&varmap, cfg.adamw)?;
+        let mut optim = optimiser(&varmap, &cfg)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
         optim.load_state(&optim_state, state.optimizer_step, &ckpt)?;
         keep_metrics_before(&run_dir, state.step)?;

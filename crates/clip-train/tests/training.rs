@@ -241,3 +241,54 @@ fn tiny_loss_falls_well_below_chance() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// LiT: a locked image tower keeps its initial weights bit for bit, has no optimiser state, and
+/// the text tower and temperature still train; a partly unlocked tower trains only its last
+/// groups (here the projection head).
+#[test]
+fn locked_towers_do_not_move() {
+    let initial = |cfg: &TrainConfig| {
+        let dir = run_dir("lock-init");
+        let t = Trainer::new(cfg.clone(), &dir).unwrap();
+        let w = weights(&t);
+        std::fs::remove_dir_all(dir).ok();
+        w
+    };
+    for unlocked in [0, 1] {
+        let mut cfg = micro_config(3);
+        cfg.lock.image = true;
+        cfg.lock.image_unlocked_groups = unlocked;
+        let before = initial(&cfg);
+        let dir = run_dir(&format!("lock-{unlocked}"));
+        let mut t = Trainer::new(cfg, &dir).unwrap();
+        t.run(&mut ()).unwrap();
+        let after = weights(&t);
+        for (name, b) in &before {
+            let moved = after[name] != *b;
+            let head = name == "visual.proj";
+            let locked = name.starts_with("visual.") && !(unlocked == 1 && head);
+            assert_eq!(moved, !locked, "{name} (unlocked groups {unlocked})");
+        }
+        let state = t.optim.state_tensors().unwrap();
+        assert!(state.keys().any(|k| k == "m.visual.proj") == (unlocked == 1));
+        assert!(
+            !state.keys().any(|k| k == "m.visual.conv1.weight"),
+            "no state when locked"
+        );
+        assert!(state.contains_key("m.token_embedding.weight"));
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// Every parameter's values by name.
+fn weights(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
+    let data = t.varmap.data().lock().unwrap();
+    data.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_tensor().flatten_all().unwrap().to_vec1().unwrap(),
+            )
+        })
+        .collect()
+}

@@ -96,6 +96,21 @@ pub struct Args {
     /// Caption column (CSV/TSV) or key (JSONL).
     #[arg(long, default_value = "title")]
     pub csv_caption_key: String,
+    /// Lock the image tower (LiT): no updates, no optimiser state; wholly locked, it runs
+    /// without a graph.
+    #[arg(long)]
+    pub lock_image: bool,
+    /// With --lock-image: keep the last N of its groups trainable (the head is the last; then
+    /// the last block with ln_post; then each block back to the stem).
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "lock_image")]
+    pub lock_image_unlocked_groups: usize,
+    /// Lock the text tower.
+    #[arg(long)]
+    pub lock_text: bool,
+    /// With --lock-text: keep the last N of its groups trainable (the head; the last block with
+    /// ln_final; each block back to the embeddings).
+    #[arg(long, default_value_t = 0, value_name = "N", requires = "lock_text")]
+    pub lock_text_unlocked_layers: usize,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -162,6 +177,12 @@ pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
     cfg.grad_clip = args.grad_clip;
     cfg.seed = args.seed;
     cfg.checkpoint_every = args.checkpoint_every;
+    cfg.lock = clip_train::lock::LockSpec {
+        image: args.lock_image,
+        image_unlocked_groups: args.lock_image_unlocked_groups,
+        text: args.lock_text,
+        text_unlocked_groups: args.lock_text_unlocked_layers,
+    };
     Ok(cfg)
 }
 

@@ -20,10 +20,15 @@ pub fn clipforge_in(dir: &std::path::Path, args: &[&str]) -> Output {
         .expect("run clipforge")
 }
 
+/// A fresh path `name` in this process's scratch folder; whatever an earlier process with the
+/// same id left there is removed first (process ids are reused).
 pub fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("clipforge-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    let path = dir.join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 /// Fails with exit code ≠ 0, one line on stderr that contains every `needle`, and no panic.
