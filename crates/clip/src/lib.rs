@@ -1,6 +1,8 @@
 //! clipforge's model library: CLIP's towers, projection heads, contrastive loss, tokenizer,
 //! image transform and weights I/O, on candle. No training loop, data loading or CLI here.
 
+pub mod bert;
+pub mod bert_tokenizer;
 pub mod config;
 pub mod durable;
 pub mod error;

@@ -1,0 +1,88 @@
+//! A pretrained text tower's own tokenizer, read from its `tokenizer.json` (WordPiece for BERT)
+//! by the `tokenizers` crate: texts → ids and attention mask, padded to the longest text and
+//! cut to the context (the closing `[SEP]` kept).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::{PaddingParams, PaddingStrategy, TruncationParams};
+
+use crate::error::{ClipError, Result};
+
+pub struct BertTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+impl BertTokenizer {
+    /// Read `tokenizer.json`; an error names the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| {
+            ClipError::Tokenizer(format!(
+                "{}: not a tokenizer.json the tokenizers crate reads: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Self {
+            inner,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Ids `[B, T]` (u32) and mask `[B, T]` (u32: 1 token, 0 padding), T the longest text's
+    /// length, at most `context`.
+    pub fn tokenize(
+        &self,
+        texts: &[String],
+        context: usize,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let err =
+            |e: tokenizers::Error| ClipError::Tokenizer(format!("{}: {e}", self.path.display()));
+        let mut tok = self.inner.clone();
+        tok.with_truncation(Some(TruncationParams {
+            max_length: context,
+            ..Default::default()
+        }))
+        .map_err(err)?;
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
+        let enc = tok
+            .encode_batch(texts.iter().map(String::as_str).collect::<Vec<_>>(), true)
+            .map_err(err)?;
+        let t = enc.first().map_or(0, |e| e.get_ids().len());
+        let ids: Vec<u32> = enc.iter().flat_map(|e| e.get_ids().to_vec()).collect();
+        let mask: Vec<u32> = enc
+            .iter()
+            .flat_map(|e| e.get_attention_mask().to_vec())
+            .collect();
+        let b = texts.len();
+        Ok((
+            Tensor::from_vec(ids, (b, t), device)?,
+            Tensor::from_vec(mask, (b, t), device)?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_is_not_a_tokenizer_is_named() {
+        let path =
+            std::env::temp_dir().join(format!("not-a-tokenizer-{}.json", std::process::id()));
+        std::fs::write(&path, "{\"model\": 3}").unwrap();
+        let err = BertTokenizer::from_file(&path)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("not-a-tokenizer") && err.contains("tokenizer.json"),
+            "{err}"
+        );
+        std::fs::remove_file(path).ok();
+    }
+}
