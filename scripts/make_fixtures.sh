@@ -8,4 +8,5 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 "$VENV/bin/python" scripts/make_fixtures.py tests/fixtures
 "$VENV/bin/python" scripts/adamw_fixture.py tests/fixtures/adamw.json
+"$VENV/bin/python" scripts/bert_fixture.py tests/fixtures
 du -sh tests/fixtures
