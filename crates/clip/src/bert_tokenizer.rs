@@ -70,6 +70,53 @@ impl BertTokenizer {
 mod tests {
     use super::*;
 
+    /// A word-level tokenizer.json of five words, written where the test reads it.
+    fn tiny_tokenizer(path: &Path) {
+        use tokenizers::models::wordlevel::WordLevel;
+        use tokenizers::pre_tokenizers::whitespace::Whitespace;
+        let vocab = [
+            ("[PAD]", 0),
+            ("[UNK]", 1),
+            ("a", 2),
+            ("red", 3),
+            ("circle", 4),
+        ];
+        let vocab = vocab.map(|(w, i)| (w.to_string(), i)).into_iter().collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("[UNK]".into())
+            .build()
+            .unwrap();
+        let mut tok = tokenizers::Tokenizer::new(model);
+        tok.with_pre_tokenizer(Some(Whitespace {}));
+        tok.save(path, false).unwrap();
+    }
+
+    #[test]
+    fn texts_pad_to_the_longest_and_cut_at_the_context() {
+        let path = std::env::temp_dir().join(format!("tiny-tokenizer-{}.json", std::process::id()));
+        tiny_tokenizer(&path);
+        let tok = BertTokenizer::from_file(&path).unwrap();
+        let texts = ["a red circle", "red", "a blue circle a red circle"].map(String::from);
+        let (ids, mask) = tok.tokenize(&texts[..2], 8, &Device::Cpu).unwrap();
+        assert_eq!(
+            ids.to_vec2::<u32>().unwrap(),
+            vec![vec![2, 3, 4], vec![3, 0, 0]]
+        );
+        assert_eq!(
+            mask.to_vec2::<u32>().unwrap(),
+            vec![vec![1, 1, 1], vec![1, 0, 0]]
+        );
+        let (ids, mask) = tok.tokenize(&texts, 4, &Device::Cpu).unwrap();
+        assert_eq!(
+            ids.to_vec2::<u32>().unwrap()[2],
+            vec![2, 1, 4, 2],
+            "cut at 4, unknown word 1"
+        );
+        assert_eq!(mask.dims(), &[3, 4]);
+        std::fs::remove_file(path).ok();
+    }
+
     #[test]
     fn a_file_that_is_not_a_tokenizer_is_named() {
         let path =

@@ -20,24 +20,20 @@ pub fn sync_file(path: &Path) -> std::io::Result<()> {
         .sync_all()
 }
 
-/// Flush a directory's entries (created, renamed, removed names) to the disk. A no-op where
-/// directories cannot be opened as files (not on Linux).
+/// Flush a directory's entries (created, renamed, removed names) to the disk. Where
+/// directories cannot be opened as files (not on Unix) there is nothing to flush.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    match std::fs::File::open(dir) {
-        Ok(d) => d.sync_all().or_else(|e| {
-            // Some file systems refuse fsync on a directory; nothing more can be done there.
-            if e.kind() == std::io::ErrorKind::InvalidInput {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        }),
-        Err(e) if cfg!(windows) => {
-            let _ = e;
-            Ok(())
-        }
-        Err(e) => Err(e),
+    if !cfg!(unix) {
+        return Ok(());
     }
+    std::fs::File::open(dir)?.sync_all().or_else(|e| {
+        // Some file systems refuse fsync on a directory; nothing more can be done there.
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
 }
 
 /// Rename `from` to `to` (both synced already) and flush the directory holding `to`.
