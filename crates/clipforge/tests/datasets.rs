@@ -352,6 +352,8 @@ fn an_image_folder_evaluates_end_to_end() {
         templates.to_str().unwrap(),
     ]);
     assert_eq!(own["test_images"], 60);
+    let some = json(&["--task", "zeroshot", "--test-limit", "10"]);
+    assert_eq!(some["test_images"], 10, "every sixth image past the limit");
 
     let probe = json(&["--task", "linear-probe", "--features", "pixels"]);
     assert_eq!(probe["task"], "linear_probe");

@@ -233,8 +233,11 @@ fn eval_folder(
     };
     let size = model.config.vision_cfg.image_size;
     let (n, limit) = (folder.classes.len(), args.test_limit);
+    // Past the limit, evenly spaced samples: the folder is in class order, so its first
+    // `limit` would leave the last classes out.
     let load = |samples: Vec<clip_data::RawSample>, limit: usize, what: &str| {
-        let samples: Vec<_> = samples.into_iter().take(limit).collect();
+        let step = samples.len().div_ceil(limit.max(1)).max(1);
+        let samples: Vec<_> = samples.into_iter().step_by(step).collect();
         de::labelled(&samples, n, &format!("{name} ({what})"), size, device)
     };
     let result = match args.task {
