@@ -10,6 +10,7 @@ pub mod file_batcher;
 pub mod files;
 pub mod folder;
 pub mod packaged;
+pub mod pretrained;
 mod shapes_sdf;
 pub mod stream;
 pub mod synthetic;

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod bert_tokenizer;
 pub mod config;
+pub mod dinov2;
 pub mod durable;
 pub mod error;
 pub mod flops;

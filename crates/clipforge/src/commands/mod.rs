@@ -5,6 +5,7 @@ pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod init;
+pub mod model;
 pub mod quickstart;
 pub mod tokenize;
 pub mod train;
