@@ -2,7 +2,7 @@
 
 use candle_core::{Device, Result, Tensor};
 use clip::transform::{CLIP_MEAN, CLIP_STD};
-use clip::Tokenizer;
+use clip::TextTokenizer;
 
 use crate::synthetic::Shapes;
 
@@ -40,7 +40,7 @@ pub struct SceneBatcher {
     pub labels_only: bool,
     /// Scenes come in groups of this many that differ only in shape (hard negatives); 1: off.
     pub group: usize,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
 }
 
 impl SceneBatcher {
@@ -56,7 +56,7 @@ impl SceneBatcher {
             context_length,
             labels_only,
             group: 1,
-            tokenizer: Tokenizer::new(),
+            tokenizer: TextTokenizer::default(),
         }
     }
 
@@ -64,6 +64,12 @@ impl SceneBatcher {
     /// ([`Shapes::grouped_scene`]).
     pub fn with_group(mut self, group: usize) -> Self {
         self.group = group.max(1);
+        self
+    }
+
+    /// Tokenize captions with `tokenizer` (a pretrained text tower's) instead of CLIP's BPE.
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Self {
+        self.tokenizer = tokenizer;
         self
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{Device, Result, Tensor};
-use clip::Tokenizer;
+use clip::TextTokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ pub struct FileBatcher {
     seed: u64,
     image_size: usize,
     context_length: usize,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     /// Images that failed to decode so far (shared by clones of this batcher).
     corrupt: Arc<AtomicUsize>,
     /// What was skipped while reading the listing or shards.
@@ -41,10 +41,16 @@ impl FileBatcher {
             seed,
             image_size,
             context_length,
-            tokenizer: Tokenizer::new(),
+            tokenizer: TextTokenizer::default(),
             corrupt: Arc::new(AtomicUsize::new(0)),
             read_skips,
         }
+    }
+
+    /// Tokenize captions with `tokenizer` (a pretrained text tower's) instead of CLIP's BPE.
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Self {
+        self.tokenizer = tokenizer;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -112,7 +118,7 @@ pub(crate) fn assemble(
     positions: &[u64],
     seed: u64,
     (size, context_length): (usize, usize),
-    tokenizer: &Tokenizer,
+    tokenizer: &TextTokenizer,
     device: &Device,
 ) -> Result<(Batch, Vec<usize>)> {
     let decoded: Vec<Option<Vec<f32>>> = samples

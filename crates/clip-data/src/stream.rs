@@ -14,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Result};
-use clip::Tokenizer;
+use clip::TextTokenizer;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -201,7 +201,7 @@ pub struct StreamBatcher {
     cfg: StreamCfg,
     image_size: usize,
     context_length: usize,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     state: Mutex<State>,
 }
 
@@ -235,8 +235,14 @@ impl StreamBatcher {
             cfg,
             image_size,
             context_length,
-            tokenizer: Tokenizer::new(),
+            tokenizer: TextTokenizer::default(),
         }
+    }
+
+    /// Tokenize captions with `tokenizer` (a pretrained text tower's) instead of CLIP's BPE.
+    pub fn with_tokenizer(mut self, tokenizer: TextTokenizer) -> Self {
+        self.tokenizer = tokenizer;
+        self
     }
 
     fn take(stream: &mut ShardStream, n: usize) -> Result<Vec<Placed>> {

@@ -13,6 +13,7 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
         cfg.model.vision_cfg.image_size,
         cfg.model.text_cfg.context_length,
     );
+    let tokenizer = clip::TextTokenizer::for_config(&cfg.model.text_cfg)?;
     let files = |(samples, skips): (Vec<clip_data::RawSample>, clip_data::SkipCounts),
                  origin: String|
      -> Result<Arc<dyn BatchSource>> {
@@ -24,9 +25,9 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
             )));
         }
         tracing::info!(samples = samples.len(), skipped = skips.total(), "{origin}");
-        Ok(Arc::new(FileBatcher::new(
-            samples, skips, cfg.seed, size, ctx,
-        )))
+        Ok(Arc::new(
+            FileBatcher::new(samples, skips, cfg.seed, size, ctx).with_tokenizer(tokenizer.clone()),
+        ))
     };
     match &cfg.data {
         DataSpec::Builtin {
@@ -35,7 +36,8 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
             hard_negatives,
         } => Ok(Arc::new(
             SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only)
-                .with_group(*hard_negatives),
+                .with_group(*hard_negatives)
+                .with_tokenizer(tokenizer),
         )),
         DataSpec::Csv {
             path,
@@ -68,7 +70,9 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
                 shuffle_buffer: *shuffle_buffer,
                 seed: cfg.seed,
             };
-            Ok(Arc::new(StreamBatcher::new(shards, stream, size, ctx)))
+            Ok(Arc::new(
+                StreamBatcher::new(shards, stream, size, ctx).with_tokenizer(tokenizer),
+            ))
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, D};
-use clip::{Clip, Tokenizer};
+use clip::{Clip, TextTokenizer};
 use clip_data::packaged::DatasetInfo;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -172,7 +172,7 @@ pub fn zero_shot(
     let device = data.pixels.device();
     let classifier = crate::zeroshot::zero_shot_classifier(
         model,
-        &Tokenizer::new(),
+        &TextTokenizer::for_config(&model.config.text_cfg)?,
         classes,
         &templates,
         device,
@@ -389,7 +389,12 @@ pub fn retrieval(model: &Clip, data: &Captioned) -> Result<RetrievalMetrics> {
         .enumerate()
         .flat_map(|(i, caps)| std::iter::repeat_n(i, caps.len()))
         .collect();
-    let txt = text_embeddings(model, &Tokenizer::new(), &texts, data.pixels.device())?; // [M, E]
+    let txt = text_embeddings(
+        model,
+        &TextTokenizer::for_config(&model.config.text_cfg)?,
+        &texts,
+        data.pixels.device(),
+    )?; // [M, E]
     let sims = img.matmul(&txt.t()?)?; // [N, M]
     let mut of_image: Vec<Vec<usize>> = vec![Vec::new(); data.captions.len()];
     for (j, &i) in owner.iter().enumerate() {

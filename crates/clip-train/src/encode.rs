@@ -2,7 +2,7 @@
 //! detached (a kept output would hold its whole forward graph, every activation, alive).
 
 use candle_core::{DType, Device, Result, Tensor};
-use clip::{Clip, Tokenizer};
+use clip::{Clip, TextTokenizer};
 
 /// Inputs per forward pass.
 pub const CHUNK: usize = 256;
@@ -38,7 +38,7 @@ pub fn image_features(model: &Clip, pixels: &Tensor, kind: ImageFeature) -> Resu
 /// Unit text embeddings `[M, E]` of `texts`, f32.
 pub fn text_embeddings(
     model: &Clip,
-    tokenizer: &Tokenizer,
+    tokenizer: &TextTokenizer,
     texts: &[String],
     device: &Device,
 ) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 //! (never-seen) colour–shape combinations and of seen ones, among all 64 classes.
 
 use candle_core::{Device, Tensor};
-use clip::{Clip, Tokenizer};
+use clip::{Clip, TextTokenizer};
 use clip_data::synthetic::{class_names, SHAPES, TEMPLATES_BY_SIZE};
 use clip_data::{SceneBatcher, Shapes, Split};
 use serde::Serialize;
@@ -51,7 +51,7 @@ pub fn zero_shot_builtin(
     device: &Device,
 ) -> Result<ZeroShotReport> {
     let names = class_names();
-    let tokenizer = Tokenizer::new();
+    let tokenizer = TextTokenizer::for_config(&model.config.text_cfg)?;
     let classifier = |templates: &[&str]| -> Result<Tensor> {
         Ok(zero_shot_classifier(
             model, &tokenizer, &names, templates, device,

@@ -3,9 +3,10 @@
 //! wholly locked tower runs without a graph. A tower is cut into groups as open_clip cuts it,
 //! and the last `unlocked` groups stay trainable:
 //! - image: [conv1, class and positional embeddings, ln_pre], each block but the last,
-//!   [the last block, ln_post], the projection head;
+//!   [the last block, ln_post], the projection head (DINOv2: [its embeddings], blocks, [the
+//!   last block, its final LayerNorm], the head);
 //! - text: [token and positional embeddings], each block but the last, [the last block,
-//!   ln_final], the projection head.
+//!   ln_final], the projection head (BERT: [its embeddings], its layers, the head).
 //!
 //! The temperature (`logit_scale`) always trains.
 
@@ -41,7 +42,13 @@ impl Groups {
 
     /// The group of `rest`, a key with the tower's prefix removed.
     fn of(&self, rest: &str, last_norm: &str) -> usize {
-        if let Some(block) = rest.strip_prefix("transformer.resblocks.") {
+        // CLIP's blocks, DINOv2's (`visual.trunk.…`) and BERT's (`text.transformer.…`).
+        let blocks = [
+            "transformer.resblocks.",
+            "trunk.encoder.layer.",
+            "text.transformer.encoder.layer.",
+        ];
+        if let Some(block) = blocks.iter().find_map(|p| rest.strip_prefix(p)) {
             let i: usize = block
                 .split('.')
                 .next()
@@ -49,7 +56,7 @@ impl Groups {
                 .unwrap_or(0);
             return 1 + i.min(self.layers - 1);
         }
-        if rest.starts_with(last_norm) {
+        if rest.starts_with(last_norm) || rest.starts_with("trunk.layernorm.") {
             return self.layers;
         }
         let head = ["proj", "head.", "text_projection", "text_head."];

@@ -4,14 +4,14 @@
 
 use candle_core::{Device, Result, Tensor, D};
 use clip::nn::l2_normalize;
-use clip::{Clip, Tokenizer};
+use clip::{Clip, TextTokenizer};
 
 use crate::encode::text_embeddings;
 
 /// Classifier `[C, E]`: for class c, normalise(mean over templates of embed(template(c))).
 pub fn zero_shot_classifier(
     model: &Clip,
-    tokenizer: &Tokenizer,
+    tokenizer: &TextTokenizer,
     class_names: &[String],
     templates: &[&str],
     device: &Device,
@@ -90,7 +90,8 @@ mod tests {
         assert_eq!(emb.dims(), &[3, cfg.embed_dim]);
         assert!(!emb.track_op());
         let names = ["red circle".to_string(), "blue star".to_string()];
-        let c = zero_shot_classifier(&model, &Tokenizer::new(), &names, &["a {}"], &dev).unwrap();
+        let c = zero_shot_classifier(&model, &TextTokenizer::default(), &names, &["a {}"], &dev)
+            .unwrap();
         assert!(!c.track_op());
     }
 }

@@ -7,13 +7,13 @@
 
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::{self, Activation};
 
 /// How a sentence's tokens become one feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// The mean of the token rows, padding left out (sentence-transformers' default).
@@ -24,7 +24,7 @@ pub enum Pooling {
 }
 
 /// The fields of a Hugging Face BERT `config.json` the encoder reads.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BertCfg {
     pub vocab_size: usize,
     pub hidden_size: usize,

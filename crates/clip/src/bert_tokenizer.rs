@@ -11,6 +11,8 @@ use crate::error::{ClipError, Result};
 
 pub struct BertTokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same without the file's own padding and truncation, for [`Self::ids_fixed`].
+    bare: tokenizers::Tokenizer,
     path: PathBuf,
 }
 
@@ -23,10 +25,37 @@ impl BertTokenizer {
                 path.display()
             ))
         })?;
+        let mut bare = inner.clone();
+        bare.with_padding(None);
+        bare.with_truncation(None)
+            .map_err(|e| ClipError::Tokenizer(format!("{}: {e}", path.display())))?;
         Ok(Self {
             inner,
+            bare,
             path: path.to_path_buf(),
         })
+    }
+
+    /// `texts.len()` rows of exactly `context` ids, row-major, padded with 0 (`[PAD]`); a text
+    /// too long keeps its first `context − 1` ids and its closing `[SEP]`, as the tokenizer's
+    /// own truncation does. The attention mask is `id != 0`.
+    pub fn ids_fixed<S: AsRef<str>>(&self, texts: &[S], context: usize) -> Result<Vec<u32>> {
+        let enc = self
+            .bare
+            .encode_batch(texts.iter().map(|t| t.as_ref()).collect::<Vec<_>>(), true)
+            .map_err(|e| ClipError::Tokenizer(format!("{}: {e}", self.path.display())))?;
+        let mut out = Vec::with_capacity(texts.len() * context);
+        for e in &enc {
+            let ids = e.get_ids();
+            if ids.len() > context {
+                out.extend_from_slice(&ids[..context - 1]);
+                out.push(*ids.last().expect("longer than the context"));
+            } else {
+                out.extend_from_slice(ids);
+                out.resize(out.len() + context - ids.len(), 0);
+            }
+        }
+        Ok(out)
     }
 
     /// Ids `[B, T]` (u32) and mask `[B, T]` (u32: 1 token, 0 padding), T the longest text's

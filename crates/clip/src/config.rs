@@ -4,8 +4,38 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+use crate::bert::{BertCfg, Pooling};
+use crate::dinov2::Dinov2Cfg;
 use crate::error::{ClipError, Result};
 use crate::ops::{Activation, BlockCfg};
+
+/// Which encoder the image tower is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VisionKind {
+    /// CLIP's vision transformer, trained here (`visual.conv1`, `visual.transformer.*`).
+    #[default]
+    Vit,
+    /// A pretrained DINOv2 ViT (`visual.trunk.*`, the hub's keys below it), named by
+    /// `pretrained`; the shape fields describe it (width, layers, head_width, patch_size).
+    Dinov2,
+}
+
+/// Which encoder the text tower is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TextKind {
+    /// CLIP's causal text transformer with OpenAI's BPE tokenizer, trained here.
+    #[default]
+    Clip,
+    /// A pretrained BERT encoder (`text.transformer.*`, Hugging Face's keys below it) with its
+    /// own WordPiece tokenizer, named by `pretrained`.
+    Bert,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
 
 /// Which projection maps a tower's pooled feature into the shared embedding space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -48,6 +78,15 @@ fn default_text_layers() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VisionCfg {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: VisionKind,
+    /// A fetched model (`clipforge model fetch NAME`, or a directory) whose weights start the
+    /// tower when the model is initialised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+    /// `dinov2`: the image size its position grid was learnt at (default 518).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained_image_size: Option<usize>,
     pub image_size: usize,
     pub patch_size: usize,
     pub width: usize,
@@ -71,6 +110,18 @@ pub struct VisionCfg {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextCfg {
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: TextKind,
+    /// A fetched model (`clipforge model fetch NAME`, or a directory): its weights start the
+    /// tower, its `tokenizer.json` tokenizes (`bert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
+    /// `bert`: the pooled feature (default `mean`, as sentence-transformers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<Pooling>,
+    /// `bert`: rows of its position table (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_positions: Option<usize>,
     #[serde(default = "default_context_length")]
     pub context_length: usize,
     #[serde(default = "default_vocab_size")]
@@ -118,6 +169,14 @@ pub const PRESETS: &[(&str, &str)] = &[
     (
         "ViT-L-14",
         include_str!("../../../configs/models/ViT-L-14.json"),
+    ),
+    (
+        "lit-dinov2-s14",
+        include_str!("../../../configs/models/lit-dinov2-s14.json"),
+    ),
+    (
+        "lit-dinov2-s14-minilm",
+        include_str!("../../../configs/models/lit-dinov2-s14-minilm.json"),
     ),
 ];
 
@@ -187,9 +246,37 @@ impl VisionCfg {
     pub fn mlp_width(&self) -> usize {
         (self.width as f64 * self.mlp_ratio) as usize
     }
+    /// A `dinov2` tower's shape in its own terms.
+    pub fn dinov2(&self) -> Dinov2Cfg {
+        Dinov2Cfg {
+            hidden_size: self.width,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads(),
+            mlp_ratio: self.mlp_ratio,
+            patch_size: self.patch_size,
+            image_size: self.pretrained_image_size.unwrap_or(518),
+            layer_norm_eps: 1e-6,
+            image_mean: [0.485, 0.456, 0.406],
+            image_std: [0.229, 0.224, 0.225],
+        }
+    }
 }
 
 impl TextCfg {
+    /// A `bert` tower's shape in its own terms.
+    pub fn bert(&self) -> BertCfg {
+        BertCfg {
+            vocab_size: self.vocab_size,
+            hidden_size: self.width,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads,
+            intermediate_size: self.mlp_width(),
+            max_position_embeddings: self.max_positions.unwrap_or(512),
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+            pooling: self.pooling.unwrap_or_default(),
+        }
+    }
     pub fn mlp_width(&self) -> usize {
         (self.width as f64 * self.mlp_ratio) as usize
     }
@@ -325,6 +412,19 @@ impl ClipConfig {
             if !(r.is_finite() && r > 0.0) {
                 return Some(format!("{key} must be a positive number, got {r}"));
             }
+        }
+        if v.kind != VisionKind::Vit && v.pretrained.is_none() {
+            return Some("vision_cfg.kind dinov2 needs vision_cfg.pretrained (a fetched model: `clipforge model fetch dinov2-s14`)".into());
+        }
+        if t.kind != TextKind::Clip && t.pretrained.is_none() {
+            return Some("text_cfg.kind bert needs text_cfg.pretrained (a fetched model: `clipforge model fetch minilm-l6`)".into());
+        }
+        if t.kind == TextKind::Bert && t.context_length > t.bert().max_position_embeddings {
+            return Some(format!(
+                "text_cfg.context_length {} is more than the {} positions of a bert tower",
+                t.context_length,
+                t.bert().max_position_embeddings
+            ));
         }
         for (key, h) in [
             ("vision_cfg.proj_hidden", v.proj_hidden),

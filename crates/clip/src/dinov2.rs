@@ -9,7 +9,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::nn::{LayerNorm, Linear};
 use crate::ops::{self, Activation};
@@ -22,7 +22,7 @@ fn imagenet_std() -> [f32; 3] {
 }
 
 /// The fields of a Hugging Face DINOv2 `config.json` the encoder reads.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dinov2Cfg {
     pub hidden_size: usize,
     pub num_hidden_layers: usize,

@@ -43,6 +43,15 @@ impl ProjectionHead {
     }
 }
 
+impl ProjectionHead {
+    pub fn kind(&self) -> ProjType {
+        match self {
+            Self::Linear(_) => ProjType::Linear,
+            Self::Mlp(_) => ProjType::Mlp,
+        }
+    }
+}
+
 impl Module for ProjectionHead {
     /// `[N, W]` → `[N, E]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {

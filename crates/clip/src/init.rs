@@ -26,6 +26,9 @@ pub enum InitRule {
 
 /// The rule for parameter `key` of shape `dims` under `cfg`.
 pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
+    if is_pretrained_trunk(key) {
+        return InitRule::Const(0.0); // filled from the fetched weights next
+    }
     let is_visual = key.starts_with("visual.");
     let width = if is_visual {
         cfg.vision_cfg.width
@@ -87,8 +90,19 @@ pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
     }
 }
 
-/// Initialise every parameter in `varmap` from `seed`, in sorted key order.
-pub fn init_parameters(varmap: &VarMap, cfg: &ClipConfig, seed: u64) -> Result<()> {
+/// A parameter of a pretrained tower's trunk (not its projection head).
+pub fn is_pretrained_trunk(key: &str) -> bool {
+    key.starts_with("visual.trunk.") || key.starts_with("text.transformer.")
+}
+
+/// Initialise every parameter in `varmap` from `seed`, in sorted key order; then a pretrained
+/// tower's trunk is filled from its fetched weights ([`crate::pretrained::load_towers`]).
+pub fn init_parameters(varmap: &VarMap, cfg: &ClipConfig, seed: u64) -> crate::Result<()> {
+    draw_parameters(varmap, cfg, seed)?;
+    crate::pretrained::load_towers(varmap, cfg)
+}
+
+fn draw_parameters(varmap: &VarMap, cfg: &ClipConfig, seed: u64) -> Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let data = varmap.data().lock().expect("varmap lock");
     let mut keys: Vec<&String> = data.keys().collect();

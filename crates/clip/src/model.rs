@@ -6,8 +6,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::config::ClipConfig;
 use crate::nn::l2_normalize;
-use crate::text::TextTransformer;
-use crate::vision::VisionTransformer;
+use crate::towers::{ImageTower, TextTower};
 
 /// ln(1/0.07): the initial temperature parameter (paper §2.5).
 pub const LOGIT_SCALE_INIT: f64 = 2.659_260_036_932_778_4;
@@ -16,8 +15,8 @@ pub const LOGIT_SCALE_MAX: f64 = 4.605_170_185_988_092;
 
 #[derive(Debug, Clone)]
 pub struct Clip {
-    pub visual: VisionTransformer,
-    pub text: TextTransformer,
+    pub visual: ImageTower,
+    pub text: TextTower,
     /// The temperature parameter t; logits are multiplied by exp(t).
     pub logit_scale: Tensor,
     pub config: ClipConfig,
@@ -39,8 +38,8 @@ impl Clip {
     pub fn new(vb: VarBuilder, cfg: &ClipConfig) -> Result<Self> {
         let act = cfg.activation();
         Ok(Self {
-            visual: VisionTransformer::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
-            text: TextTransformer::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,
+            visual: ImageTower::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
+            text: TextTower::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,
             logit_scale: vb.get_with_hints((), "logit_scale", Init::Const(LOGIT_SCALE_INIT))?,
             config: cfg.clone(),
         })

@@ -78,9 +78,6 @@ impl VisionTransformer {
     }
 
     pub fn proj_type(&self) -> ProjType {
-        match self.head {
-            ProjectionHead::Linear(_) => ProjType::Linear,
-            ProjectionHead::Mlp(_) => ProjType::Mlp,
-        }
+        self.head.kind()
     }
 }

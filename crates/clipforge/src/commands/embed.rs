@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use clip::{transform, weights, Clip, ClipConfig, Tokenizer};
+use clip::{transform, weights, Clip, ClipConfig, TextTokenizer};
 
 #[derive(clap::Args)]
 #[command(
@@ -14,7 +14,7 @@ Without --json, prints each embedding's first values and, when both kinds are gi
 image × text cosine similarities."
 )]
 pub struct Args {
-    /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14) or an open_clip-format config JSON.
+    /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14; lit-dinov2-s14, lit-dinov2-s14-minilm with fetched towers) or an open_clip-format config JSON.
     #[arg(long)]
     pub model: String,
     /// Weights file (.safetensors).
@@ -36,7 +36,10 @@ pub fn run(args: Args) -> Result<()> {
         bail!("nothing to embed: give at least one --text or --image");
     }
     let cfg = ClipConfig::resolve(&args.model)?;
-    if !args.texts.is_empty() && cfg.text_cfg.vocab_size < clip::tokenizer::VOCAB_SIZE {
+    if !args.texts.is_empty()
+        && cfg.text_cfg.kind == clip::config::TextKind::Clip
+        && cfg.text_cfg.vocab_size < clip::tokenizer::VOCAB_SIZE
+    {
         bail!(
             "model {}: text_cfg.vocab_size is {}, but the CLIP tokenizer produces ids up to {}",
             args.model,
@@ -51,8 +54,11 @@ pub fn run(args: Args) -> Result<()> {
     let text_embeds = if args.texts.is_empty() {
         None
     } else {
-        let ids =
-            Tokenizer::new().tokenize_tensor(&args.texts, cfg.text_cfg.context_length, &device)?; // [N, T]
+        let ids = TextTokenizer::for_config(&cfg.text_cfg)?.tokenize_tensor(
+            &args.texts,
+            cfg.text_cfg.context_length,
+            &device,
+        )?; // [N, T]
         Some(clip::ops::inference(|| model.encode_text(&ids)).context("encoding texts")?)
         // [N, E]
     };

@@ -12,7 +12,7 @@ use clip::{init, weights, Clip, ClipConfig};
 The file has open_clip's state-dict keys; the same seed gives the same weights."
 )]
 pub struct Args {
-    /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14) or an open_clip-format config JSON.
+    /// A preset (tiny, small, ViT-B-32, ViT-B-16, ViT-L-14; lit-dinov2-s14, lit-dinov2-s14-minilm with fetched towers) or an open_clip-format config JSON.
     #[arg(long)]
     pub model: String,
     /// Seed of the initialisation.
