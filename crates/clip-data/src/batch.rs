@@ -16,6 +16,11 @@ pub struct Batch {
     pub captions: Vec<String>,
     /// Class ids of the label view.
     pub labels: Vec<usize>,
+    /// The image tower's pooled features `[B, W]`, when a feature cache gives them (then
+    /// `pixels` is empty, `[B, 0]`).
+    pub image_features: Option<Tensor>,
+    /// The text tower's pooled features `[B, W]`, when a feature cache gives them.
+    pub text_features: Option<Tensor>,
 }
 
 /// HWC [0, 1] floats → normalised CHW.
@@ -106,6 +111,8 @@ impl SceneBatcher {
             ids,
             captions,
             labels,
+            image_features: None,
+            text_features: None,
         })
     }
 }

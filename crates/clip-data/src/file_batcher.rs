@@ -22,6 +22,7 @@ pub struct FileBatcher {
     image_size: usize,
     context_length: usize,
     tokenizer: TextTokenizer,
+    augment: bool,
     /// Images that failed to decode so far (shared by clones of this batcher).
     corrupt: Arc<AtomicUsize>,
     /// What was skipped while reading the listing or shards.
@@ -42,9 +43,17 @@ impl FileBatcher {
             image_size,
             context_length,
             tokenizer: TextTokenizer::default(),
+            augment: true,
             corrupt: Arc::new(AtomicUsize::new(0)),
             read_skips,
         }
+    }
+
+    /// `false`: every image resized and centre-cropped as at evaluation (deterministic, so a
+    /// locked image tower's features can be cached) instead of a random crop.
+    pub fn with_augment(mut self, augment: bool) -> Self {
+        self.augment = augment;
+        self
     }
 
     /// Tokenize captions with `tokenizer` (a pretrained text tower's) instead of CLIP's BPE.
@@ -63,21 +72,7 @@ impl FileBatcher {
 
     /// Sample indices `start .. start + n` of the endless sequence of shuffled epochs.
     fn indices(&self, start: u64, n: usize) -> Vec<usize> {
-        let len = self.samples.len() as u64;
-        let mut out = Vec::with_capacity(n);
-        let mut epoch_cache: Option<(u64, Vec<usize>)> = None;
-        for i in start..start + n as u64 {
-            let (epoch, pos) = (i / len, (i % len) as usize);
-            if epoch_cache.as_ref().map(|c| c.0) != Some(epoch) {
-                let mut perm: Vec<usize> = (0..len as usize).collect();
-                perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
-                    self.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                ));
-                epoch_cache = Some((epoch, perm));
-            }
-            out.push(epoch_cache.as_ref().expect("set above").1[pos]);
-        }
-        out
+        shuffled_indices(self.seed, self.samples.len(), start, n)
     }
 
     /// Everything skipped so far: reading, plus images that did not decode.
@@ -97,7 +92,7 @@ impl BatchSource for FileBatcher {
             &samples,
             &positions,
             self.seed,
-            (self.image_size, self.context_length),
+            (self.image_size, self.context_length, self.augment),
             &self.tokenizer,
             device,
         )?;
@@ -110,14 +105,14 @@ impl BatchSource for FileBatcher {
     }
 }
 
-/// Decode and augment `samples` in parallel (sample k's random crop seeded by `positions[k]`,
+/// Decode and augment (or, without `augment`, resize and centre-crop) `samples` in parallel (sample k's random crop seeded by `positions[k]`,
 /// its place in the run, so a batch is reproducible), drop those that do not decode, tokenise
 /// the captions of the rest. Returns the batch and the indices (into `samples`) that failed.
 pub(crate) fn assemble(
     samples: &[&RawSample],
     positions: &[u64],
     seed: u64,
-    (size, context_length): (usize, usize),
+    (size, context_length, augment): (usize, usize, bool),
     tokenizer: &TextTokenizer,
     device: &Device,
 ) -> Result<(Batch, Vec<usize>)> {
@@ -126,6 +121,9 @@ pub(crate) fn assemble(
         .zip(positions.par_iter())
         .map(|(s, &pos)| {
             let img = decode(&s.image)?;
+            if !augment {
+                return Some(clip::transform::preprocess(&img, size)); // [3·S·S]
+            }
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ pos.wrapping_mul(0xD1B5_4A32_D192_ED03));
             Some(random_resized_crop(&img, size, &mut rng)) // [3·S·S], normalised CHW
         })
@@ -151,7 +149,30 @@ pub(crate) fn assemble(
             ids,
             captions,
             labels: Vec::new(),
+            image_features: None,
+            text_features: None,
         },
         failed,
     ))
+}
+
+/// Indices `start .. start + n` of the endless sequence of epochs of `len` samples, each
+/// shuffled by a ChaCha8 generator seeded from `seed` and the epoch: a pure function of its
+/// arguments (what makes resume exact).
+pub fn shuffled_indices(seed: u64, len: usize, start: u64, n: usize) -> Vec<usize> {
+    let len = len as u64;
+    let mut out = Vec::with_capacity(n);
+    let mut epoch_cache: Option<(u64, Vec<usize>)> = None;
+    for i in start..start + n as u64 {
+        let (epoch, pos) = (i / len, (i % len) as usize);
+        if epoch_cache.as_ref().map(|c| c.0) != Some(epoch) {
+            let mut perm: Vec<usize> = (0..len as usize).collect();
+            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(
+                seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ));
+            epoch_cache = Some((epoch, perm));
+        }
+        out.push(epoch_cache.as_ref().expect("set above").1[pos]);
+    }
+    out
 }

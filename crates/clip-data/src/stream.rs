@@ -202,6 +202,7 @@ pub struct StreamBatcher {
     image_size: usize,
     context_length: usize,
     tokenizer: TextTokenizer,
+    augment: bool,
     state: Mutex<State>,
 }
 
@@ -236,7 +237,15 @@ impl StreamBatcher {
             image_size,
             context_length,
             tokenizer: TextTokenizer::default(),
+            augment: true,
         }
+    }
+
+    /// `false`: every image resized and centre-cropped as at evaluation (deterministic, so a
+    /// locked image tower's features can be cached) instead of a random crop.
+    pub fn with_augment(mut self, augment: bool) -> Self {
+        self.augment = augment;
+        self
     }
 
     /// Tokenize captions with `tokenizer` (a pretrained text tower's) instead of CLIP's BPE.
@@ -287,7 +296,7 @@ impl BatchSource for StreamBatcher {
             drop(st);
             let samples: Vec<&RawSample> = out.iter().map(|p| &p.sample).collect();
             let positions: Vec<u64> = out.iter().map(|p| p.position).collect();
-            let size = (self.image_size, self.context_length);
+            let size = (self.image_size, self.context_length, self.augment);
             return Ok(assemble(
                 &samples,
                 &positions,
@@ -304,7 +313,7 @@ impl BatchSource for StreamBatcher {
             &samples,
             &positions,
             self.cfg.seed,
-            (self.image_size, self.context_length),
+            (self.image_size, self.context_length, self.augment),
             &self.tokenizer,
             device,
         )?;

@@ -91,6 +91,22 @@ pub struct TrainConfig {
     /// Locked towers (LiT); none by default.
     #[serde(default)]
     pub lock: LockSpec,
+    /// Random resized crops of the training images (off: resize and centre-crop, which lets a
+    /// locked image tower's features be cached).
+    #[serde(default = "yes")]
+    pub augment: bool,
+    /// Where a locked image tower's features are cached (`crate::feature_cache`); `None`: no
+    /// cache, the tower runs every step.
+    #[serde(default = "default_feature_cache")]
+    pub feature_cache: Option<PathBuf>,
+}
+
+fn default_feature_cache() -> Option<PathBuf> {
+    Some(PathBuf::from(crate::feature_cache::DEFAULT_DIR))
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The defaults of a run's settings, one place for the library and the command line.
@@ -143,6 +159,8 @@ impl TrainConfig {
             seed: 0,
             checkpoint_every: defaults::CHECKPOINT_EVERY,
             lock: LockSpec::default(),
+            augment: true,
+            feature_cache: default_feature_cache(),
         }
     }
 

@@ -26,7 +26,9 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
         }
         tracing::info!(samples = samples.len(), skipped = skips.total(), "{origin}");
         Ok(Arc::new(
-            FileBatcher::new(samples, skips, cfg.seed, size, ctx).with_tokenizer(tokenizer.clone()),
+            FileBatcher::new(samples, skips, cfg.seed, size, ctx)
+                .with_tokenizer(tokenizer.clone())
+                .with_augment(cfg.augment),
         ))
     };
     match &cfg.data {
@@ -71,7 +73,9 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
                 seed: cfg.seed,
             };
             Ok(Arc::new(
-                StreamBatcher::new(shards, stream, size, ctx).with_tokenizer(tokenizer),
+                StreamBatcher::new(shards, stream, size, ctx)
+                    .with_tokenizer(tokenizer)
+                    .with_augment(cfg.augment),
             ))
         }
     }

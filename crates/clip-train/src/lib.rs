@@ -9,6 +9,7 @@ pub mod dataset_eval;
 pub mod encode;
 pub mod error;
 pub mod eval;
+pub mod feature_cache;
 pub mod lock;
 pub mod logistic;
 pub mod optim;

@@ -124,6 +124,24 @@ impl LockSpec {
         locked && groups.of(rest, norm) < groups.count() - unlocked
     }
 
+    /// Whether `key` belongs to its tower's projection head (the last group).
+    pub fn is_head(&self, key: &str, cfg: &ClipConfig) -> bool {
+        match key.strip_prefix("visual.") {
+            Some(rest) => {
+                let g = Groups {
+                    layers: cfg.vision_cfg.layers,
+                };
+                g.of(rest, "ln_post.") == g.count() - 1
+            }
+            None => {
+                let g = Groups {
+                    layers: cfg.text_cfg.layers,
+                };
+                g.of(key, "ln_final.") == g.count() - 1
+            }
+        }
+    }
+
     /// The image tower is locked whole: it runs without a graph.
     pub fn image_frozen(&self) -> bool {
         self.image && self.image_unlocked_groups == 0

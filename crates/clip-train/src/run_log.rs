@@ -110,11 +110,15 @@ impl Trainer {
                 self.cfg.model.text_cfg.context_length,
                 false,
             )
+            .with_tokenizer(clip::TextTokenizer::for_config(&self.cfg.model.text_cfg)?)
             .batch(0, PLOT_BATCH, &self.device)?,
             None => self.source.batch(0, PLOT_BATCH, &self.device)?,
         };
-        let out = clip::ops::inference(|| self.model.forward(&b.pixels, &b.ids))?;
-        let sims = out.image_embeds.matmul(&out.text_embeds.t()?)?; // [n, n]
+        let (img, txt) =
+            clip::ops::inference(|| -> Result<(candle_core::Tensor, candle_core::Tensor)> {
+                Ok((self.image_embeds(&b)?, self.text_embeds(&b)?))
+            })?;
+        let sims = img.matmul(&txt.t()?)?; // [n, n]
         Ok((sims.to_vec2()?, b.captions))
     }
 

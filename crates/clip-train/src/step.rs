@@ -3,6 +3,8 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
+use candle_nn::Module;
+use clip::nn::l2_normalize;
 use clip::{clamp_logit_scale, clip_loss};
 use clip_data::Batch;
 use serde::{Deserialize, Serialize};
@@ -34,23 +36,21 @@ impl Trainer {
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
         let k = self.cfg.accum_freq;
         if k == 1 {
-            let img = self.image_embeds(&batch.pixels)?;
-            let txt = self.text_embeds(&batch.ids)?;
+            let img = self.image_embeds(batch)?;
+            let txt = self.text_embeds(batch)?;
             let loss = clip_loss(&img, &txt, &self.model.logit_scale)?;
             let mut grads = loss.backward()?;
             self.drop_locked(&mut grads);
             return Ok((loss.to_scalar::<f32>()? as f64, grads));
         }
-        let m = batch.pixels.dim(0)? / k;
-        let micro = |t: &Tensor, j: usize| t.narrow(0, j * m, m);
+        let m = batch.ids.dim(0)? / k;
+        let micro = |j: usize| micro_batch(batch, j * m, m);
         let (mut cached_img, mut cached_txt) = (Vec::with_capacity(k), Vec::with_capacity(k));
         for j in 0..k {
             // Features without a graph: the backward runs per micro-batch below.
             let (img, txt) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
-                Ok((
-                    self.model.encode_image(&micro(&batch.pixels, j)?)?,
-                    self.model.encode_text(&micro(&batch.ids, j)?)?,
-                ))
+                let b = micro(j)?;
+                Ok((self.image_embeds(&b)?, self.text_embeds(&b)?))
             })?;
             cached_img.push(img.detach()); // [m, E]
             cached_txt.push(txt.detach()); // [m, E]
@@ -59,8 +59,9 @@ impl Trainer {
         let mut loss_value = 0.0;
         for j in 0..k {
             let (mut imgs, mut txts) = (cached_img.clone(), cached_txt.clone());
-            imgs[j] = self.image_embeds(&micro(&batch.pixels, j)?)?;
-            txts[j] = self.text_embeds(&micro(&batch.ids, j)?)?;
+            let b = micro(j)?;
+            imgs[j] = self.image_embeds(&b)?;
+            txts[j] = self.text_embeds(&b)?;
             let image_embeds = Tensor::cat(&imgs, 0)?; // [N, E]
             let text_embeds = Tensor::cat(&txts, 0)?; // [N, E]
             let scale = if j == 0 {
@@ -80,16 +81,26 @@ impl Trainer {
         Ok((loss_value, total.expect("accum_freq ≥ 1")))
     }
 
-    /// Unit image embeddings `[N, E]`; without a graph when the image tower is locked whole.
-    fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor> {
+    /// Unit image embeddings `[N, E]`: from cached features through the head, or from
+    /// pixels, without a graph when the image tower is locked whole.
+    pub(crate) fn image_embeds(&self, batch: &Batch) -> Result<Tensor> {
+        if let Some(f) = &batch.image_features {
+            return Ok(l2_normalize(&self.model.visual.head().forward(f)?)?);
+        }
+        let pixels = &batch.pixels;
         if self.cfg.lock.image_frozen() {
             return Ok(clip::ops::inference(|| self.model.encode_image(pixels))?.detach());
         }
         Ok(self.model.encode_image(pixels)?)
     }
 
-    /// Unit text embeddings `[N, E]`; without a graph when the text tower is locked whole.
-    fn text_embeds(&self, ids: &Tensor) -> Result<Tensor> {
+    /// Unit text embeddings `[N, E]`: from cached features through the head, or from ids,
+    /// without a graph when the text tower is locked whole.
+    pub(crate) fn text_embeds(&self, batch: &Batch) -> Result<Tensor> {
+        if let Some(f) = &batch.text_features {
+            return Ok(l2_normalize(&self.model.text.head().forward(f)?)?);
+        }
+        let ids = &batch.ids;
         if self.cfg.lock.text_frozen() {
             return Ok(clip::ops::inference(|| self.model.encode_text(ids))?.detach());
         }
@@ -145,4 +156,21 @@ impl Trainer {
         self.step += 1;
         Ok(m)
     }
+}
+
+/// Rows `start .. start + m` of every part of a batch.
+fn micro_batch(batch: &Batch, start: usize, m: usize) -> Result<Batch> {
+    let cut = |t: &Tensor| t.narrow(0, start, m);
+    Ok(Batch {
+        pixels: cut(&batch.pixels)?,
+        ids: cut(&batch.ids)?,
+        captions: batch.captions[start..start + m].to_vec(),
+        labels: batch
+            .labels
+            .get(start..start + m)
+            .map(<[usize]>::to_vec)
+            .unwrap_or_default(),
+        image_features: batch.image_features.as_ref().map(cut).transpose()?,
+        text_features: batch.text_features.as_ref().map(cut).transpose()?,
+    })
 }

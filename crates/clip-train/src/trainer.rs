@@ -56,9 +56,12 @@ impl Trainer {
     pub fn new_on(cfg: TrainConfig, run_dir: &Path, device: Device) -> Result<Self> {
         cfg.validate()?;
         clip::memory::check_fits(&cfg.model, &cfg.model_name, 16.0)?; // weights, grads, 2 moments
-        let source = crate::data::make_source(&cfg)?;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
+        let source = match crate::feature_cache::cached_source(&cfg, &model, &varmap)? {
+            Some(cached) => cached,
+            None => crate::data::make_source(&cfg)?,
+        };
         let optim = optimiser(&varmap, &cfg)?;
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
@@ -99,9 +102,12 @@ impl Trainer {
             cfg.steps = s;
         }
         cfg.validate()?;
-        let source = crate::data::make_source(&cfg)?;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
+        let source = match crate::feature_cache::cached_source(&cfg, &model, &varmap)? {
+            Some(cached) => cached,
+            None => crate::data::make_source(&cfg)?,
+        };
         let mut optim = optimiser(&varmap, &cfg)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
         optim.load_state(&optim_state, state.optimizer_step, &ckpt)?;

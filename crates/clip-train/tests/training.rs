@@ -292,3 +292,91 @@ fn weights(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
         })
         .collect()
 }
+
+/// 24 built-in scenes as PNG files and a CSV listing of them; returns the listing.
+fn write_listing(dir: &std::path::Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut csv = String::from("filepath,title\n");
+    for i in 0..24 {
+        let scene = clip_data::Shapes::new(5, clip_data::Split::Train).scene(i);
+        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
+        let name = format!("s{i}.png");
+        image::RgbImage::from_raw(16, 16, px)
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
+        csv.push_str(&format!("{name},\"{}\"\n", scene.caption()));
+    }
+    let path = dir.join("list.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+/// A locked image tower's features, cached: the same losses as running the tower every step
+/// (the batches are the same samples in the same order), a file per tower in the cache
+/// directory, read again by the next run; with the text tower locked too, its features are
+/// cached beside.
+#[test]
+fn cached_features_train_as_the_tower_would() {
+    let data = run_dir("cache-data");
+    let listing = write_listing(&data);
+    let cache = data.join("cache");
+    let config = |cached: bool, lock_text: bool| {
+        let mut cfg = micro_config(4);
+        cfg.data = clip_train::config::DataSpec::Csv {
+            path: listing.clone(),
+            img_key: "filepath".into(),
+            caption_key: "title".into(),
+        };
+        cfg.batch_size = 8;
+        cfg.lock.image = true;
+        cfg.lock.text = lock_text;
+        cfg.augment = false;
+        cfg.feature_cache = cached.then(|| cache.clone());
+        cfg
+    };
+    let train = |cfg: TrainConfig, tag: &str| {
+        let dir = run_dir(tag);
+        let mut t = Trainer::new(cfg, &dir).unwrap();
+        t.run(&mut ()).unwrap();
+        let l = losses(&dir);
+        std::fs::remove_dir_all(dir).ok();
+        l
+    };
+    let cache_files = || -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().to_string(),
+                    e.metadata().unwrap().modified().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let uncached = train(config(false, false), "cache-off");
+    let cached = train(config(true, false), "cache-on");
+    assert_eq!(uncached.len(), 4);
+    for ((s, a), (_, b)) in uncached.iter().zip(&cached) {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "step {s}: loss {a} running the tower, {b} from the cache"
+        );
+    }
+    let files = cache_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].0.starts_with("image-"));
+    let again = train(config(true, false), "cache-again");
+    assert_eq!(again, cached, "a second run reads the same features");
+    assert_eq!(cache_files(), files, "and does not write them again");
+
+    let both = train(config(true, true), "cache-both");
+    assert_eq!(both.len(), 4);
+    let files = cache_files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().any(|(f, _)| f.starts_with("text-")));
+    std::fs::remove_dir_all(data).ok();
+}

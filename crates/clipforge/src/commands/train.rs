@@ -111,6 +111,18 @@ pub struct Args {
     /// ln_final; each block back to the embeddings).
     #[arg(long, default_value_t = 0, value_name = "N", requires = "lock_text")]
     pub lock_text_unlocked_layers: usize,
+    /// Resize and centre-crop the training images instead of random crops. With
+    /// --lock-image (whole) and file data, the image tower's features are then computed once
+    /// per image and cached on disk (cache/features/), so later steps, epochs and runs only
+    /// run the heads and the text tower.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Where the feature cache lives.
+    #[arg(long, default_value = clip_train::feature_cache::DEFAULT_DIR, value_name = "DIR")]
+    pub feature_cache: PathBuf,
+    /// Run the locked image tower every step instead of caching its features.
+    #[arg(long)]
+    pub no_feature_cache: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -177,6 +189,8 @@ pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
     cfg.grad_clip = args.grad_clip;
     cfg.seed = args.seed;
     cfg.checkpoint_every = args.checkpoint_every;
+    cfg.augment = !args.no_augment;
+    cfg.feature_cache = (!args.no_feature_cache).then(|| args.feature_cache.clone());
     cfg.lock = clip_train::lock::LockSpec {
         image: args.lock_image,
         image_unlocked_groups: args.lock_image_unlocked_groups,
