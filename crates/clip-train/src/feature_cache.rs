@@ -159,7 +159,7 @@ pub fn cached_source(
     let Some(dir) = &cfg.feature_cache else {
         return Ok(None);
     };
-    if !(cfg.lock.image_frozen() && !cfg.augment) {
+    if !cfg.lock.image_frozen() || cfg.augment {
         return Ok(None);
     }
     let Some(all) = samples(cfg)? else {
