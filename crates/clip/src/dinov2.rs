@@ -12,7 +12,7 @@ use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::nn::{LayerNorm, Linear};
-use crate::ops::{self, Activation};
+use crate::ops::{self, Activation, BlockCfg, BlockParams};
 
 fn imagenet_mean() -> [f32; 3] {
     [0.485, 0.456, 0.406]
@@ -63,6 +63,7 @@ struct Layer {
     fc2: Linear,
     scale2: Tensor,
     heads: usize,
+    eps: f64,
 }
 
 impl Layer {
@@ -82,27 +83,62 @@ impl Layer {
             fc2: Linear::new(vb.pp("mlp.fc2"), m, w, true)?,
             scale2: scale("layer_scale2")?,
             heads: c.num_attention_heads,
+            eps,
         })
     }
 
-    /// x `[B, T, W]` → `[B, T, W]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, t, w) = x.dims3()?;
-        let (h, dh) = (self.heads, w / self.heads);
-        let n = self.norm1.forward(x)?;
-        let split = |l: &Linear| -> Result<Tensor> {
-            l.forward(&n)?
-                .reshape((b, t, h, dh))?
-                .transpose(1, 2)?
-                .contiguous() // [B, H, T, Dh]
+    /// The block in CLIP's terms, so that it runs as the fused residual-block op: q, k, v
+    /// packed into one `[3W, W]` projection, and each layer scale folded into the projection it
+    /// follows (λ·(Wx + b) = (λW)x + λb; the fold is made of candle ops, so λ still gets its
+    /// gradient). `f` gets the parameters.
+    fn with_params(&self, f: impl FnOnce(&BlockParams, &BlockCfg) -> Result<Tensor>) -> Result<Tensor> {
+        let bias = |l: &Linear| l.bias.clone().expect("DINOv2 linears have biases");
+        let fold = |l: &Linear, s: &Tensor| -> Result<(Tensor, Tensor)> {
+            let w = l.weight.broadcast_mul(&s.unsqueeze(1)?)?; // [out, in], row i × λ_i
+            Ok((w, (bias(l) * s)?))
         };
-        let (q, k, v) = (split(&self.query)?, split(&self.key)?, split(&self.value)?);
-        let scores = (q.matmul(&k.t()?)? * (dh as f64).powf(-0.5))?; // [B, H, T, T]
-        let probs = ops::softmax_last_dim(&scores)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, w))?; // [B, T, W]
-        let x = (x + self.attn_out.forward(&ctx)?.broadcast_mul(&self.scale1)?)?;
-        let hid = Activation::Gelu.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?)?; // [B, T, M]
-        x + self.fc2.forward(&hid)?.broadcast_mul(&self.scale2)?
+        let in_w = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?; // [3W, W]
+        let in_b = Tensor::cat(&[bias(&self.query), bias(&self.key), bias(&self.value)], 0)?; // [3W]
+        let (out_w, out_b) = fold(&self.attn_out, &self.scale1)?;
+        let (fc2_w, fc2_b) = fold(&self.fc2, &self.scale2)?;
+        let fc1_b = bias(&self.fc1);
+        let cfg = BlockCfg {
+            width: in_w.dim(1)?,
+            heads: self.heads,
+            hidden: self.fc1.weight.dim(0)?,
+            act: Activation::Gelu,
+            causal: false,
+            eps: self.eps as f32,
+        };
+        f(
+            &BlockParams {
+                ln_1_weight: &self.norm1.weight,
+                ln_1_bias: &self.norm1.bias,
+                in_proj_weight: &in_w,
+                in_proj_bias: &in_b,
+                out_proj_weight: &out_w,
+                out_proj_bias: &out_b,
+                ln_2_weight: &self.norm2.weight,
+                ln_2_bias: &self.norm2.bias,
+                c_fc_weight: &self.fc1.weight,
+                c_fc_bias: &fc1_b,
+                c_proj_weight: &fc2_w,
+                c_proj_bias: &fc2_b,
+            },
+            &cfg,
+        )
+    }
+
+    /// x `[B, T, W]` → `[B, T, W]`: x + λ₁·attn(norm1 x), then + λ₂·mlp(norm2 x).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.with_params(|p, cfg| ops::residual_block(x, p, cfg))
+    }
+
+    /// x `[B, T, W]` → the class token's row of the output, `[B, W]`, computing only what it
+    /// needs.
+    fn forward_cls(&self, x: &Tensor) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        self.with_params(|p, cfg| ops::residual_block_pooled(x, p, cfg, &vec![0; b]))
     }
 }
 
@@ -155,6 +191,26 @@ impl Dinov2 {
     /// Pixels `[B, 3, Hpx, Wpx]` (sides multiples of P) → the last layer's rows after the final
     /// LayerNorm, `[B, T, W]`.
     pub fn hidden(&self, pixels: &Tensor) -> Result<Tensor> {
+        let mut x = self.embed(pixels)?;
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// The pooled feature `[B, W]`: the class token's row after the final LayerNorm (the last
+    /// block computed for that row only).
+    pub fn pooled(&self, pixels: &Tensor) -> Result<Tensor> {
+        let mut x = self.embed(pixels)?;
+        let (last, rest) = self.layers.split_last().expect("at least one layer");
+        for layer in rest {
+            x = layer.forward(&x)?;
+        }
+        self.norm.forward(&last.forward_cls(&x)?)
+    }
+
+    /// Pixels → the tokens entering the first block, `[B, T, W]`.
+    fn embed(&self, pixels: &Tensor) -> Result<Tensor> {
         let (b, c, hgt, wid) = pixels.dims4()?;
         let (p, w) = (self.cfg.patch_size, self.cfg.hidden_size);
         if !hgt.is_multiple_of(p) || !wid.is_multiple_of(p) {
@@ -174,16 +230,7 @@ impl Dinov2 {
             .broadcast_add(&self.patch_b)?
             .reshape((b, gh * gw, w))?; // [B, G², W]
         let cls = self.cls.broadcast_as((b, 1, w))?; // [B, 1, W]
-        let mut x = Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.positions(gh, gw)?)?; // [B, T, W]
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
-        }
-        self.norm.forward(&x)
-    }
-
-    /// The pooled feature `[B, W]`: the class token's row.
-    pub fn pooled(&self, pixels: &Tensor) -> Result<Tensor> {
-        self.hidden(pixels)?.narrow(1, 0, 1)?.squeeze(1)
+        Tensor::cat(&[&cls, &x], 1)?.broadcast_add(&self.positions(gh, gw)?) // [B, T, W]
     }
 }
 
