@@ -1,8 +1,8 @@
-//! The feature cache of locked towers (LiT's economy): when the image tower is locked whole and
-//! the images are not augmented, its pooled feature of each training image never changes, so
+//! The feature cache of locked towers (LiT's economy): when the image tower is locked (whole,
+//! or all but its projection head) and the images are not augmented, its pooled feature of each training image never changes, so
 //! it is computed once (with a progress bar) and kept on disk, keyed by the samples and the
 //! tower's weights; later steps, epochs and runs read it and run only the heads (and the text
-//! tower). A text tower locked whole is cached the same way. Batches then carry features
+//! tower). A locked text tower is cached the same way. Batches then carry features
 //! instead of pixels, in an order that is a pure function of the seed and the step.
 
 use std::path::Path;
@@ -149,7 +149,7 @@ fn bar(n: usize, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-/// The cached source for a run, when its image tower is locked whole, its images are not
+/// The cached source for a run, when its image tower's trunk is locked, its images are not
 /// augmented and its data are files; `None` otherwise.
 pub fn cached_source(
     cfg: &TrainConfig,
@@ -159,7 +159,7 @@ pub fn cached_source(
     let Some(dir) = &cfg.feature_cache else {
         return Ok(None);
     };
-    if !cfg.lock.image_frozen() || cfg.augment {
+    if !cfg.lock.image_trunk_frozen() || cfg.augment {
         return Ok(None);
     }
     let Some(all) = samples(cfg)? else {
@@ -238,7 +238,7 @@ pub fn cached_source(
     let ctx = cfg.model.text_cfg.context_length;
     let tokenizer = clip::TextTokenizer::for_config(&cfg.model.text_cfg)?;
     let ids = tokenizer.tokenize_tensor(&captions, ctx, &Device::Cpu)?; // [N, T]
-    let text = if cfg.lock.text_frozen() {
+    let text = if cfg.lock.text_trunk_frozen() {
         text_key.str(&format!("text {ctx}"));
         key_weights(&mut text_key, varmap, cfg, false)?;
         let path = dir.join(format!("text-{:016x}.safetensors", text_key.0));

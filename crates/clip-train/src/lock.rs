@@ -142,14 +142,16 @@ impl LockSpec {
         }
     }
 
-    /// The image tower is locked whole: it runs without a graph.
-    pub fn image_frozen(&self) -> bool {
-        self.image && self.image_unlocked_groups == 0
+    /// The image tower's pooled feature is fixed: it is locked whole or all but its head (LiT's
+    /// usual setting, `--lock-image-unlocked-groups 1`), so it runs without a graph and its
+    /// features can be cached.
+    pub fn image_trunk_frozen(&self) -> bool {
+        self.image && self.image_unlocked_groups <= 1
     }
 
-    /// The text tower is locked whole.
-    pub fn text_frozen(&self) -> bool {
-        self.text && self.text_unlocked_groups == 0
+    /// The text tower's pooled feature is fixed (locked whole or all but its head).
+    pub fn text_trunk_frozen(&self) -> bool {
+        self.text && self.text_unlocked_groups <= 1
     }
 }
 

@@ -82,27 +82,31 @@ impl Trainer {
     }
 
     /// Unit image embeddings `[N, E]`: from cached features through the head, or from
-    /// pixels, without a graph when the image tower is locked whole.
+    /// pixels, the trunk without a graph when it is locked.
     pub(crate) fn image_embeds(&self, batch: &Batch) -> Result<Tensor> {
         if let Some(f) = &batch.image_features {
             return Ok(l2_normalize(&self.model.visual.head().forward(f)?)?);
         }
         let pixels = &batch.pixels;
-        if self.cfg.lock.image_frozen() {
-            return Ok(clip::ops::inference(|| self.model.encode_image(pixels))?.detach());
+        if self.cfg.lock.image_trunk_frozen() {
+            // The trunk without a graph; the head (trainable or not) on its output.
+            let px = pixels.to_dtype(self.model.logit_scale.dtype())?;
+            let f = clip::ops::inference(|| self.model.visual.pooled(&px))?.detach(); // [N, W]
+            return Ok(l2_normalize(&self.model.visual.head().forward(&f)?)?);
         }
         Ok(self.model.encode_image(pixels)?)
     }
 
     /// Unit text embeddings `[N, E]`: from cached features through the head, or from ids,
-    /// without a graph when the text tower is locked whole.
+    /// the trunk without a graph when it is locked.
     pub(crate) fn text_embeds(&self, batch: &Batch) -> Result<Tensor> {
         if let Some(f) = &batch.text_features {
             return Ok(l2_normalize(&self.model.text.head().forward(f)?)?);
         }
         let ids = &batch.ids;
-        if self.cfg.lock.text_frozen() {
-            return Ok(clip::ops::inference(|| self.model.encode_text(ids))?.detach());
+        if self.cfg.lock.text_trunk_frozen() {
+            let f = clip::ops::inference(|| self.model.text.pooled(ids))?.detach(); // [N, W]
+            return Ok(l2_normalize(&self.model.text.head().forward(&f)?)?);
         }
         Ok(self.model.encode_text(ids)?)
     }

@@ -91,13 +91,19 @@ impl Layer {
     /// packed into one `[3W, W]` projection, and each layer scale folded into the projection it
     /// follows (λ·(Wx + b) = (λW)x + λb; the fold is made of candle ops, so λ still gets its
     /// gradient). `f` gets the parameters.
-    fn with_params(&self, f: impl FnOnce(&BlockParams, &BlockCfg) -> Result<Tensor>) -> Result<Tensor> {
+    fn with_params(
+        &self,
+        f: impl FnOnce(&BlockParams, &BlockCfg) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let bias = |l: &Linear| l.bias.clone().expect("DINOv2 linears have biases");
         let fold = |l: &Linear, s: &Tensor| -> Result<(Tensor, Tensor)> {
             let w = l.weight.broadcast_mul(&s.unsqueeze(1)?)?; // [out, in], row i × λ_i
             Ok((w, (bias(l) * s)?))
         };
-        let in_w = Tensor::cat(&[&self.query.weight, &self.key.weight, &self.value.weight], 0)?; // [3W, W]
+        let in_w = Tensor::cat(
+            &[&self.query.weight, &self.key.weight, &self.value.weight],
+            0,
+        )?; // [3W, W]
         let in_b = Tensor::cat(&[bias(&self.query), bias(&self.key), bias(&self.value)], 0)?; // [3W]
         let (out_w, out_b) = fold(&self.attn_out, &self.scale1)?;
         let (fc2_w, fc2_b) = fold(&self.fc2, &self.scale2)?;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use clip::dinov2::{Dinov2, Dinov2Cfg};
-use common::{assert_close, load_fixture, rel_err, to_vec};
+use common::{assert_close, assert_fixture_grads, load_fixture};
 
 fn model() -> (Dinov2, VarMap, HashMap<String, Tensor>, serde_json::Value) {
     let (t, meta) = load_fixture("dinov2");
@@ -60,13 +60,7 @@ fn gradients_match_transformers() {
         .unwrap();
     assert_close("loss", &loss.reshape(1).unwrap(), &t["loss"], 1e-4);
     let grads = loss.backward().unwrap();
-    let data = varmap.data().lock().unwrap();
-    for key in meta["graded"].as_array().unwrap() {
-        let key = key.as_str().unwrap();
-        let got = grads.get(data[key].as_tensor()).unwrap();
-        let err = rel_err(&to_vec(got), &to_vec(&t[&format!("grad.{key}")]));
-        assert!(err < 1e-3, "gradient of {key}: relative error {err}");
-    }
+    assert_fixture_grads(&grads, &varmap, &t, &meta);
 }
 
 #[test]

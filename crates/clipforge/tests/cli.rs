@@ -406,3 +406,26 @@ fn a_truncated_weights_file_is_a_one_line_error() {
     let out = clipforge(&[&["embed"][..], &args[..]].concat());
     assert_clean_error(&out, &["cut.safetensors", "not a safetensors file"]);
 }
+
+/// A model config naming a pretrained tower that is not fetched says how to fetch it; an
+/// unknown model name for `model fetch` lists the known ones. Neither downloads anything.
+#[test]
+fn missing_pretrained_towers_name_the_fetch_command() {
+    let dir = tmp("no-models");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = common::clipforge_in(
+        &dir,
+        &[
+            "init",
+            "--model",
+            "lit-dinov2-s14",
+            "--out",
+            "x.safetensors",
+        ],
+    );
+    assert_clean_error(&out, &["dinov2-s14", "clipforge model fetch dinov2-s14"]);
+    assert!(!dir.join("x.safetensors").exists());
+
+    let out = clipforge(&["model", "fetch", "resnet-9000"]);
+    assert_clean_error(&out, &["resnet-9000", "minilm-l6", "dinov2-s14"]);
+}

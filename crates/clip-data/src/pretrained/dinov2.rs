@@ -199,17 +199,5 @@ pub fn check(out: &BTreeMap<String, Weight>, s: &Shape) -> Result<(), String> {
             want.push((format!("{l}.{name}"), dims));
         }
     }
-    for (key, dims) in &want {
-        match out.get(key) {
-            None => return Err(format!("no tensor {key} in the graph")),
-            Some(t) if &t.dims != dims => {
-                return Err(format!(
-                    "tensor {key}: shape {:?}, expected {dims:?}",
-                    t.dims
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    super::check_shapes(out, &want)
 }

@@ -133,17 +133,5 @@ fn check(weights: &BTreeMap<String, Weight>, config: &serde_json::Value) -> Resu
             want.push((format!("{l}.{norm}.bias"), vec![w]));
         }
     }
-    for (key, dims) in &want {
-        match weights.get(key) {
-            None => return Err(format!("no tensor {key}")),
-            Some(t) if &t.dims != dims => {
-                return Err(format!(
-                    "tensor {key}: shape {:?}, expected {dims:?}",
-                    t.dims
-                ))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
+    super::check_shapes(weights, &want)
 }

@@ -148,3 +148,23 @@ fn write_weights(weights: &BTreeMap<String, onnx::Weight>, path: &Path) -> Resul
     }
     clip::weights::save_tensors(&tensors, path).map_err(bad(path))
 }
+
+/// Every tensor of `want` is in `weights` with its shape; the first that is not is named.
+fn check_shapes(
+    weights: &BTreeMap<String, onnx::Weight>,
+    want: &[(String, Vec<usize>)],
+) -> Result<(), String> {
+    for (key, dims) in want {
+        match weights.get(key) {
+            None => return Err(format!("no tensor {key}")),
+            Some(t) if &t.dims != dims => {
+                return Err(format!(
+                    "tensor {key}: shape {:?}, expected {dims:?}",
+                    t.dims
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

@@ -85,3 +85,20 @@ pub fn det_param(index: u64, numel: usize, mean: f64, std: f64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// The gradients of the parameters a fixture lists under `graded` (its JSON), each within a
+/// relative 1e-3 of the fixture's `grad.KEY`.
+pub fn assert_fixture_grads(
+    grads: &candle_core::backprop::GradStore,
+    varmap: &candle_nn::VarMap,
+    t: &HashMap<String, Tensor>,
+    meta: &serde_json::Value,
+) {
+    let data = varmap.data().lock().unwrap();
+    for key in meta["graded"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        let got = grads.get(data[key].as_tensor()).unwrap();
+        let err = rel_err(&to_vec(got), &to_vec(&t[&format!("grad.{key}")]));
+        assert!(err < 1e-3, "gradient of {key}: relative error {err}");
+    }
+}
