@@ -10,7 +10,7 @@ mod minilm;
 pub mod onnx;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
@@ -33,29 +33,6 @@ pub const NAMES: &[(&str, &str)] = &[
 
 /// Where a model is fetched when no directory is given.
 pub const DEFAULT_ROOT: &str = "models";
-
-/// Where model `name` lives: `name` itself when it is a directory, else `<root>/<name>`; an
-/// error that names the fetch command when neither is there.
-pub fn locate(name: &str, root: &Path) -> Result<PathBuf, DataError> {
-    let direct = Path::new(name);
-    if direct.join("config.json").is_file() {
-        return Ok(direct.to_path_buf());
-    }
-    let dir = root.join(name);
-    if dir.join("config.json").is_file() && dir.join("model.safetensors").is_file() {
-        return Ok(dir);
-    }
-    let how = if NAMES.iter().any(|(n, _)| *n == name) {
-        format!("run `clipforge model fetch {name}`")
-    } else {
-        let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-        format!("known models: {}", known.join(", "))
-    };
-    Err(DataError::Dataset(format!(
-        "model {name} is not fetched (no {}): {how}",
-        dir.join("model.safetensors").display()
-    )))
-}
 
 /// Fetch model `name` into `<root>/<name>/` unless it is there; `log` hears each stage.
 pub fn fetch(name: &str, root: &Path, mut log: impl FnMut(&str)) -> Result<Fetched, DataError> {
