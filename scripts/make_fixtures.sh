@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 source scripts/venv.sh
 "$VENV/bin/python" scripts/make_fixtures.py tests/fixtures
 "$VENV/bin/python" scripts/adamw_fixture.py tests/fixtures/adamw.json
+"$VENV/bin/python" scripts/loss_fixture.py tests/fixtures
 "$VENV/bin/python" scripts/bert_fixture.py tests/fixtures
 "$VENV/bin/python" scripts/dinov2_fixture.py tests/fixtures
 # The real towers' check needs them fetched: clipforge model fetch minilm-l6 (and dinov2-s14).

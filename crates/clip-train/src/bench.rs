@@ -208,6 +208,31 @@ fn step_once(model: &Clip, opt: &mut AdamW, batch: &clip_data::Batch) -> Result<
     Ok(())
 }
 
+/// Median seconds of one training step (forward, loss, backward, AdamW) of `model_cfg` at
+/// `batch_size` pairs of built-in scenes, from its initial weights: `steps` timed runs after
+/// `warmup` untimed ones.
+pub fn train_step_seconds(
+    model_cfg: &ClipConfig,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    device: &Device,
+) -> Result<f64> {
+    let (model, varmap) = Clip::with_varmap(model_cfg, device)?;
+    clip::init::init_parameters(&varmap, model_cfg, 0)?;
+    let mut opt = AdamW::new(&varmap, AdamWParams::default())?;
+    let (size, ctx) = (
+        model_cfg.vision_cfg.image_size,
+        model_cfg.text_cfg.context_length,
+    );
+    let batch = SceneBatcher::new(Shapes::new(0, Split::Train), size, ctx, false)
+        .batch(0, batch_size, device)?;
+    let times = time_runs(device, warmup, steps, || {
+        step_once(&model, &mut opt, &batch)
+    })?;
+    Ok(median(times))
+}
+
 /// A file loader over `count` built-in scenes encoded as PNGs of side `png_size`, in memory.
 fn png_loader(png_size: usize, size: usize, ctx: usize, count: usize) -> Result<FileBatcher> {
     let ds = Shapes::new(2, Split::Train);

@@ -8,6 +8,7 @@ pub mod data;
 pub mod dataset_eval;
 pub mod encode;
 pub mod error;
+pub mod estimate;
 pub mod eval;
 pub mod feature_cache;
 pub mod lock;

@@ -1,6 +1,7 @@
-//! The contrastive loss, apart from the model (open_clip `loss.py` `ClipLoss`; paper Figure 3):
-//! N (image, text) pairs → N×N logits; cross-entropy against the diagonal over rows
-//! (image → which text) and over columns (text → which image), averaged.
+//! The contrastive losses, apart from the model (open_clip `loss.py`): CLIP's symmetric InfoNCE
+//! (`ClipLoss`; paper Figure 3) and SigLIP's pairwise sigmoid (`SigLipLoss`). Both take the N×N
+//! logits of N (image, text) pairs: the diagonal holds the true pairs, the N² − N others are
+//! negatives.
 
 use candle_core::{DType, Result, Tensor};
 
@@ -14,7 +15,9 @@ pub fn clip_logits(
     sims.broadcast_mul(&logit_scale.exp()?)
 }
 
-/// The symmetric InfoNCE loss on L2-normalised embeddings; scalar.
+/// The symmetric InfoNCE loss on L2-normalised embeddings; scalar. Each row is a softmax over
+/// the N texts (image → which text), each column one over the N images (text → which image);
+/// the loss is the mean of the two cross-entropies against the diagonal.
 pub fn clip_loss(
     image_embeds: &Tensor,
     text_embeds: &Tensor,
@@ -26,4 +29,25 @@ pub fn clip_loss(
     let image_to_text = candle_nn::loss::cross_entropy(&logits, &labels)?;
     let text_to_image = candle_nn::loss::cross_entropy(&logits.t()?.contiguous()?, &labels)?;
     ((image_to_text + text_to_image)? * 0.5)?.to_dtype(DType::F32)
+}
+
+/// SigLIP's loss on L2-normalised embeddings; scalar. Every one of the N² pairs is its own
+/// binary question, "is this a true pair?": logits = exp(t) · I_e · T_eᵀ + b, label +1 on the
+/// diagonal and −1 elsewhere, loss = −Σ log σ(label · logit) / N. No softmax couples the
+/// pairs, so no row or column needs the whole batch; the learned bias b (−10 at init) offsets
+/// the N² − N negatives' weight against the N positives'.
+pub fn siglip_loss(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    logit_scale: &Tensor,
+    logit_bias: &Tensor,
+) -> Result<Tensor> {
+    let logits = clip_logits(image_embeds, text_embeds, logit_scale)?.broadcast_add(logit_bias)?; // [N, N]
+    let n = logits.dim(0)?;
+    let eye = Tensor::eye(n, logits.dtype(), logits.device())?; // [N, N]
+    let signs = ((eye * 2.0)? - 1.0)?; // +1 diagonal, −1 elsewhere
+                                       // −log σ(z) = softplus(−z) = max(−z, 0) + log(1 + exp(−|z|)), stable for any z.
+    let z = (logits * signs)?.neg()?; // [N, N]
+    let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (softplus.sum_all()? / n as f64)?.to_dtype(DType::F32)
 }

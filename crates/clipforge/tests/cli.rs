@@ -429,3 +429,44 @@ fn missing_pretrained_towers_name_the_fetch_command() {
     let out = clipforge(&["model", "fetch", "resnet-9000"]);
     assert_clean_error(&out, &["resnet-9000", "minilm-l6", "dinov2-s14"]);
 }
+
+/// `estimate` measures a training step here and prices a run; its figures follow the model's.
+#[test]
+fn estimate_times_a_step_and_prices_the_run() {
+    let out = clipforge(&[
+        "estimate",
+        "--model",
+        "tiny",
+        "--samples",
+        "100x16",
+        "--batch-size",
+        "16",
+        "--measure-batch",
+        "4",
+        "--measure-steps",
+        "1",
+        "--device-tflops",
+        "10",
+        "--devices",
+        "2",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["samples"], 1600.0);
+    let total = v["total_flops"].as_f64().unwrap();
+    let per_pair = v["train_gflops_per_pair"].as_f64().unwrap() * 1e9;
+    assert!((total - 1600.0 * per_pair).abs() / total < 1e-9);
+    let days = v["device_days"].as_f64().unwrap();
+    assert!((days - total / 20e12 / 86_400.0).abs() / days < 1e-9);
+    let rate = v["measured"]["tflops"].as_f64().unwrap();
+    assert!(rate > 0.0 && v["measured"]["step_s"].as_f64().unwrap() > 0.0);
+    assert!((v["measured_days"].as_f64().unwrap() - total / (rate * 1e12) / 86_400.0).abs() < 1e-9);
+
+    let bad = clipforge(&["estimate", "--samples", "lots"]);
+    assert_clean_error(&bad, &["--samples", "12.8B"]);
+}

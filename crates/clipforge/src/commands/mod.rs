@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod data;
 pub mod embed;
+pub mod estimate;
 pub mod eval;
 pub mod init;
 pub mod model;
