@@ -30,7 +30,7 @@ def timed(warmup, runs, f):
 def captions(n):
     """Captions in the grammar of clipforge's built-in scenes."""
     rng = random.Random(1)
-    shapes = "circle square triangle star cross ring diamond hexagon".split()
+    shapes = "circle square triangle star cross ring moon heart".split()
     colours = "red green blue yellow purple orange pink cyan".split()
     obj = lambda: f"{rng.choice(['small', 'large'])} {rng.choice(colours)} {rng.choice(shapes)}"
     forms = ["a {} to the left of a {}", "a {} above a {}", "a picture of a {}", "there is a {}"]

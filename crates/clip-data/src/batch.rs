@@ -43,6 +43,8 @@ pub struct SceneBatcher {
     pub context_length: usize,
     /// Captions are bare class names ("red circle") instead of sentences: the label view.
     pub labels_only: bool,
+    /// Captions are their words in a shuffled order (the bag-of-words view).
+    pub bag_of_words: bool,
     /// Scenes come in groups of this many that differ only in shape (hard negatives); 1: off.
     pub group: usize,
     tokenizer: TextTokenizer,
@@ -60,6 +62,7 @@ impl SceneBatcher {
             image_size,
             context_length,
             labels_only,
+            bag_of_words: false,
             group: 1,
             tokenizer: TextTokenizer::default(),
         }
@@ -69,6 +72,12 @@ impl SceneBatcher {
     /// ([`Shapes::grouped_scene`]).
     pub fn with_group(mut self, group: usize) -> Self {
         self.group = group.max(1);
+        self
+    }
+
+    /// Captions as bags of words: the caption's words, shuffled (fixed per scene).
+    pub fn with_bag_of_words(mut self, on: bool) -> Self {
+        self.bag_of_words = on;
         self
     }
 
@@ -98,6 +107,8 @@ impl SceneBatcher {
             labels.push(scene.label());
             captions.push(if self.labels_only {
                 crate::synthetic::class_names()[scene.label()].clone()
+            } else if self.bag_of_words {
+                scene.bag_of_words()
             } else {
                 scene.caption()
             });

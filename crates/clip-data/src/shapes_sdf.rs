@@ -1,57 +1,121 @@
-//! The built-in scenes' geometry: signed distances to the eight shapes, for rendering.
+//! The built-in scenes' geometry: signed distances to the eight shapes, each scaled so that
+//! every shape of a given radius covers the area of the circle of that radius.
 
-use crate::synthetic::{object_radius, Object, SHAPES};
+use std::f32::consts::{FRAC_PI_2, PI, TAU};
+use std::sync::OnceLock;
+
+use crate::synthetic::{Object, SHAPES};
 
 /// Signed distance (scene units, negative inside) from (u, v) to the object.
 pub(crate) fn sdf(o: &Object, u: f32, v: f32) -> f32 {
-    let r = object_radius(o.size);
+    let k = o.radius * geometry()[o.shape].scale;
     let (s, c) = o.angle.sin_cos();
     let (dx, dy) = (u - o.centre.0, v - o.centre.1);
-    // Rotate into the object's frame; y up.
+    // Rotate into the object's frame (y up), then into the unit shape's.
     let (x, y) = (c * dx + s * dy, -(-s * dx + c * dy));
-    match SHAPES[o.shape] {
-        "circle" => (x * x + y * y).sqrt() - r,
-        "ring" => ((x * x + y * y).sqrt() - 0.75 * r).abs() - 0.25 * r,
-        "square" => {
-            let h = 0.8 * r;
-            let (qx, qy) = (x.abs() - h, y.abs() - h);
-            (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
-        }
-        "triangle" => polygon(
-            &regular(3, r * 1.1, std::f32::consts::FRAC_PI_2),
-            x,
-            y + 0.2 * r,
-        ),
-        "diamond" => polygon(&regular(4, r, std::f32::consts::FRAC_PI_2), x, y),
-        "hexagon" => polygon(&regular(6, r, 0.0), x, y),
-        "star" => polygon(&star(r), x, y),
-        "cross" => {
-            let (a, b) = (r, 0.33 * r);
-            let arm = |px: f32, py: f32| {
-                let (qx, qy) = (px.abs() - a, py.abs() - b);
-                (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
-            };
-            arm(x, y).min(arm(y, x))
-        }
+    k * unit_sdf(o.shape, x / k, y / k)
+}
+
+/// How far the object reaches from its centre (scene units): what placement keeps inside the
+/// frame.
+pub(crate) fn extent(shape: usize, radius: f32) -> f32 {
+    radius * geometry()[shape].extent
+}
+
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Scale of the unit shape that gives it the area of the unit circle (π).
+    scale: f32,
+    /// Farthest inside point of the scaled shape from its centre, at radius 1.
+    extent: f32,
+}
+
+/// Each shape's area and reach, measured once on a grid over the unit shape.
+fn geometry() -> &'static [Geometry; SHAPES.len()] {
+    static G: OnceLock<[Geometry; SHAPES.len()]> = OnceLock::new();
+    G.get_or_init(|| {
+        std::array::from_fn(|shape| {
+            const N: usize = 400; // grid points per side over [-2, 2]²
+            let step = 4.0 / N as f32;
+            let (mut inside, mut reach) = (0usize, 0f32);
+            for i in 0..N {
+                for j in 0..N {
+                    let (x, y) = (
+                        -2.0 + (i as f32 + 0.5) * step,
+                        -2.0 + (j as f32 + 0.5) * step,
+                    );
+                    if unit_sdf(shape, x, y) < 0.0 {
+                        inside += 1;
+                        reach = reach.max((x * x + y * y).sqrt());
+                    }
+                }
+            }
+            let area = inside as f32 * step * step;
+            let scale = (PI / area).sqrt();
+            Geometry {
+                scale,
+                extent: reach * scale,
+            }
+        })
+    })
+}
+
+/// Signed distance to shape number `shape` drawn at unit size, in its own frame.
+fn unit_sdf(shape: usize, x: f32, y: f32) -> f32 {
+    match SHAPES[shape] {
+        "circle" => (x * x + y * y).sqrt() - 1.0,
+        "ring" => ((x * x + y * y).sqrt() - 0.75).abs() - 0.25,
+        "square" => boxed(x, y, 0.8, 0.8),
+        "triangle" => polygon(&regular(3, 1.1, FRAC_PI_2), x, y + 0.2),
+        // A crescent: the unit disc less a disc of radius 0.8 shifted right.
+        "moon" => ((x * x + y * y).sqrt() - 1.0).max(0.8 - ((x - 0.5).powi(2) + y * y).sqrt()),
+        "heart" => polygon(heart(), x, y),
+        "star" => polygon(&star(), x, y),
+        "cross" => boxed(x, y, 1.0, 0.4).min(boxed(y, x, 1.0, 0.4)),
         other => unreachable!("unknown shape {other}"),
     }
+}
+
+/// Signed distance to the box of half-sides (a, b).
+fn boxed(x: f32, y: f32, a: f32, b: f32) -> f32 {
+    let (qx, qy) = (x.abs() - a, y.abs() - b);
+    (qx.max(0.0).powi(2) + qy.max(0.0).powi(2)).sqrt() + qx.max(qy).min(0.0)
 }
 
 fn regular(n: usize, r: f32, start: f32) -> Vec<(f32, f32)> {
     (0..n)
         .map(|k| {
-            let t = start + k as f32 * std::f32::consts::TAU / n as f32;
+            let t = start + k as f32 * TAU / n as f32;
             (r * t.cos(), r * t.sin())
         })
         .collect()
 }
 
-fn star(r: f32) -> Vec<(f32, f32)> {
+/// The classic heart curve (x = 16 sin³ s, y = 13 cos s − 5 cos 2s − 2 cos 3s − cos 4s), as a
+/// polygon of 48 points scaled to about the unit circle's size.
+fn heart() -> &'static [(f32, f32)] {
+    static H: OnceLock<Vec<(f32, f32)>> = OnceLock::new();
+    H.get_or_init(|| {
+        (0..48)
+            .map(|k| {
+                let s = k as f32 * TAU / 48.0;
+                let x = 16.0 * s.sin().powi(3);
+                let y = 13.0 * s.cos()
+                    - 5.0 * (2.0 * s).cos()
+                    - 2.0 * (3.0 * s).cos()
+                    - (4.0 * s).cos();
+                (x / 16.0, (y + 3.0) / 16.0)
+            })
+            .collect()
+    })
+}
+
+fn star() -> Vec<(f32, f32)> {
     (0..10)
         .map(|k| {
-            let t = std::f32::consts::FRAC_PI_2 + k as f32 * std::f32::consts::TAU / 10.0;
-            let rr = if k % 2 == 0 { r * 1.1 } else { r * 0.45 };
-            (rr * t.cos(), rr * t.sin())
+            let t = FRAC_PI_2 + k as f32 * TAU / 10.0;
+            let r = if k % 2 == 0 { 1.1 } else { 0.5 };
+            (r * t.cos(), r * t.sin())
         })
         .collect()
 }
@@ -77,5 +141,39 @@ fn polygon(pts: &[(f32, f32)], x: f32, y: f32) -> f32 {
         -d
     } else {
         d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shape at a radius covers the circle's area (counted on a fine grid).
+    #[test]
+    fn shapes_of_one_radius_cover_one_area() {
+        for (shape, name) in SHAPES.iter().enumerate() {
+            let o = Object {
+                shape,
+                colour: 0,
+                size: 0,
+                radius: 0.2,
+                centre: (0.5, 0.5),
+                angle: 0.1,
+            };
+            let n = 500;
+            let inside = (0..n * n)
+                .filter(|k| {
+                    let (u, v) = ((k % n) as f32 + 0.5, (k / n) as f32 + 0.5);
+                    sdf(&o, u / n as f32, v / n as f32) < 0.0
+                })
+                .count() as f32;
+            let area = inside / (n * n) as f32;
+            let circle = PI * 0.2 * 0.2;
+            assert!(
+                (area / circle - 1.0).abs() < 0.02,
+                "{name}: area {area} against {circle}"
+            );
+            assert!(extent(shape, 0.2) >= 0.2 * 0.99 && extent(shape, 0.2) < 0.2 * 1.8);
+        }
     }
 }

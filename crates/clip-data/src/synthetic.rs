@@ -1,7 +1,11 @@
 //! The built-in dataset: procedurally rendered, captioned scenes (the seed's "cat sitting on
-//! sofa" in miniature). One or two coloured shapes, small or large, placed by a relation
-//! ("a small red circle to the left of a large blue square"), anti-aliased at any resolution on
-//! a noisy background, with several phrasings per caption. Deterministic by (seed, split, index).
+//! sofa" in miniature). One or two coloured shapes placed by a relation ("a red circle to the
+//! left of a large blue square"), anti-aliased at any resolution on a noisy background, with
+//! several phrasings per caption. Deterministic by (seed, split, index).
+//!
+//! Size is drawn apart from shape: every shape of a size class covers the same area range (a
+//! star is not smaller than a circle), and captions name the size only some of the time, so
+//! a class name without a size ("red star") is what a caption usually says.
 //!
 //! Some (colour, shape) combinations never appear in training: the `heldout` split is made of
 //! them, to test compositional zero-shot ("a green triangle" never seen, yet recognised).
@@ -9,10 +13,10 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::shapes_sdf::sdf;
+use crate::shapes_sdf::{extent, sdf};
 
 pub const SHAPES: [&str; 8] = [
-    "circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon",
+    "circle", "square", "triangle", "star", "cross", "ring", "moon", "heart",
 ];
 pub const COLOURS: [&str; 8] = [
     "red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan",
@@ -28,6 +32,13 @@ const RGB: [[f32; 3]; 8] = [
     [0.20, 0.90, 0.90],
 ];
 pub const SIZES: [&str; 2] = ["small", "large"];
+/// Each size class's range of circle-equivalent radius (scene units; the frame is 1 wide):
+/// an object of radius r covers π r² whatever its shape.
+const RADIUS: [(f32, f32); 2] = [(0.15, 0.2), (0.23, 0.29)];
+/// How often a training scene holds two objects rather than one.
+const TWO_OBJECTS: f64 = 0.25;
+/// How often a caption names its objects' sizes.
+const SIZE_NAMED: f64 = 0.35;
 
 /// Which scenes a split holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,12 +61,14 @@ impl Split {
     }
 }
 
-/// One object: indices into SHAPES, COLOURS, SIZES, and its centre in [0, 1]².
+/// One object: indices into SHAPES, COLOURS, SIZES, its circle-equivalent radius (within its
+/// size class's range) and its centre in [0, 1]².
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Object {
     pub shape: usize,
     pub colour: usize,
     pub size: usize,
+    pub radius: f32,
     pub centre: (f32, f32),
     pub angle: f32,
 }
@@ -65,11 +78,14 @@ impl Object {
     pub fn class(&self) -> usize {
         self.colour * SHAPES.len() + self.shape
     }
-    fn phrase(&self) -> String {
-        format!(
-            "{} {} {}",
-            SIZES[self.size], COLOURS[self.colour], SHAPES[self.shape]
-        )
+    /// "red circle", or with its size "small red circle".
+    pub fn phrase(&self, size_named: bool) -> String {
+        let name = format!("{} {}", COLOURS[self.colour], SHAPES[self.shape]);
+        if size_named {
+            format!("{} {name}", SIZES[self.size])
+        } else {
+            name
+        }
     }
 }
 
@@ -88,6 +104,8 @@ pub struct Scene {
     pub noise_seed: u64,
     /// Which phrasing of the caption to use.
     pub phrasing: usize,
+    /// Whether the caption names the objects' sizes.
+    pub size_named: bool,
 }
 
 /// Class names of the label view: "red circle", …, colour-major (class = colour · 8 + shape).
@@ -103,19 +121,15 @@ pub fn is_heldout(colour: usize, shape: usize) -> bool {
     shape == (colour * 3 + 1) % SHAPES.len()
 }
 
-/// Zero-shot prompt templates for the built-in scenes, one set per size (small, large): a class
-/// name ("red circle") carries no size, but every training caption does.
-pub const TEMPLATES_BY_SIZE: [[&str; 3]; 2] = [
-    [
-        "a small {}",
-        "a picture of a small {}",
-        "there is a small {}",
-    ],
-    [
-        "a large {}",
-        "a picture of a large {}",
-        "there is a large {}",
-    ],
+/// The phrasings of a one-object caption, `{}` the object ("red circle"); also the zero-shot
+/// prompt templates of the built-in scenes, as CLIP's are phrasings of web captions.
+pub const TEMPLATES: [&str; 6] = [
+    "a {}",
+    "a picture of a {}",
+    "there is a {}",
+    "a {} on a dark background",
+    "the {}",
+    "one {}",
 ];
 
 /// The dataset: scenes by index, rendered at any resolution.
@@ -149,8 +163,10 @@ impl Shapes {
             if !ok {
                 continue;
             }
-            let size = rng.random_range(0..2);
-            let r = object_radius(size);
+            let size = rng.random_range(0..SIZES.len());
+            let (lo, hi) = RADIUS[size];
+            let radius = rng.random_range(lo..=hi);
+            let r = extent(shape, radius);
             let ((x0, x1), (y0, y1)) = region;
             let cx = rng.random_range((x0 + r).min(x1 - r)..=(x1 - r).max(x0 + r));
             let cy = rng.random_range((y0 + r).min(y1 - r)..=(y1 - r).max(y0 + r));
@@ -159,6 +175,7 @@ impl Shapes {
                 shape,
                 colour,
                 size,
+                radius,
                 centre: (cx, cy),
                 angle,
             };
@@ -168,7 +185,7 @@ impl Shapes {
     /// Scene number `index` of this split.
     pub fn scene(&self, index: u64) -> Scene {
         let mut rng = self.rng(index);
-        let two = self.split == Split::Train && rng.random_bool(0.5);
+        let two = self.split == Split::Train && rng.random_bool(TWO_OBJECTS);
         let (objects, relation) = if two {
             let relation = if rng.random_bool(0.5) {
                 Relation::LeftOf
@@ -203,6 +220,7 @@ impl Shapes {
             background: [grey + tint[0], grey + tint[1], grey + tint[2]],
             noise_seed: rng.random(),
             phrasing: rng.random_range(0..1000),
+            size_named: rng.random_bool(SIZE_NAMED),
         }
     }
 }
@@ -250,32 +268,15 @@ impl Shapes {
     }
 }
 
-pub(crate) fn object_radius(size: usize) -> f32 {
-    if size == 0 {
-        0.17
-    } else {
-        0.27
-    }
-}
-
 impl Scene {
     /// The caption, in one of several phrasings.
     pub fn caption(&self) -> String {
         let p = self.phrasing;
+        let named = self.size_named;
         match (self.objects.as_slice(), self.relation) {
-            ([a], _) => {
-                let forms = [
-                    "a {}",
-                    "a picture of a {}",
-                    "there is a {}",
-                    "a {} on a dark background",
-                    "the {}",
-                    "one {}",
-                ];
-                forms[p % forms.len()].replace("{}", &a.phrase())
-            }
+            ([a], _) => TEMPLATES[p % TEMPLATES.len()].replace("{}", &a.phrase(named)),
             ([a, b], Some(Relation::LeftOf)) => {
-                let (pa, pb) = (a.phrase(), b.phrase());
+                let (pa, pb) = (a.phrase(named), b.phrase(named));
                 match p % 4 {
                     0 => format!("a {pa} to the left of a {pb}"),
                     1 => format!("a {pb} to the right of a {pa}"),
@@ -287,7 +288,7 @@ impl Scene {
                 }
             }
             ([a, b], _) => {
-                let (pa, pb) = (a.phrase(), b.phrase());
+                let (pa, pb) = (a.phrase(named), b.phrase(named));
                 match p % 4 {
                     0 => format!("a {pa} above a {pb}"),
                     1 => format!("a {pb} below a {pa}"),
@@ -300,6 +301,37 @@ impl Scene {
             }
             _ => unreachable!("scenes hold one or two objects"),
         }
+    }
+
+    /// The bag-of-words view: the caption's words in an order shuffled by the scene's own
+    /// seed ("circle a red the left of ..."): what a sentence says without its structure.
+    pub fn bag_of_words(&self) -> String {
+        let caption = self.caption();
+        let mut words: Vec<&str> = caption.split_whitespace().collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed ^ 0x626f_7773);
+        for k in (1..words.len()).rev() {
+            words.swap(k, rng.random_range(0..=k));
+        }
+        words.join(" ")
+    }
+
+    /// The same scene with its two objects' places swapped in the caption (a red circle left
+    /// of a blue square → a blue square left of a red circle), in phrasing `phrasing`, sizes
+    /// unnamed; `None` for a one-object scene.
+    pub fn swapped_caption(&self, phrasing: usize) -> Option<(String, String)> {
+        let [a, b] = self.objects.as_slice() else {
+            return None;
+        };
+        let canonical = Scene {
+            phrasing,
+            size_named: false,
+            ..self.clone()
+        };
+        let swapped = Scene {
+            objects: vec![*b, *a],
+            ..canonical.clone()
+        };
+        Some((canonical.caption(), swapped.caption()))
     }
 
     /// The label view: the class id of the first object (colour · 8 + shape).
@@ -394,7 +426,11 @@ mod tests {
                 assert!(!is_heldout(o.colour, o.shape), "scene {i}: {}", s.caption());
             }
         }
-        assert!(two > 1000 && two < 2000);
+        let expected = 3000.0 * TWO_OBJECTS;
+        assert!(
+            (two as f64 - expected).abs() < 150.0,
+            "{two} two-object scenes of 3000"
+        );
         let held = Shapes::new(1, Split::Heldout);
         for i in 0..500 {
             let s = held.scene(i);
@@ -420,8 +456,62 @@ mod tests {
             let s = ds.scene(i);
             let cap = s.caption();
             for o in &s.objects {
-                assert!(cap.contains(&o.phrase()), "{cap} lacks {}", o.phrase());
+                let phrase = o.phrase(s.size_named);
+                assert!(cap.contains(&phrase), "{cap} lacks {phrase}");
             }
+        }
+    }
+
+    #[test]
+    fn bags_of_words_and_swapped_captions() {
+        let ds = Shapes::new(4, Split::Train);
+        let mut two = 0;
+        for i in 0..100 {
+            let s = ds.scene(i);
+            let (mut a, mut b): (Vec<String>, Vec<String>) = (
+                s.caption().split_whitespace().map(String::from).collect(),
+                s.bag_of_words()
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            );
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "scene {i}");
+            match s.swapped_caption(0) {
+                None => assert_eq!(s.objects.len(), 1),
+                Some((truth, swapped)) => {
+                    two += 1;
+                    let (x, y) = (s.objects[0].phrase(false), s.objects[1].phrase(false));
+                    assert!(truth.find(&x) < truth.find(&y), "{truth}");
+                    assert!(swapped.find(&y) < swapped.find(&x), "{swapped}");
+                    assert_ne!(truth, swapped);
+                }
+            }
+        }
+        assert!(two > 10);
+    }
+
+    #[test]
+    fn sizes_are_named_sometimes_and_jittered() {
+        let ds = Shapes::new(5, Split::Train);
+        let scenes: Vec<Scene> = (0..400).map(|i| ds.scene(i)).collect();
+        let named = scenes.iter().filter(|s| s.size_named).count();
+        assert!(
+            named > 80 && named < 220,
+            "{named} of 400 captions name sizes"
+        );
+        for (size, &(lo, hi)) in RADIUS.iter().enumerate() {
+            let radii: Vec<f32> = scenes
+                .iter()
+                .flat_map(|s| s.objects.iter())
+                .filter(|o| o.size == size)
+                .map(|o| o.radius)
+                .collect();
+            assert!(radii.iter().all(|r| (lo..=hi).contains(r)));
+            let spread = radii.iter().cloned().fold(f32::MIN, f32::max)
+                - radii.iter().cloned().fold(f32::MAX, f32::min);
+            assert!(spread > 0.8 * (hi - lo), "size {size}: radii barely vary");
         }
     }
 
@@ -433,8 +523,8 @@ mod tests {
             let o = s.objects[0];
             let img = s.render(32);
             let (x, y) = ((o.centre.0 * 32.0) as usize, (o.centre.1 * 32.0) as usize);
-            // The centre of every shape but the ring is inside it.
-            if SHAPES[o.shape] != "ring" {
+            // The centre of every shape but the ring and the moon is inside it.
+            if !["ring", "moon"].contains(&SHAPES[o.shape]) {
                 let p = &img[(y * 32 + x) * 3..(y * 32 + x) * 3 + 3];
                 for c in 0..3 {
                     assert!(

@@ -14,11 +14,14 @@ use crate::optim::AdamWParams;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DataSpec {
-    /// The built-in captioned scenes; `labels_only` trains on bare class names instead;
+    /// The built-in captioned scenes; `labels_only` trains on bare class names instead,
+    /// `bag_of_words` on each caption's words in a shuffled order;
     /// `hard_negatives` k > 1 makes batches of groups of k scenes that differ only in shape.
     Builtin {
         seed: u64,
         labels_only: bool,
+        #[serde(default)]
+        bag_of_words: bool,
         #[serde(default = "one")]
         hard_negatives: usize,
     },
@@ -127,11 +130,11 @@ pub mod defaults {
     }
 }
 
-/// `quickstart`'s recipe: `tiny` on the built-in scenes, 800 steps of 64 pairs, peak lr 1e-3,
+/// `quickstart`'s recipe: `tiny` on the built-in scenes, 2000 steps of 64 pairs, peak lr 1e-3,
 /// weight decay 0.1 (docs/quickstart.md has the sweep behind it).
 pub mod quickstart {
     pub const MODEL: &str = "tiny";
-    pub const STEPS: u64 = 800;
+    pub const STEPS: u64 = 2000;
     pub const BATCH_SIZE: usize = 64;
     pub const LR: f64 = 1e-3;
     pub const WEIGHT_DECAY: f64 = 0.1;
@@ -147,6 +150,7 @@ impl TrainConfig {
             data: DataSpec::Builtin {
                 seed: 0,
                 labels_only: false,
+                bag_of_words: false,
                 hard_negatives: 1,
             },
             batch_size: defaults::BATCH_SIZE,
@@ -176,6 +180,7 @@ impl TrainConfig {
         cfg.data = DataSpec::Builtin {
             seed,
             labels_only: false,
+            bag_of_words: false,
             hard_negatives: quickstart::HARD_NEGATIVES,
         };
         cfg

@@ -35,9 +35,11 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
         DataSpec::Builtin {
             seed,
             labels_only,
+            bag_of_words,
             hard_negatives,
         } => Ok(Arc::new(
             SceneBatcher::new(Shapes::new(*seed, Split::Train), size, ctx, *labels_only)
+                .with_bag_of_words(*bag_of_words)
                 .with_group(*hard_negatives)
                 .with_tokenizer(tokenizer),
         )),

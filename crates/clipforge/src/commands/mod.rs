@@ -6,6 +6,7 @@ pub mod embed;
 pub mod estimate;
 pub mod eval;
 pub mod init;
+pub mod lab;
 pub mod model;
 pub mod quickstart;
 pub mod tokenize;

@@ -216,6 +216,7 @@ fn data_spec(args: &Args) -> Result<DataSpec> {
         None if args.data == "builtin" => DataSpec::Builtin {
             seed: args.seed,
             labels_only: args.labels_only,
+            bag_of_words: false,
             hard_negatives: args.hard_negatives,
         },
         Some(("csv" | "tsv", p)) => DataSpec::Csv {

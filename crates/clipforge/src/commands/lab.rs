@@ -1,0 +1,72 @@
+//! `clipforge lab`: run one of the learning lab's experiments and write its report.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clip_train::lab::{self, Experiment, LabOptions};
+
+#[derive(clap::Args)]
+#[command(after_help = "Experiments:\n  \
+loss                 the contrastive loss taken apart on one batch: cosines, softmaxes,\n                       \
+cross-entropies, gradients, temperature, over training\n  \
+captions-vs-labels   full captions vs bare labels vs a bag of words: zero-shot on held-out\n                       \
+colour–shape combinations, and a relation test labels cannot pass\n\n\
+Examples:\n  \
+clipforge lab loss --quick       # a first look, a few minutes on 2 cores\n  \
+clipforge lab loss --out docs/lab\n\n\
+Each experiment writes DIR/NAME.md (the question, the setup, tables, plots, what it shows and\n\
+what it does not), its plots in DIR/NAME/ and every number in DIR/NAME.json. The models it\n\
+trains are kept in DIR/runs/, keyed by their whole configuration: an experiment that needs a\n\
+run already trained (by itself or another experiment) loads it, and one cut off resumes.")]
+pub struct Args {
+    /// Which experiment.
+    #[arg(value_parser = parse_experiment)]
+    pub experiment: Experiment,
+    /// The short form: fewer steps and images, figures labelled quick.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the report, plots and runs go.
+    #[arg(long, default_value = "runs/lab")]
+    pub out: PathBuf,
+    /// Cap every training run at N steps (a smoke test of the whole experiment).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: super::DeviceArg,
+    /// Print the report's numbers as one JSON object (and no progress bars).
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_experiment(s: &str) -> Result<Experiment, String> {
+    s.parse()
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let opts = LabOptions {
+        quick: args.quick,
+        out: args.out.clone(),
+        max_steps: args.max_steps,
+        progress: !args.json,
+        device: args.device.open()?,
+    };
+    let report = lab::run(args.experiment, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report.json())?);
+        return Ok(());
+    }
+    let name = args.experiment.name();
+    eprintln!(
+        "{}: {} ({:.0} s)",
+        name,
+        args.experiment.question(),
+        report.seconds
+    );
+    for s in &report.shows {
+        println!("- {s}");
+    }
+    let out = args.out.display();
+    println!("\nreport: {out}/{name}.md, plots: {out}/{name}/, numbers: {out}/{name}.json");
+    Ok(())
+}

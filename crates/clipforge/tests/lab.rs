@@ -1,0 +1,121 @@
+//! `clipforge lab`: every experiment's quick form runs end to end in a smoke configuration
+//! (`--max-steps`), writes its report, plots and JSON, and reuses the runs it trained.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_clean_error, clipforge, tmp};
+
+fn run_lab(experiment: &str, out: &Path) -> serde_json::Value {
+    let o = clipforge(&[
+        "lab",
+        experiment,
+        "--quick",
+        "--max-steps",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object");
+    assert_eq!(v["experiment"], experiment);
+    assert_eq!(v["quick"], true);
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    let md = std::fs::read_to_string(out.join(format!("{experiment}.md"))).unwrap();
+    for heading in [
+        "## The question",
+        "## Setup",
+        "## What it shows",
+        "## What it does not show",
+    ] {
+        assert!(md.contains(heading), "{experiment}.md lacks {heading}");
+    }
+    assert!(md.contains("Quick run"), "quick figures must be labelled");
+    let on_disk: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("{experiment}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk, v);
+    for plot in v["results"]["plots"].as_array().expect("plots listed") {
+        let path = out.join(plot.as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            path.display()
+        );
+        assert!(
+            md.contains(plot.as_str().unwrap()),
+            "{experiment}.md does not show {plot}"
+        );
+    }
+    v
+}
+
+#[test]
+fn loss_takes_one_batch_apart() {
+    let out = tmp("lab-loss");
+    let v = run_lab("loss", &out);
+    let r = &v["results"];
+    let views = r["over_training"].as_array().unwrap();
+    assert!(views.len() >= 2, "before and after training");
+    let n = r["captions"].as_array().unwrap().len();
+    for view in views {
+        for key in ["cosine", "logits", "softmax_rows", "softmax_cols"] {
+            let m = view[key].as_array().unwrap();
+            assert_eq!(m.len(), n, "{key}");
+            assert!(
+                m.iter().all(|row| row.as_array().unwrap().len() == n),
+                "{key}"
+            );
+        }
+        for key in [
+            "ce_image_to_text",
+            "ce_text_to_image",
+            "grad_positive",
+            "grad_hardest_negative",
+        ] {
+            assert_eq!(view[key].as_array().unwrap().len(), n, "{key}");
+        }
+        assert!(view["loss"].as_f64().unwrap() > 0.0);
+    }
+    assert_eq!(r["temperatures"].as_array().unwrap().len(), 3);
+    assert_eq!(r["reused_run"], false);
+    // The same configuration again: the trained run is reused, not retrained.
+    let again = run_lab("loss", &out);
+    assert_eq!(again["results"]["reused_run"], true);
+    assert_eq!(
+        again["results"]["over_training"],
+        v["results"]["over_training"]
+    );
+}
+
+#[test]
+fn captions_vs_labels_scores_three_views() {
+    let out = tmp("lab-captions");
+    let v = run_lab("captions-vs-labels", &out);
+    let views = v["results"]["views"].as_array().unwrap();
+    let names: Vec<&str> = views.iter().map(|x| x["text"].as_str().unwrap()).collect();
+    assert_eq!(names, ["captions", "labels", "bag-of-words"]);
+    for view in views {
+        let run = &view["runs"][0];
+        for key in ["heldout_top1", "seen_top1"] {
+            let x = run["zero_shot"][key].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{key} = {x}");
+        }
+        let rel = &run["relation"];
+        assert!(rel["scenes"].as_u64().unwrap() > 0);
+        assert!((0.0..=1.0).contains(&rel["accuracy"].as_f64().unwrap()));
+    }
+    // Labels are bare class names; a bag of words holds the caption's words.
+    let label = views[1]["example_captions"][0].as_str().unwrap();
+    assert_eq!(label.split_whitespace().count(), 2, "{label}");
+}
+
+#[test]
+fn an_unknown_experiment_names_the_known_ones() {
+    let o = clipforge(&["lab", "nonsense"]);
+    assert_clean_error(&o, &["nonsense", "loss", "captions-vs-labels"]);
+}
