@@ -71,7 +71,7 @@ fn unit_sdf(shape: usize, x: f32, y: f32) -> f32 {
         "moon" => ((x * x + y * y).sqrt() - 1.0).max(0.8 - ((x - 0.5).powi(2) + y * y).sqrt()),
         "heart" => polygon(heart(), x, y),
         "star" => polygon(&star(), x, y),
-        "cross" => boxed(x, y, 1.0, 0.4).min(boxed(y, x, 1.0, 0.4)),
+        "cross" => boxed(x, y, 1.0, 0.33).min(boxed(y, x, 1.0, 0.33)),
         other => unreachable!("unknown shape {other}"),
     }
 }

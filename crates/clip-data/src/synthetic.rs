@@ -21,7 +21,8 @@ pub const SHAPES: [&str; 8] = [
 pub const COLOURS: [&str; 8] = [
     "red", "green", "blue", "yellow", "purple", "orange", "pink", "cyan",
 ];
-const RGB: [[f32; 3]; 8] = [
+/// Each colour's RGB in [0, 1], in `COLOURS` order.
+pub const RGB: [[f32; 3]; 8] = [
     [0.90, 0.12, 0.12],
     [0.15, 0.75, 0.20],
     [0.15, 0.30, 0.95],

@@ -117,5 +117,36 @@ fn captions_vs_labels_scores_three_views() {
 #[test]
 fn an_unknown_experiment_names_the_known_ones() {
     let o = clipforge(&["lab", "nonsense"]);
-    assert_clean_error(&o, &["nonsense", "loss", "captions-vs-labels"]);
+    assert_clean_error(
+        &o,
+        &["nonsense", "loss", "captions-vs-labels", "embedding-space"],
+    );
+}
+
+#[test]
+fn embedding_space_projects_before_and_after() {
+    let out = tmp("lab-embedding");
+    let v = run_lab("embedding-space", &out);
+    let r = &v["results"];
+    let n = r["image_classes"].as_array().unwrap().len();
+    assert_eq!(
+        n as u64,
+        r["seen_images"].as_u64().unwrap() + r["heldout_images"].as_u64().unwrap()
+    );
+    for when in ["before", "after"] {
+        let s = &r[when];
+        assert_eq!(s["image_points"].as_array().unwrap().len(), n);
+        assert_eq!(s["text_points"].as_array().unwrap().len(), 64);
+        let share: f64 = s["explained_variance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
+        assert!(share > 0.0 && share <= 1.0 + 1e-9, "{share}");
+        for key in ["knn_same_class", "knn_same_colour", "knn_same_shape"] {
+            assert!((0.0..=1.0).contains(&s[key].as_f64().unwrap()), "{key}");
+        }
+        assert!(s["modality_gap"].as_f64().unwrap() >= 0.0);
+    }
 }

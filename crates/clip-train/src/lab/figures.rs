@@ -280,3 +280,141 @@ pub fn curves(
     root.present().map_err(e)?;
     Ok(())
 }
+
+/// What a point of a scatter plot stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    /// An image (a filled dot).
+    Image,
+    /// An image of a combination never seen in training (a ring).
+    HeldOut,
+    /// A text (a square with a black edge).
+    Text,
+}
+
+/// One point: where, its colour (RGB in [0, 1]) and what it is.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub xy: (f64, f64),
+    pub rgb: [f32; 3],
+    pub marker: Marker,
+}
+
+fn rgb(c: [f32; 3]) -> RGBColor {
+    RGBColor(
+        (c[0] * 255.0) as u8,
+        (c[1] * 255.0) as u8,
+        (c[2] * 255.0) as u8,
+    )
+}
+
+/// Scatter plots side by side, one per `(title, points)`, each on its own axes.
+pub fn scatters(path: &Path, panels: &[(String, Vec<Point>)], note: &str) -> Result<()> {
+    fonts();
+    let e = |x| err(path, x);
+    let root = BitMapBackend::new(path, (560 * panels.len() as u32, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    let (body, foot) = root.split_vertically(570);
+    foot.draw(&Text::new(note.to_string(), (10, 6), ("sans-serif", 14)))
+        .map_err(e)?;
+    for (area, (title, points)) in body.split_evenly((1, panels.len())).iter().zip(panels) {
+        let (x0, x1, y0, y1) =
+            points
+                .iter()
+                .fold((f64::MAX, f64::MIN, f64::MAX, f64::MIN), |a, p| {
+                    (
+                        a.0.min(p.xy.0),
+                        a.1.max(p.xy.0),
+                        a.2.min(p.xy.1),
+                        a.3.max(p.xy.1),
+                    )
+                });
+        let (px, py) = (((x1 - x0) * 0.05).max(1e-3), ((y1 - y0) * 0.05).max(1e-3));
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("PC 1")
+            .y_desc("PC 2")
+            .draw()
+            .map_err(e)?;
+        for marker in [Marker::Image, Marker::HeldOut, Marker::Text] {
+            let pts = points.iter().filter(|p| p.marker == marker);
+            match marker {
+                Marker::Image => chart
+                    .draw_series(pts.map(|p| Circle::new(p.xy, 3, rgb(p.rgb).filled())))
+                    .map_err(e)?,
+                Marker::HeldOut => chart
+                    .draw_series(pts.map(|p| Circle::new(p.xy, 5, rgb(p.rgb).stroke_width(2))))
+                    .map_err(e)?,
+                Marker::Text => chart
+                    .draw_series(pts.flat_map(|p| {
+                        [
+                            EmptyElement::at(p.xy)
+                                + Rectangle::new([(-5, -5), (5, 5)], rgb(p.rgb).filled()),
+                            EmptyElement::at(p.xy)
+                                + Rectangle::new([(-5, -5), (5, 5)], BLACK.stroke_width(1)),
+                        ]
+                    }))
+                    .map_err(e)?,
+            };
+        }
+    }
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// A row of thumbnails: its name, and each image (`[S, S, 3]`) with its label.
+pub type ThumbnailRow = (String, Vec<(Vec<f32>, String)>);
+
+/// Rows of thumbnails (`[S, S, 3]`, S = `CELL` − 4) with a short label under each; each row
+/// starts with its name.
+pub fn thumbnail_rows(path: &Path, title: &str, rows: &[ThumbnailRow]) -> Result<()> {
+    fonts();
+    let e = |x| err(path, x);
+    let name_w = 150;
+    let cols = rows.iter().map(|r| r.1.len()).max().unwrap_or(0) as i32;
+    let row_h = CELL + 22;
+    let w = (name_w + cols * (CELL + 8) + 10).max(20 + 9 * title.chars().count() as i32);
+    let h = 40 + rows.len() as i32 * row_h;
+    let root = BitMapBackend::new(path, (w as u32, h as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(e)?;
+    root.draw(&Text::new(title.to_string(), (8, 8), ("sans-serif", 17)))
+        .map_err(e)?;
+    let s = (CELL - 4) as usize;
+    for (r, (name, cells)) in rows.iter().enumerate() {
+        let y = 40 + r as i32 * row_h;
+        root.draw(&Text::new(
+            name.clone(),
+            (8, y + CELL / 2 - 6),
+            ("sans-serif", 13),
+        ))
+        .map_err(e)?;
+        for (c, (img, label)) in cells.iter().enumerate() {
+            let x = name_w + c as i32 * (CELL + 8);
+            for py in 0..s {
+                for px in 0..s {
+                    let p = &img[(py * s + px) * 3..(py * s + px) * 3 + 3];
+                    root.draw_pixel(
+                        (x + 2 + px as i32, y + 2 + py as i32),
+                        &rgb([p[0], p[1], p[2]]),
+                    )
+                    .map_err(e)?;
+                }
+            }
+            root.draw(&Text::new(
+                label.clone(),
+                (x + 2, y + CELL + 2),
+                ("sans-serif", 12),
+            ))
+            .map_err(e)?;
+        }
+    }
+    root.present().map_err(e)?;
+    Ok(())
+}

@@ -4,6 +4,7 @@
 //! not), PNG plots in `DIR/<name>/` and every number in `DIR/<name>.json`.
 
 pub mod captions;
+pub mod embedding;
 pub mod figures;
 pub mod loss;
 pub mod report;
@@ -24,15 +25,22 @@ pub enum Experiment {
     Loss,
     /// Full captions against bare labels against a bag of words, and a relation test.
     CaptionsVsLabels,
+    /// The learned space: PCA of images and texts, the modality gap, nearest neighbours.
+    EmbeddingSpace,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 2] = [Experiment::Loss, Experiment::CaptionsVsLabels];
+    pub const ALL: [Experiment; 3] = [
+        Experiment::Loss,
+        Experiment::CaptionsVsLabels,
+        Experiment::EmbeddingSpace,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Experiment::Loss => "loss",
             Experiment::CaptionsVsLabels => "captions-vs-labels",
+            Experiment::EmbeddingSpace => "embedding-space",
         }
     }
 
@@ -41,6 +49,7 @@ impl Experiment {
         match self {
             Experiment::Loss => "how do the batch and the contrastive loss work?",
             Experiment::CaptionsVsLabels => "why do sentences beat labels?",
+            Experiment::EmbeddingSpace => "what does the learned space look like?",
         }
     }
 }
@@ -118,6 +127,7 @@ pub fn run(experiment: Experiment, opts: &LabOptions) -> Result<Report> {
     let mut report = match experiment {
         Experiment::Loss => loss::run(opts)?,
         Experiment::CaptionsVsLabels => captions::run(opts)?,
+        Experiment::EmbeddingSpace => embedding::run(opts)?,
     };
     report.seconds = start.elapsed().as_secs_f64();
     report.write(&opts.out)?;

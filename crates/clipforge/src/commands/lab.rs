@@ -10,7 +10,9 @@ use clip_train::lab::{self, Experiment, LabOptions};
 loss                 the contrastive loss taken apart on one batch: cosines, softmaxes,\n                       \
 cross-entropies, gradients, temperature, over training\n  \
 captions-vs-labels   full captions vs bare labels vs a bag of words: zero-shot on held-out\n                       \
-colour–shape combinations, and a relation test labels cannot pass\n\n\
+colour–shape combinations, and a relation test labels cannot pass\n  \
+embedding-space      the learned space: PCA of images and texts before and after training,\n                       \
+the modality gap, nearest neighbours\n\n\
 Examples:\n  \
 clipforge lab loss --quick       # a first look, a few minutes on 2 cores\n  \
 clipforge lab loss --out docs/lab\n\n\
