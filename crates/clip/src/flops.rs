@@ -21,6 +21,7 @@ fn tower(t: usize, w: usize, h: usize, layers: usize) -> f64 {
 fn head(kind: ProjType, width: usize, hidden: Option<usize>, layers: usize, embed: usize) -> f64 {
     match kind {
         ProjType::Linear => 2.0 * (width * embed) as f64,
+        ProjType::None => 0.0,
         ProjType::Mlp => {
             let hid = hidden.unwrap_or(width);
             let first = 2.0 * (width * hid) as f64;

@@ -13,6 +13,8 @@ pub enum ProjectionHead {
     Linear(Tensor),
     /// (Linear → GELU) × n, then Linear; stored as `nn.Sequential` indices 0, 2, 4, …
     Mlp(Vec<Linear>),
+    /// No head: the pooled feature, `[N, W]` with W = E.
+    Identity,
 }
 
 impl ProjectionHead {
@@ -39,6 +41,7 @@ impl ProjectionHead {
                 fcs.push(Linear::new(mlp_vb.pp(2 * layers), in_dim, embed_dim, true)?);
                 Ok(Self::Mlp(fcs))
             }
+            ProjType::None => Ok(Self::Identity),
         }
     }
 }
@@ -48,6 +51,7 @@ impl ProjectionHead {
         match self {
             Self::Linear(_) => ProjType::Linear,
             Self::Mlp(_) => ProjType::Mlp,
+            Self::Identity => ProjType::None,
         }
     }
 }
@@ -57,6 +61,7 @@ impl Module for ProjectionHead {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::Linear(p) => x.matmul(p),
+            Self::Identity => Ok(x.clone()),
             Self::Mlp(fcs) => {
                 let mut h = x.clone();
                 for (i, fc) in fcs.iter().enumerate() {

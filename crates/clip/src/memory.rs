@@ -12,6 +12,7 @@ pub fn param_count(cfg: &ClipConfig) -> f64 {
         let (w, e) = (h.width as f64, h.embed_dim as f64);
         match h.kind {
             ProjType::Linear => w * e,
+            ProjType::None => 0.0,
             ProjType::Mlp => {
                 let hid = h.hidden.unwrap_or(h.width) as f64;
                 let layers = h.layers as f64;

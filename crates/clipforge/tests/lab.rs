@@ -150,3 +150,25 @@ fn embedding_space_projects_before_and_after() {
         assert!(s["modality_gap"].as_f64().unwrap() >= 0.0);
     }
 }
+
+#[test]
+fn projection_compares_four_heads() {
+    let out = tmp("lab-projection");
+    let v = run_lab("projection", &out);
+    let heads = v["results"]["heads"].as_array().unwrap();
+    let kinds: Vec<&str> = heads
+        .iter()
+        .map(|h| h["proj_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["none", "linear", "mlp", "mlp"]);
+    for h in heads {
+        for x in [
+            h["zero_shot"]["heldout_top1"].as_f64().unwrap(),
+            h["retrieval"]["text_retrieval_recall@1"].as_f64().unwrap(),
+            h["probe_top1"].as_f64().unwrap(),
+        ] {
+            assert!((0.0..=1.0).contains(&x), "{h}");
+        }
+        assert!(h["modality_gap"].as_f64().unwrap() >= 0.0);
+    }
+}

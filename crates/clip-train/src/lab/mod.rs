@@ -7,6 +7,7 @@ pub mod captions;
 pub mod embedding;
 pub mod figures;
 pub mod loss;
+pub mod projection;
 pub mod report;
 pub mod runs;
 
@@ -27,12 +28,15 @@ pub enum Experiment {
     CaptionsVsLabels,
     /// The learned space: PCA of images and texts, the modality gap, nearest neighbours.
     EmbeddingSpace,
+    /// No head, linear, MLP heads: zero-shot, retrieval, a probe under the head.
+    Projection,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 3] = [
+    pub const ALL: [Experiment; 4] = [
         Experiment::Loss,
         Experiment::CaptionsVsLabels,
+        Experiment::Projection,
         Experiment::EmbeddingSpace,
     ];
 
@@ -41,6 +45,7 @@ impl Experiment {
             Experiment::Loss => "loss",
             Experiment::CaptionsVsLabels => "captions-vs-labels",
             Experiment::EmbeddingSpace => "embedding-space",
+            Experiment::Projection => "projection",
         }
     }
 
@@ -50,6 +55,7 @@ impl Experiment {
             Experiment::Loss => "how do the batch and the contrastive loss work?",
             Experiment::CaptionsVsLabels => "why do sentences beat labels?",
             Experiment::EmbeddingSpace => "what does the learned space look like?",
+            Experiment::Projection => "linear or non-linear projection heads?",
         }
     }
 }
@@ -128,6 +134,7 @@ pub fn run(experiment: Experiment, opts: &LabOptions) -> Result<Report> {
         Experiment::Loss => loss::run(opts)?,
         Experiment::CaptionsVsLabels => captions::run(opts)?,
         Experiment::EmbeddingSpace => embedding::run(opts)?,
+        Experiment::Projection => projection::run(opts)?,
     };
     report.seconds = start.elapsed().as_secs_f64();
     report.write(&opts.out)?;

@@ -49,6 +49,9 @@ pub enum ProjType {
     /// `proj_layers` × (Linear → GELU), then a Linear to `embed_dim` (keys `visual.head.{i}`,
     /// `text_head.{i}`, numbered as a PyTorch `nn.Sequential`).
     Mlp,
+    /// No head: the pooled feature is the embedding (the tower's width must equal
+    /// `embed_dim`). The baseline the paper's §2.4 compares heads against.
+    None,
 }
 
 fn default_head_width() -> usize {
@@ -438,6 +441,16 @@ mod tests {
             .to_string();
         assert!(
             err.contains("text_cfg.width 10 is not divisible by text_cfg.heads 4"),
+            "{err}"
+        );
+        let text = r#"{"embed_dim": 8, "vision_cfg": {"image_size": 8, "patch_size": 4, "width": 12, "layers": 1, "head_width": 4, "proj_type": "none"}, "text_cfg": {"width": 8, "heads": 2}}"#;
+        let err = ClipConfig::from_json_str(text, "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "vision_cfg.proj_type \"none\" needs vision_cfg.width (12) equal to embed_dim (8)"
+            ),
             "{err}"
         );
     }

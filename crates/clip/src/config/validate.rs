@@ -1,7 +1,7 @@
 //! The checks a model config must pass before anything is built from it: every impossible
 //! shape named by its JSON key.
 
-use super::{ClipConfig, TextKind, VisionKind};
+use super::{ClipConfig, ProjType, TextKind, VisionKind};
 use crate::error::{ClipError, Result};
 
 impl ClipConfig {
@@ -57,6 +57,17 @@ impl ClipConfig {
                 "text_cfg.width {} is not divisible by text_cfg.heads {}",
                 t.width, t.heads
             ));
+        }
+        for (key, kind, width) in [
+            ("vision_cfg", v.proj_type, v.width),
+            ("text_cfg", t.proj_type, t.width),
+        ] {
+            if kind == ProjType::None && width != self.embed_dim {
+                return Some(format!(
+                    "{key}.proj_type \"none\" needs {key}.width ({width}) equal to embed_dim ({})",
+                    self.embed_dim
+                ));
+            }
         }
         if t.context_length < 3 {
             return Some(format!(

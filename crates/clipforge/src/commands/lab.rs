@@ -11,6 +11,8 @@ loss                 the contrastive loss taken apart on one batch: cosines, sof
 cross-entropies, gradients, temperature, over training\n  \
 captions-vs-labels   full captions vs bare labels vs a bag of words: zero-shot on held-out\n                       \
 colour–shape combinations, and a relation test labels cannot pass\n  \
+projection           no head vs linear vs MLP heads: zero-shot, retrieval, a probe under the\n                       \
+head, the modality gap\n  \
 embedding-space      the learned space: PCA of images and texts before and after training,\n                       \
 the modality gap, nearest neighbours\n\n\
 Examples:\n  \
