@@ -169,11 +169,14 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
     let cfg = opts.base_config(opts.quickstart_steps(), seed);
     let trained = train_or_reuse(opts, "quickstart", &cfg)?;
     let size = cfg.model.vision_cfg.image_size;
-    let ds = Shapes::new(seed, Split::Train);
+    // Fresh scenes (not trained on), in pairs that differ only in shape: each image's hardest
+    // negative is its twin's caption.
+    let ds = Shapes::new(crate::eval::eval_seed(seed), Split::Train);
     let batch = SceneBatcher::new(ds.clone(), size, cfg.model.text_cfg.context_length, false)
+        .with_group(2)
         .batch(0, N, &opts.device)?;
     let thumbs: Vec<Vec<f32>> = (0..N as u64)
-        .map(|i| ds.scene(i).render((CELL - 4) as usize))
+        .map(|i| ds.grouped_scene(i, 2).render((CELL - 4) as usize))
         .collect();
     let captions = batch.captions.clone();
     let dir = opts.out.join("loss");
@@ -238,7 +241,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
     let sheet: Vec<Heatmap> = views
         .iter()
         .map(|(_, v)| Heatmap {
-            title: format!("step {}: loss {:.2}", v.step, v.loss),
+            title: format!("step {}: loss {:.4}", v.step, v.loss),
             values: &v.cosine,
             range: (-1.0, 1.0),
             thumbs: &thumbs,
@@ -257,8 +260,9 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
     r.setup = format!(
         "`tiny` (ViT 4 × 128 at 32 px, text 4 × 128, embeddings of 128) trained with the \
          quickstart's recipe for {} steps of 64 built-in scenes (AdamW, lr 1e-3, seed {seed}), \
-         checkpoints every {every} steps{}. One batch of the first {N} training pairs is taken \
-         apart at each checkpoint: embeddings are unit vectors, so image·caption is a cosine in \
+         checkpoints every {every} steps{}. One batch of {N} fresh scenes (never trained on), \
+         made of {} pairs that differ only in their shapes (so each image has a hard negative: \
+         its twin's caption), is taken apart at each checkpoint: embeddings are unit vectors, so image·caption is a cosine in \
          [−1, 1]; logits = cosine × exp(t), t the learned temperature; the loss is the mean of \
          the cross-entropy of each row's softmax (image → which caption) and of each column's \
          (caption → which image) against the diagonal. Gradients are candle's autograd of that \
@@ -269,6 +273,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
         } else {
             ""
         },
+        N / 2,
     );
     r.sections.push(format!(
         "## One batch, before and after training\n\n\
@@ -289,8 +294,8 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                 format!("T{j} {:.3}", last.cosine[i][j]),
                 format!("{:.3}", last.softmax_rows[i][i]),
                 format!("{:.3}", last.ce_image_to_text[i]),
-                format!("{:+.4}", last.grad_positive[i]),
-                format!("{:+.4}", last.grad_hardest_negative[i]),
+                format!("{:+.2e}", last.grad_positive[i]),
+                format!("{:+.2e}", last.grad_hardest_negative[i]),
             ]
         })
         .collect();
@@ -325,7 +330,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                 format!("{:.1}", v.scale),
                 format!("{:.3}", v.loss),
                 format!("{:.3}", mean((0..N).map(|i| v.softmax_rows[i][i]))),
-                format!("{:+.4}", mean(v.grad_positive.iter().copied())),
+                format!("{:+.2e}", mean(v.grad_positive.iter().copied())),
             ]
         })
         .collect();
@@ -420,8 +425,8 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
         "The gradients are those of the cosines, not of the weights: how they move the \
          encoders depends on the towers."
             .into(),
-        "One seed; the batch is the run's first, which the model trained on (held-out \
-         behaviour is in the quickstart's zero-shot figures)."
+        "One seed and one batch of seen colour–shape combinations (held-out behaviour is in \
+         the quickstart's zero-shot figures)."
             .into(),
     ];
     r.numbers = json!({
