@@ -295,7 +295,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
         row("PCA: variance on PC 1 + PC 2", &|s| {
             pct(s.explained[0] + s.explained[1])
         }),
-        row("modality gap |mean image − mean text|", &|s| {
+        row("modality gap ‖mean image − mean text‖", &|s| {
             format!("{:.3}", s.gap)
         }),
         row("cosine(mean image, mean text)", &|s| {

@@ -163,7 +163,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
          identical captions of other scenes count as misses); a linear probe (logistic \
          regression, L2 chosen on a tenth of the training rows) on the image tower's pooled \
          feature before the head, {probe_train} training and {probe_test} test scenes of the \
-         seen classes; and the modality gap, |mean image embedding − mean caption embedding|."
+         seen classes; and the modality gap, ‖mean image embedding − mean caption embedding‖."
     );
     let rows: Vec<Vec<String>> = HEADS
         .iter()
