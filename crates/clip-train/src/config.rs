@@ -72,6 +72,28 @@ fn one() -> usize {
     1
 }
 
+/// The contrastive loss a run trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// CLIP's symmetric softmax cross-entropy over the batch (`clip::clip_loss`).
+    #[default]
+    Clip,
+    /// SigLIP's pairwise sigmoid with a learned bias (`clip::siglip_loss`).
+    Siglip,
+}
+
+impl LossKind {
+    pub fn is_clip(&self) -> bool {
+        *self == LossKind::Clip
+    }
+}
+
+/// SigLIP's starting temperature parameter, ln 10 (open_clip's `--siglip`).
+pub const SIGLIP_INIT_LOGIT_SCALE: f64 = std::f64::consts::LN_10;
+/// SigLIP's starting logit bias.
+pub const SIGLIP_INIT_LOGIT_BIAS: f64 = -10.0;
+
 /// Everything a run is: saved as the run directory's `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +124,9 @@ pub struct TrainConfig {
     /// cache, the tower runs every step.
     #[serde(default = "default_feature_cache")]
     pub feature_cache: Option<PathBuf>,
+    /// The loss: CLIP's softmax (default) or SigLIP's sigmoid.
+    #[serde(default, skip_serializing_if = "LossKind::is_clip")]
+    pub loss: LossKind,
 }
 
 fn default_feature_cache() -> Option<PathBuf> {
@@ -165,7 +190,17 @@ impl TrainConfig {
             lock: LockSpec::default(),
             augment: true,
             feature_cache: default_feature_cache(),
+            loss: LossKind::Clip,
         }
+    }
+
+    /// Train with SigLIP's loss, as open_clip's `--siglip`: the model gains a logit bias
+    /// starting at −10 and its temperature parameter starts at ln 10, unless its config sets them.
+    pub fn use_siglip(&mut self) {
+        self.loss = LossKind::Siglip;
+        let m = &mut self.model;
+        m.init_logit_scale = m.init_logit_scale.or(Some(SIGLIP_INIT_LOGIT_SCALE));
+        m.init_logit_bias = m.init_logit_bias.or(Some(SIGLIP_INIT_LOGIT_BIAS));
     }
 
     /// `clipforge quickstart`'s run ([`quickstart`]), seeded by `seed` (initialisation and
@@ -216,6 +251,11 @@ impl TrainConfig {
             return bad(format!("learning rate must be positive, got {}", self.lr));
         }
         self.lock.validate(&self.model)?;
+        if self.loss == LossKind::Siglip && self.model.init_logit_bias.is_none() {
+            return bad(
+                "the siglip loss needs a logit bias: set \"init_logit_bias\" (e.g. -10) in the model config, or train with --siglip, which sets it".into(),
+            );
+        }
         if self.checkpoint_every == 0 {
             return bad("checkpoint-every must be positive".into());
         }

@@ -75,7 +75,7 @@ fn key_weights(key: &mut Key, varmap: &VarMap, cfg: &TrainConfig, image: bool) -
     let data = varmap.data().lock().expect("varmap lock");
     let mut names: Vec<&String> = data
         .keys()
-        .filter(|k| k.starts_with("visual.") == image && *k != "logit_scale")
+        .filter(|k| k.starts_with("visual.") == image && !k.starts_with("logit_"))
         .filter(|k| !cfg.lock.is_head(k, &cfg.model))
         .collect();
     names.sort();

@@ -8,7 +8,7 @@
 //! - text: [token and positional embeddings], each block but the last, [the last block,
 //!   ln_final], the projection head (BERT: [its embeddings], its layers, the head).
 //!
-//! The temperature (`logit_scale`) always trains.
+//! The temperature (`logit_scale`) and SigLIP's `logit_bias` always train.
 
 use clip::ClipConfig;
 use serde::{Deserialize, Serialize};
@@ -104,7 +104,7 @@ impl LockSpec {
 
     /// Whether the parameter `key` (open_clip's name) is locked.
     pub fn locks(&self, key: &str, cfg: &ClipConfig) -> bool {
-        if key == "logit_scale" {
+        if key == "logit_scale" || key == "logit_bias" {
             return false;
         }
         let (locked, unlocked, groups, rest, norm) = match key.strip_prefix("visual.") {

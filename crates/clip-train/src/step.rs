@@ -5,10 +5,11 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use candle_nn::Module;
 use clip::nn::l2_normalize;
-use clip::{clamp_logit_scale, clip_loss};
+use clip::{clamp_logit_scale, clip_loss, siglip_loss};
 use clip_data::Batch;
 use serde::{Deserialize, Serialize};
 
+use crate::config::LossKind;
 use crate::error::{Result, TrainError};
 use crate::optim::clip_grad_norm;
 use crate::schedule::cosine_lr;
@@ -22,6 +23,9 @@ pub struct StepMetrics {
     pub lr: f64,
     /// exp(t), the multiplier of the cosine similarities.
     pub logit_scale: f64,
+    /// SigLIP's logit bias b, when the run trains one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<f64>,
     pub grad_norm: f64,
     pub samples_per_s: f64,
 }
@@ -32,13 +36,13 @@ impl Trainer {
     /// With accumulation, features of every micro-batch are first computed without gradient;
     /// then each micro-batch is re-run with gradient and its live features replace its cached
     /// ones in the full-batch loss, so every step sees all N² pairs and the summed gradient
-    /// equals the full batch's. The logit scale's gradient is taken from the first pass only.
+    /// equals the full batch's. The logit scale's (and bias's) gradient is taken from the first pass only.
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
         let k = self.cfg.accum_freq;
         if k == 1 {
             let img = self.image_embeds(batch)?;
             let txt = self.text_embeds(batch)?;
-            let loss = clip_loss(&img, &txt, &self.model.logit_scale)?;
+            let loss = self.batch_loss(&img, &txt, true)?;
             let mut grads = loss.backward()?;
             self.drop_locked(&mut grads);
             return Ok((loss.to_scalar::<f32>()? as f64, grads));
@@ -64,12 +68,7 @@ impl Trainer {
             txts[j] = self.text_embeds(&b)?;
             let image_embeds = Tensor::cat(&imgs, 0)?; // [N, E]
             let text_embeds = Tensor::cat(&txts, 0)?; // [N, E]
-            let scale = if j == 0 {
-                self.model.logit_scale.clone()
-            } else {
-                self.model.logit_scale.detach()
-            };
-            let loss = clip_loss(&image_embeds, &text_embeds, &scale)?;
+            let loss = self.batch_loss(&image_embeds, &text_embeds, j == 0)?;
             let mut grads = loss.backward()?;
             self.drop_locked(&mut grads);
             loss_value = loss.to_scalar::<f32>()? as f64;
@@ -79,6 +78,22 @@ impl Trainer {
             });
         }
         Ok((loss_value, total.expect("accum_freq ≥ 1")))
+    }
+
+    /// The run's loss on unit embeddings `[N, E]`, `[N, E]`; the temperature (and SigLIP's
+    /// bias) take part in the graph only when `with_scalars`.
+    fn batch_loss(&self, img: &Tensor, txt: &Tensor, with_scalars: bool) -> Result<Tensor> {
+        let live = |t: &Tensor| if with_scalars { t.clone() } else { t.detach() };
+        let scale = live(&self.model.logit_scale);
+        Ok(match self.cfg.loss {
+            LossKind::Clip => clip_loss(img, txt, &scale)?,
+            LossKind::Siglip => {
+                let bias = self.model.logit_bias.as_ref().ok_or_else(|| {
+                    TrainError::Config("the siglip loss needs the model's logit_bias".into())
+                })?;
+                siglip_loss(img, txt, &scale, &live(bias))?
+            }
+        })
     }
 
     /// Unit image embeddings `[N, E]`: from cached features through the head, or from
@@ -154,6 +169,10 @@ impl Trainer {
             loss,
             lr,
             logit_scale,
+            logit_bias: match &self.model.logit_bias {
+                Some(b) => Some(b.to_scalar::<f32>()? as f64),
+                None => None,
+            },
             grad_norm,
             samples_per_s: 0.0,
         };

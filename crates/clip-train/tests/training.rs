@@ -151,9 +151,62 @@ fn check_resume(cfg: TrainConfig, tag: &str) -> PathBuf {
 
 #[test]
 fn accumulation_gives_the_full_batch_gradient() {
+    check_accumulation(micro_config(1), "accum");
+}
+
+#[test]
+fn accumulation_gives_the_full_batch_gradient_under_siglip() {
     let mut cfg = micro_config(1);
+    cfg.use_siglip();
+    check_accumulation(cfg, "accum-siglip");
+}
+
+/// SigLIP training: the model gains `logit_bias` (−10 at start, ln 10 temperature), the bias
+/// learns, the checkpoint keeps it and a resumed run continues exactly.
+#[test]
+fn siglip_trains_its_bias_and_resumes_exactly() {
+    let mut cfg = micro_config(8);
+    cfg.use_siglip();
+    let dir = check_resume(cfg, "siglip");
+    let metrics: Vec<StepMetrics> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (first, last) = (&metrics[0], &metrics[metrics.len() - 1]);
+    assert!(
+        (first.logit_scale - 10.0).abs() < 0.1,
+        "SigLIP starts at exp(t) = 10, got {}",
+        first.logit_scale
+    );
+    let (b0, b1) = (first.logit_bias.unwrap(), last.logit_bias.unwrap());
+    assert!(
+        (b0 + 10.0).abs() < 0.05 && (b1 - b0).abs() > 1e-3,
+        "the bias starts at -10 and learns: {b0} -> {b1}"
+    );
+    let ckpt = clip_train::checkpoint::resolve(&dir).unwrap();
+    let tensors =
+        clip::weights::read_safetensors(&ckpt.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    assert!(
+        tensors.contains_key("logit_bias"),
+        "the checkpoint keeps the bias"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn siglip_without_a_bias_is_refused_by_name() {
+    let mut cfg = micro_config(1);
+    cfg.loss = clip_train::config::LossKind::Siglip;
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("init_logit_bias"), "{err}");
+}
+
+/// The loss and every gradient of one batch of 32, whole and as 4 micro-batches of 8.
+fn check_accumulation(mut cfg: TrainConfig, tag: &str) {
     cfg.batch_size = 32;
-    let dir = run_dir("accum");
+    let dir = run_dir(tag);
     let full = Trainer::new(cfg.clone(), &dir).unwrap();
     cfg.accum_freq = 4;
     let accum = Trainer::new(cfg, &dir).unwrap();

@@ -48,7 +48,10 @@ pub fn init_rule(key: &str, dims: &[usize], cfg: &ClipConfig) -> InitRule {
     let is_ln = key.contains("ln_");
 
     if key == "logit_scale" {
-        return InitRule::Const(LOGIT_SCALE_INIT as f32);
+        return InitRule::Const(cfg.init_logit_scale.unwrap_or(LOGIT_SCALE_INIT) as f32);
+    }
+    if key == "logit_bias" {
+        return InitRule::Const(cfg.init_logit_bias.unwrap_or(0.0) as f32);
     }
     if is_ln {
         return InitRule::Const(if leaf == "weight" { 1.0 } else { 0.0 });

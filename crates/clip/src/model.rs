@@ -19,6 +19,8 @@ pub struct Clip {
     pub text: TextTower,
     /// The temperature parameter t; logits are multiplied by exp(t).
     pub logit_scale: Tensor,
+    /// SigLIP's learned logit bias b (scalar), when the config asks for one.
+    pub logit_bias: Option<Tensor>,
     pub config: ClipConfig,
 }
 
@@ -40,7 +42,15 @@ impl Clip {
         Ok(Self {
             visual: ImageTower::new(vb.pp("visual"), &cfg.vision_cfg, cfg.embed_dim, act)?,
             text: TextTower::new(vb.clone(), &cfg.text_cfg, cfg.embed_dim, act)?,
-            logit_scale: vb.get_with_hints((), "logit_scale", Init::Const(LOGIT_SCALE_INIT))?,
+            logit_scale: vb.get_with_hints(
+                (),
+                "logit_scale",
+                Init::Const(cfg.init_logit_scale.unwrap_or(LOGIT_SCALE_INIT)),
+            )?,
+            logit_bias: cfg
+                .init_logit_bias
+                .map(|b| vb.get_with_hints((), "logit_bias", Init::Const(b)))
+                .transpose()?,
             config: cfg.clone(),
         })
     }

@@ -172,3 +172,27 @@ fn projection_compares_four_heads() {
         assert!(h["modality_gap"].as_f64().unwrap() >= 0.0);
     }
 }
+
+#[test]
+fn negatives_compares_clip_and_siglip_across_batch_sizes() {
+    let out = tmp("lab-negatives");
+    let v = run_lab("negatives", &out);
+    let r = &v["results"];
+    let sizes: Vec<u64> = r["batch_sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(sizes.len() >= 3, "{sizes:?}");
+    let runs = r["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2 * sizes.len());
+    for run in runs {
+        let siglip = run["loss"] == "siglip";
+        assert!(siglip || run["loss"] == "clip", "{}", run["loss"]);
+        assert_eq!(run["final_logit_bias"].is_f64(), siglip, "{run}");
+        let x = run["zero_shot"]["heldout_top1"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x));
+        assert!(run["retrieval"]["text_retrieval_recall@1"].is_f64());
+    }
+}

@@ -7,6 +7,8 @@ pub mod captions;
 pub mod embedding;
 pub mod figures;
 pub mod loss;
+pub mod measure;
+pub mod negatives;
 pub mod projection;
 pub mod report;
 pub mod runs;
@@ -30,11 +32,14 @@ pub enum Experiment {
     EmbeddingSpace,
     /// No head, linear, MLP heads: zero-shot, retrieval, a probe under the head.
     Projection,
+    /// Batch size N from 8 to 256 at equal pairs seen, CLIP's loss against SigLIP's.
+    Negatives,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 4] = [
+    pub const ALL: [Experiment; 5] = [
         Experiment::Loss,
+        Experiment::Negatives,
         Experiment::CaptionsVsLabels,
         Experiment::Projection,
         Experiment::EmbeddingSpace,
@@ -46,6 +51,7 @@ impl Experiment {
             Experiment::CaptionsVsLabels => "captions-vs-labels",
             Experiment::EmbeddingSpace => "embedding-space",
             Experiment::Projection => "projection",
+            Experiment::Negatives => "negatives",
         }
     }
 
@@ -56,6 +62,7 @@ impl Experiment {
             Experiment::CaptionsVsLabels => "why do sentences beat labels?",
             Experiment::EmbeddingSpace => "what does the learned space look like?",
             Experiment::Projection => "linear or non-linear projection heads?",
+            Experiment::Negatives => "does a bigger batch (more negatives) help? CLIP or SigLIP?",
         }
     }
 }
@@ -135,6 +142,7 @@ pub fn run(experiment: Experiment, opts: &LabOptions) -> Result<Report> {
         Experiment::CaptionsVsLabels => captions::run(opts)?,
         Experiment::EmbeddingSpace => embedding::run(opts)?,
         Experiment::Projection => projection::run(opts)?,
+        Experiment::Negatives => negatives::run(opts)?,
     };
     report.seconds = start.elapsed().as_secs_f64();
     report.write(&opts.out)?;

@@ -8,10 +8,11 @@ use clip_data::{SceneBatcher, Shapes};
 use serde_json::json;
 
 use super::figures::bars;
+use super::measure::fresh_retrieval;
 use super::report::{pct, table, Report};
 use super::runs::train_or_reuse;
 use super::LabOptions;
-use crate::dataset_eval::{linear_probe, retrieval, Captioned, ProbeReport, RetrievalMetrics};
+use crate::dataset_eval::{linear_probe, ProbeReport, RetrievalMetrics};
 use crate::encode::{image_features, ImageFeature};
 use crate::error::Result;
 use crate::eval::{eval_seed, zero_shot_builtin, ZeroShotReport};
@@ -66,14 +67,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
             cfg.model.text_cfg.context_length,
         );
         let zero_shot = zero_shot_builtin(model, eval_seed(seed), images, &opts.device)?;
-        // Retrieval over fresh training-split scenes (one and two objects) and their captions.
-        let fresh = SceneBatcher::new(Shapes::new(eval_seed(seed), Split::Train), size, ctx, false)
-            .batch(0, images, &opts.device)?;
-        let data = Captioned {
-            pixels: fresh.pixels.clone(),
-            captions: fresh.captions.iter().map(|c| vec![c.clone()]).collect(),
-        };
-        let retrieval = retrieval(model, &data)?;
+        let (retrieval, fresh) = fresh_retrieval(model, eval_seed(seed), images, &opts.device)?;
         let img = image_features(model, &fresh.pixels, ImageFeature::Embedding)?; // [n, E]
         let txt = crate::encode::text_embeddings(
             model,

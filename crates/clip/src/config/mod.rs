@@ -157,6 +157,14 @@ pub struct ClipConfig {
     pub quick_gelu: bool,
     pub vision_cfg: VisionCfg,
     pub text_cfg: TextCfg,
+    /// Initial temperature parameter t (logits × exp(t)); unset: ln(1/0.07), the paper's.
+    /// SigLIP training starts at ln 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_logit_scale: Option<f64>,
+    /// A learned logit bias b (SigLIP's, −10 at init; open_clip's `init_logit_bias`): the model
+    /// then has a `logit_bias` parameter. Unset: no bias (CLIP's softmax loss has no use for one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_logit_bias: Option<f64>,
 }
 
 /// The presets built into the binary, by name.

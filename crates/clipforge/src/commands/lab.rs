@@ -9,6 +9,8 @@ use clip_train::lab::{self, Experiment, LabOptions};
 #[command(after_help = "Experiments:\n  \
 loss                 the contrastive loss taken apart on one batch: cosines, softmaxes,\n                       \
 cross-entropies, gradients, temperature, over training\n  \
+negatives            batch size N = 8..256 at equal pairs seen (N - 1 negatives per row),\n                       \
+CLIP's softmax loss against SigLIP's sigmoid\n  \
 captions-vs-labels   full captions vs bare labels vs a bag of words: zero-shot on held-out\n                       \
 colour–shape combinations, and a relation test labels cannot pass\n  \
 projection           no head vs linear vs MLP heads: zero-shot, retrieval, a probe under the\n                       \

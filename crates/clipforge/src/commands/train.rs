@@ -123,6 +123,10 @@ pub struct Args {
     /// Run the locked image tower every step instead of caching its features.
     #[arg(long)]
     pub no_feature_cache: bool,
+    /// Train with SigLIP's pairwise sigmoid loss instead of CLIP's softmax: the model gains
+    /// a learned logit bias (−10 at start) and its temperature starts at exp(t) = 10.
+    #[arg(long)]
+    pub siglip: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -197,6 +201,9 @@ pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
         text: args.lock_text,
         text_unlocked_groups: args.lock_text_unlocked_layers,
     };
+    if args.siglip {
+        cfg.use_siglip();
+    }
     Ok(cfg)
 }
 
