@@ -196,3 +196,21 @@ fn negatives_compares_clip_and_siglip_across_batch_sizes() {
         assert!(run["retrieval"]["text_retrieval_recall@1"].is_f64());
     }
 }
+
+#[test]
+fn scaling_trains_each_family_at_equal_compute() {
+    let out = tmp("lab-scaling");
+    let v = run_lab("scaling", &out);
+    let runs = v["results"]["runs"].as_array().unwrap();
+    let families: Vec<&str> = runs.iter().map(|r| r["family"].as_str().unwrap()).collect();
+    for f in ["base", "width", "depth", "resolution", "compound"] {
+        assert!(families.contains(&f), "{f} missing from {families:?}");
+    }
+    let base = runs[0]["image_forward_flops"].as_f64().unwrap();
+    for run in &runs[1..] {
+        let ratio = run["image_forward_flops"].as_f64().unwrap() / base;
+        assert!((1.5..5.0).contains(&ratio), "{}: {ratio}", run["family"]);
+        assert!(!run["along_training"].as_array().unwrap().is_empty());
+        assert!(!run["loss_windows"].as_array().unwrap().is_empty());
+    }
+}

@@ -12,6 +12,7 @@ pub mod negatives;
 pub mod projection;
 pub mod report;
 pub mod runs;
+pub mod scaling;
 
 use std::path::PathBuf;
 
@@ -34,14 +35,17 @@ pub enum Experiment {
     Projection,
     /// Batch size N from 8 to 256 at equal pairs seen, CLIP's loss against SigLIP's.
     Negatives,
+    /// The image tower grown in width, depth, resolution or all three, at equal compute.
+    Scaling,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 5] = [
+    pub const ALL: [Experiment; 6] = [
         Experiment::Loss,
         Experiment::Negatives,
         Experiment::CaptionsVsLabels,
         Experiment::Projection,
+        Experiment::Scaling,
         Experiment::EmbeddingSpace,
     ];
 
@@ -52,6 +56,7 @@ impl Experiment {
             Experiment::EmbeddingSpace => "embedding-space",
             Experiment::Projection => "projection",
             Experiment::Negatives => "negatives",
+            Experiment::Scaling => "scaling",
         }
     }
 
@@ -63,6 +68,7 @@ impl Experiment {
             Experiment::EmbeddingSpace => "what does the learned space look like?",
             Experiment::Projection => "linear or non-linear projection heads?",
             Experiment::Negatives => "does a bigger batch (more negatives) help? CLIP or SigLIP?",
+            Experiment::Scaling => "width, depth or resolution, at equal compute?",
         }
     }
 }
@@ -143,6 +149,7 @@ pub fn run(experiment: Experiment, opts: &LabOptions) -> Result<Report> {
         Experiment::EmbeddingSpace => embedding::run(opts)?,
         Experiment::Projection => projection::run(opts)?,
         Experiment::Negatives => negatives::run(opts)?,
+        Experiment::Scaling => scaling::run(opts)?,
     };
     report.seconds = start.elapsed().as_secs_f64();
     report.write(&opts.out)?;

@@ -15,6 +15,8 @@ captions-vs-labels   full captions vs bare labels vs a bag of words: zero-shot o
 colour–shape combinations, and a relation test labels cannot pass\n  \
 projection           no head vs linear vs MLP heads: zero-shot, retrieval, a probe under the\n                       \
 head, the modality gap\n  \
+scaling              the image tower grown in width, depth, resolution or all three, each\n                       \
+trained for the same FLOPs: zero-shot and loss against compute\n  \
 embedding-space      the learned space: PCA of images and texts before and after training,\n                       \
 the modality gap, nearest neighbours\n\n\
 Examples:\n  \
