@@ -33,7 +33,7 @@ fn plan(opts: &LabOptions) -> (Vec<usize>, u64) {
     if opts.quick {
         (vec![16, 64, 256], 1 << 14)
     } else {
-        (vec![8, 16, 32, 64, 128, 256], 1 << 16)
+        (vec![8, 16, 32, 64, 128, 256], 3 << 14)
     }
 }
 

@@ -188,7 +188,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
     curves(
         &dir.join("along_training.png"),
         "held-out top-1 along training, against training FLOPs",
-        ("training PFLOPs", "held-out top-1 %"),
+        ("training TFLOPs", "held-out top-1 %"),
         &outcomes
             .iter()
             .map(|o| {
@@ -196,7 +196,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                     label(o),
                     o.along
                         .iter()
-                        .map(|&(f, a)| (f / 1e15, 100.0 * a))
+                        .map(|&(f, a)| (f / 1e12, 100.0 * a))
                         .collect(),
                 )
             })
@@ -205,13 +205,13 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
     curves(
         &dir.join("loss.png"),
         "training loss against training FLOPs",
-        ("training PFLOPs", "loss (window means)"),
+        ("training TFLOPs", "loss (window means)"),
         &outcomes
             .iter()
             .map(|o| {
                 (
                     label(o),
-                    o.loss.iter().map(|&(f, l)| (f / 1e15, l)).collect(),
+                    o.loss.iter().map(|&(f, l)| (f / 1e12, l)).collect(),
                 )
             })
             .collect::<Vec<_>>(),
@@ -239,7 +239,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
         if opts.quick { "" } else { ", 16" },
         if opts.quick { "" } else { ", 60" },
         if opts.quick { "" } else { "; 44 px, width 160, 5 blocks" },
-        budget / 1e15
+        budget / 1e12
     );
     let rows: Vec<Vec<String>> = outcomes
         .iter()
