@@ -214,3 +214,115 @@ fn scaling_trains_each_family_at_equal_compute() {
         assert!(!run["loss_windows"].as_array().unwrap().is_empty());
     }
 }
+
+/// A small DINOv2 (the parity fixture's, as `clipforge model fetch` lays a model out) and a
+/// small captioned corpus of coloured squares, written into `root`.
+fn pretrained_world(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let tower = root.join("models/dino-small");
+    std::fs::create_dir_all(&tower).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("dinov2.json")).unwrap())
+            .unwrap();
+    std::fs::write(tower.join("config.json"), meta["config"].to_string()).unwrap();
+    let tensors = clip::weights::read_safetensors(
+        &fixtures.join("dinov2.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let weights: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix("weights.").map(|k| (k.to_string(), v)))
+        .filter(|(k, _)| k != "embeddings.mask_token")
+        .collect();
+    clip::weights::save_tensors(&weights, &tower.join("model.safetensors")).unwrap();
+    let model = root.join("lit-small.json");
+    std::fs::write(
+        &model,
+        format!(
+            r#"{{"embed_dim": 16,
+            "vision_cfg": {{"kind": "dinov2", "pretrained": "{}", "pretrained_image_size": 20,
+                "image_size": 16, "patch_size": 4, "width": 32, "layers": 2, "head_width": 8, "mlp_ratio": 4}},
+            "text_cfg": {{"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}}}"#,
+            tower.display()
+        ),
+    )
+    .unwrap();
+
+    let data = root.join("squares");
+    std::fs::create_dir_all(&data).unwrap();
+    let colours = [
+        ("red", [220u8, 30, 30]),
+        ("green", [30, 200, 40]),
+        ("blue", [30, 40, 220]),
+    ];
+    for (split, n) in [("train", 24), ("test", 9)] {
+        let mut w = clip_data::files::ShardWriter::new(&data, split, 100).unwrap();
+        for i in 0..n {
+            let (name, rgb) = colours[i % 3];
+            let img = image::RgbImage::from_fn(24, 24, |x, y| {
+                let inside = (4 + i % 5..16 + i % 5).contains(&(x as usize)) && y > 4 && y < 18;
+                image::Rgb(if inside { rgb } else { [240, 240, 240] })
+            });
+            let mut bytes = Vec::new();
+            img.write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+            w.write(&bytes, "png", &format!("a {name} square, number {i}"))
+                .unwrap();
+        }
+        w.finish().unwrap();
+    }
+    let info = serde_json::json!({
+        "name": "squares",
+        "splits": {"train": {"shards": "train-{000000..000000}.tar", "count": 24},
+                   "test": {"shards": "test-{000000..000000}.tar", "count": 9}},
+        "source": {"registry": "none", "package": "written by this test", "version": "0", "files": []},
+        "license": "CC0", "caption_rule": "as written"
+    });
+    std::fs::write(data.join("dataset.json"), info.to_string()).unwrap();
+    (model, data)
+}
+
+#[test]
+fn pretrained_compares_scratch_locked_and_fine_tuned() {
+    let root = tmp("lab-pretrained");
+    std::fs::create_dir_all(&root).unwrap();
+    let (model, data) = pretrained_world(&root);
+    let o = common::clipforge_in(
+        &root,
+        &[
+            "lab",
+            "pretrained",
+            "--quick",
+            "--max-steps",
+            "3",
+            "--out",
+            "lab",
+            "--json",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--pretrained-model",
+            model.to_str().unwrap(),
+            "--image-size",
+            "16",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let runs = v["results"]["runs"].as_array().unwrap();
+    let ways: Vec<&str> = runs.iter().map(|r| r["way"].as_str().unwrap()).collect();
+    assert_eq!(ways, ["scratch", "locked", "fine_tuned"]);
+    for run in runs {
+        for k in ["text_retrieval_recall@5", "image_retrieval_recall@5"] {
+            let x = run["retrieval"][k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&x), "{k} = {x}");
+        }
+    }
+    assert!(root.join("lab/pretrained.md").is_file());
+    assert!(root.join("lab/pretrained/retrieval.png").is_file());
+    // The locked tower's features went to the cache under the working directory.
+    assert!(root.join("cache/features").is_dir());
+}

@@ -9,6 +9,7 @@ pub mod figures;
 pub mod loss;
 pub mod measure;
 pub mod negatives;
+pub mod pretrained;
 pub mod projection;
 pub mod report;
 pub mod runs;
@@ -37,16 +38,19 @@ pub enum Experiment {
     Negatives,
     /// The image tower grown in width, depth, resolution or all three, at equal compute.
     Scaling,
+    /// From scratch against a pretrained image tower, locked (LiT) or fine-tuned.
+    Pretrained,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 6] = [
+    pub const ALL: [Experiment; 7] = [
         Experiment::Loss,
         Experiment::Negatives,
         Experiment::CaptionsVsLabels,
         Experiment::Projection,
         Experiment::Scaling,
         Experiment::EmbeddingSpace,
+        Experiment::Pretrained,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Experiment {
             Experiment::Projection => "projection",
             Experiment::Negatives => "negatives",
             Experiment::Scaling => "scaling",
+            Experiment::Pretrained => "pretrained",
         }
     }
 
@@ -69,6 +74,9 @@ impl Experiment {
             Experiment::Projection => "linear or non-linear projection heads?",
             Experiment::Negatives => "does a bigger batch (more negatives) help? CLIP or SigLIP?",
             Experiment::Scaling => "width, depth or resolution, at equal compute?",
+            Experiment::Pretrained => {
+                "from scratch, or on a pretrained tower, locked or fine-tuned?"
+            }
         }
     }
 }
@@ -102,6 +110,8 @@ pub struct LabOptions {
     /// Show progress bars.
     pub progress: bool,
     pub device: Device,
+    /// The corpus and tower of the `pretrained` experiment.
+    pub pretrained: pretrained::PretrainedOptions,
 }
 
 impl LabOptions {
@@ -150,6 +160,7 @@ pub fn run(experiment: Experiment, opts: &LabOptions) -> Result<Report> {
         Experiment::Projection => projection::run(opts)?,
         Experiment::Negatives => negatives::run(opts)?,
         Experiment::Scaling => scaling::run(opts)?,
+        Experiment::Pretrained => pretrained::run(opts)?,
     };
     report.seconds = start.elapsed().as_secs_f64();
     report.write(&opts.out)?;

@@ -18,7 +18,9 @@ head, the modality gap\n  \
 scaling              the image tower grown in width, depth, resolution or all three, each\n                       \
 trained for the same FLOPs: zero-shot and loss against compute\n  \
 embedding-space      the learned space: PCA of images and texts before and after training,\n                       \
-the modality gap, nearest neighbours\n\n\
+the modality gap, nearest neighbours\n  \
+pretrained           from scratch vs a pretrained image tower locked (LiT) vs fine-tuned, on\n                       \
+a real captioned corpus (fetches `captions` and DINOv2-S/14 when missing)\n\n\
 Examples:\n  \
 clipforge lab loss --quick       # a first look, a few minutes on 2 cores\n  \
 clipforge lab loss --out docs/lab\n\n\
@@ -45,6 +47,15 @@ pub struct Args {
     /// Print the report's numbers as one JSON object (and no progress bars).
     #[arg(long)]
     pub json: bool,
+    /// pretrained: the captioned corpus, a fetched dataset's directory or name.
+    #[arg(long, default_value = "captions", value_name = "DATASET")]
+    pub dataset: PathBuf,
+    /// pretrained: the model with a pretrained image tower, a preset or a JSON config.
+    #[arg(long, default_value = "lit-dinov2-s14", value_name = "MODEL")]
+    pub pretrained_model: String,
+    /// pretrained: the pretrained runs' image side in pixels (a multiple of the patch).
+    #[arg(long, default_value_t = 112, value_name = "PX")]
+    pub image_size: usize,
 }
 
 fn parse_experiment(s: &str) -> Result<Experiment, String> {
@@ -58,6 +69,11 @@ pub fn run(args: Args) -> Result<()> {
         max_steps: args.max_steps,
         progress: !args.json,
         device: args.device.open()?,
+        pretrained: lab::pretrained::PretrainedOptions {
+            dataset: args.dataset.clone(),
+            model: args.pretrained_model.clone(),
+            image_size: args.image_size,
+        },
     };
     let report = lab::run(args.experiment, &opts)?;
     if args.json {
