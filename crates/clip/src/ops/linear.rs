@@ -138,9 +138,12 @@ pub(crate) fn linear_fwd(x: &[f32], rows: usize, w: &[f32], b: &[f32]) -> Vec<f3
     y
 }
 
-/// Σ over the rows of a row-major `[R, c]` matrix → `[c]`.
+/// Σ over the rows of a row-major `[R, c]` matrix → `[c]`. Blocks of rows are summed in
+/// parallel and the block sums added in block order, so the result is the same, bit for bit,
+/// on every run (a rayon `reduce` would add them in whichever order the threads finish).
 pub(crate) fn column_sum(x: &[f32], c: usize) -> Vec<f32> {
-    x.par_chunks(c * 512)
+    let parts: Vec<Vec<f32>> = x
+        .par_chunks(c * 512)
         .map(|block| {
             let mut acc = vec![0f32; c];
             for row in block.chunks(c) {
@@ -148,11 +151,64 @@ pub(crate) fn column_sum(x: &[f32], c: usize) -> Vec<f32> {
             }
             acc
         })
-        .reduce(
-            || vec![0f32; c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .collect(); // in block order
+    sum_in_order(parts, c)
+}
+
+/// Σ of equal-length vectors, added in the order given.
+pub(crate) fn sum_in_order(parts: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut it = parts.into_iter();
+    let mut total = it.next().unwrap_or_else(|| vec![0f32; len]);
+    for p in it {
+        total.iter_mut().zip(&p).for_each(|(x, y)| *x += y);
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::column_sum;
+
+    /// The bias gradient's column sums are a left fold of the 512-row block sums, whatever the
+    /// threads do: values of very different magnitudes make any other order of adding the
+    /// blocks give other bits.
+    #[test]
+    fn column_sums_add_blocks_in_order() {
+        let (rows, c) = (512 * 9 + 100, 3);
+        let x: Vec<f32> = (0..rows * c)
+            .map(|i| {
+                let block = i / (512 * c);
+                let scale = [1e7f32, 1.0, -1e7, 3e-3, 5e6, -7.0, 1e-4, 2e3, -5e6, 0.37][block];
+                scale * (1.0 + (i % 97) as f32 * 1e-3)
+            })
+            .collect();
+        let want: Vec<f32> = x
+            .chunks(512 * c)
+            .map(|block| {
+                let mut acc = vec![0f32; c];
+                for row in block.chunks(c) {
+                    acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                }
+                acc
+            })
+            .fold(None, |total: Option<Vec<f32>>, p| match total {
+                None => Some(p),
+                Some(mut t) => {
+                    t.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+                    Some(t)
+                }
+            })
+            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let got = pool.install(|| column_sum(&x, c));
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
 }

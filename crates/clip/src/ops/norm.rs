@@ -201,9 +201,11 @@ pub(crate) fn ln_param_grads_into(
     }
 }
 
-/// `[2·C]`: Σ_rows dy·x̂ (the gain's gradient), then Σ_rows dy (the bias's), in one pass.
+/// `[2·C]`: Σ_rows dy·x̂ (the gain's gradient), then Σ_rows dy (the bias's), in one pass;
+/// blocks of rows in parallel, their sums added in block order (the same bits every run).
 pub(crate) fn ln_param_grads(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f32> {
-    x.par_chunks(c * ROWS_PER_TASK)
+    let parts: Vec<Vec<f32>> = x
+        .par_chunks(c * ROWS_PER_TASK)
         .zip(dy.par_chunks(c * ROWS_PER_TASK))
         .map(|(xr, dyr)| {
             let mut acc = vec![0f32; 2 * c];
@@ -211,11 +213,6 @@ pub(crate) fn ln_param_grads(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f
             ln_param_grads_into(xr, dyr, c, eps, dw, db);
             acc
         })
-        .reduce(
-            || vec![0f32; 2 * c],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                a
-            },
-        )
+        .collect(); // in block order
+    super::linear::sum_in_order(parts, 2 * c)
 }
