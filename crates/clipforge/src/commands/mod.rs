@@ -5,10 +5,12 @@ pub mod data;
 pub mod embed;
 pub mod estimate;
 pub mod eval;
+pub mod index;
 pub mod init;
 pub mod lab;
 pub mod model;
 pub mod quickstart;
+pub mod search;
 pub mod tokenize;
 pub mod train;
 

@@ -1,0 +1,260 @@
+//! `clipforge index` and `search` end to end on a folder written here: a corrupt image skipped
+//! and listed, text and image queries, a re-index that embeds only what changed, another model
+//! refused, and an indexing run killed with SIGKILL then finished by the next run, giving the
+//! index an uninterrupted run gives.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::{assert_clean_error, clipforge, tmp, trained_run};
+
+/// A 32×32 PNG: a square of colour `rgb` at an offset `i` on white.
+fn png(rgb: [u8; 3], i: usize) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        let (x0, y0) = (4 + (i % 7) as u32, 4 + (i % 5) as u32);
+        let inside = (x0..x0 + 18).contains(&x) && (y0..y0 + 18).contains(&y);
+        image::Rgb(if inside { rgb } else { [255, 255, 255] })
+    });
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .unwrap();
+    bytes
+}
+
+const COLOURS: [[u8; 3]; 4] = [[220, 30, 30], [30, 200, 40], [30, 40, 220], [230, 220, 30]];
+
+/// `n` images in `dir` (half in a sub-folder), a corrupt JPEG and a text file.
+fn photo_folder(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    for i in 0..n {
+        let sub = if i % 2 == 0 { "" } else { "sub/deeper/" };
+        std::fs::write(
+            dir.join(format!("{sub}img{i:03}.png")),
+            png(COLOURS[i % 4], i),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff not really a jpeg").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not an image").unwrap();
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("one JSON object")
+}
+
+fn index(run: &Path, folder: Option<&Path>, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "index",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    if let Some(f) = folder {
+        args.push(f.to_str().unwrap());
+    }
+    args.extend_from_slice(extra);
+    json(&clipforge(&args))
+}
+
+fn search(run: &Path, out: &Path, query: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec![
+        "search",
+        "--index",
+        out.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(query);
+    let o = clipforge(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// path → embedding, read from the index files.
+fn vectors(out: &Path) -> BTreeMap<PathBuf, Vec<f32>> {
+    let idx = clip_search::Index::load(out).unwrap();
+    idx.entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.clone(), idx.vector(i).to_vec()))
+        .collect()
+}
+
+#[test]
+fn index_search_and_reindex_only_the_change() {
+    let run = trained_run("search-run");
+    let folder = tmp("search-photos");
+    photo_folder(&folder, 12);
+    let out = tmp("search-index");
+    let r = index(&run, Some(&folder), &out, &[]);
+    assert_eq!(r["found"], 13, "{r}"); // 12 images and the corrupt one
+    assert_eq!(r["embedded"], 12, "{r}");
+    assert_eq!(r["total"], 12, "{r}");
+    let skipped = r["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert!(skipped[0]["path"].as_str().unwrap().ends_with("broken.jpg"));
+
+    let hits = search(&run, &out, &["a red square", "-k", "5"]);
+    assert_eq!(hits.len(), 5);
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let idx = clip_search::Index::load(&out).unwrap();
+    for h in &hits {
+        let id = h["id"].as_u64().unwrap();
+        assert!(idx.row_of(id).is_some());
+        assert!(
+            clip_search::thumbs::path(&out, id).is_file(),
+            "thumbnail of {id}"
+        );
+    }
+    // An image finds itself first.
+    let me = folder.join("sub/deeper/img005.png");
+    let hits = search(&run, &out, &["--image", me.to_str().unwrap(), "-k", "1"]);
+    assert_eq!(
+        hits[0]["path"],
+        std::fs::canonicalize(&me).unwrap().to_str().unwrap()
+    );
+    assert!(hits[0]["score"].as_f64().unwrap() > 0.999);
+
+    // Two new files, one deleted: only the two are embedded, the deleted one leaves.
+    std::fs::write(folder.join("new1.png"), png(COLOURS[0], 40)).unwrap();
+    std::fs::write(folder.join("sub/new2.png"), png(COLOURS[2], 41)).unwrap();
+    std::fs::remove_file(folder.join("img000.png")).unwrap();
+    let before = vectors(&out);
+    let r = index(&run, None, &out, &[]);
+    assert_eq!(r["embedded"], 2, "{r}");
+    assert_eq!(r["removed"], 1, "{r}");
+    assert_eq!(r["unchanged"], 11, "{r}");
+    assert_eq!(r["total"], 13, "{r}");
+    assert_eq!(
+        r["skipped"].as_array().unwrap().len(),
+        1,
+        "still listed, not retried: {r}"
+    );
+    let after = vectors(&out);
+    assert_eq!(after.len(), 13);
+    for (p, v) in &before {
+        if p.exists() {
+            assert_eq!(after.get(p), Some(v), "{} kept as it was", p.display());
+        } else {
+            assert!(!after.contains_key(p), "{} is gone", p.display());
+        }
+    }
+
+    // Another model's queries are refused, by name.
+    let w = tmp("search-other.safetensors");
+    let o = clipforge(&[
+        "init",
+        "--model",
+        "tiny",
+        "--seed",
+        "5",
+        "--out",
+        w.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    let o = clipforge(&[
+        "search",
+        "--index",
+        out.to_str().unwrap(),
+        "--model",
+        "tiny",
+        "--weights",
+        w.to_str().unwrap(),
+        "a red square",
+    ]);
+    assert_clean_error(&o, &["another model"]);
+    let o = clipforge(&[
+        "index",
+        "--model",
+        "tiny",
+        "--weights",
+        w.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["another model"]);
+}
+
+#[test]
+fn a_killed_index_run_is_finished_by_the_next() {
+    let run = trained_run("search-kill-run");
+    let folder = tmp("search-kill-photos");
+    photo_folder(&folder, 400);
+    let whole = tmp("search-kill-whole");
+    index(&run, Some(&folder), &whole, &["--batch-size", "8"]);
+
+    let out = tmp("search-kill-index");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_clipforge"))
+        .args([
+            "index",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch-size",
+            "8",
+            "--segment-rows",
+            "16",
+            "--json",
+            folder.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for a few segments, then SIGKILL mid-run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let m = std::fs::read_to_string(out.join("manifest.json")).unwrap_or_default();
+        let segs = serde_json::from_str::<serde_json::Value>(&m)
+            .ok()
+            .and_then(|v| v["segments"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        if segs >= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segments committed"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What it committed loads; the next run embeds only the rest.
+    let partial = clip_search::Index::load(&out).unwrap().len();
+    assert!((48..400).contains(&partial), "{partial} committed");
+    let r = index(&run, None, &out, &["--batch-size", "8"]);
+    assert_eq!(r["unchanged"], partial as u64, "{r}");
+    assert_eq!(r["embedded"], 400 - partial as u64, "{r}");
+    assert_eq!(r["total"], 400, "{r}");
+    let (a, b) = (vectors(&whole), vectors(&out));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (p, v) in &a {
+        let w = &b[p];
+        let d = v
+            .iter()
+            .zip(w)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-5, "{}: {d}", p.display());
+    }
+}
