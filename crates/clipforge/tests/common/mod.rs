@@ -64,3 +64,36 @@ pub fn trained_run(tag: &str) -> PathBuf {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out
 }
+
+/// A 32×32 PNG: a square of colour `rgb` at an offset `i` on white.
+pub fn png(rgb: [u8; 3], i: usize) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(32, 32, |x, y| {
+        let (x0, y0) = (4 + (i % 7) as u32, 4 + (i % 5) as u32);
+        let inside = (x0..x0 + 18).contains(&x) && (y0..y0 + 18).contains(&y);
+        image::Rgb(if inside { rgb } else { [255, 255, 255] })
+    });
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .unwrap();
+    bytes
+}
+
+pub const COLOURS: [[u8; 3]; 4] = [[220, 30, 30], [30, 200, 40], [30, 40, 220], [230, 220, 30]];
+
+/// `n` images in `dir` (half in a sub-folder), a corrupt JPEG and a text file.
+pub fn photo_folder(dir: &std::path::Path, n: usize) {
+    std::fs::create_dir_all(dir.join("sub/deeper")).unwrap();
+    for i in 0..n {
+        let sub = if i % 2 == 0 { "" } else { "sub/deeper/" };
+        std::fs::write(
+            dir.join(format!("{sub}img{i:03}.png")),
+            png(COLOURS[i % 4], i),
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff not really a jpeg").unwrap();
+    std::fs::write(dir.join("notes.txt"), b"not an image").unwrap();
+}
