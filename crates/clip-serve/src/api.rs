@@ -11,8 +11,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use candle_core::{Device, Tensor};
 use clip::{Clip, TextTokenizer};
-use clip_search::exact::{search, Hit};
-use clip_search::Index;
+use clip_search::exact::Hit;
+use clip_search::{Index, Searcher};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -49,6 +49,7 @@ impl Default for Limits {
 /// Everything a request reads; shared, read-only but for the model slots.
 pub struct AppState {
     pub index: Index,
+    pub searcher: Searcher,
     pub model: Clip,
     pub tokenizer: TextTokenizer,
     pub device: Device,
@@ -60,7 +61,9 @@ impl AppState {
     pub fn new(index: Index, model: Clip, device: Device, limits: Limits) -> clip::Result<Self> {
         let tokenizer = TextTokenizer::for_config(&model.config.text_cfg)?;
         let slots = Semaphore::new(limits.model_slots.max(1));
+        let searcher = Searcher::for_index(&index, Default::default());
         Ok(Self {
+            searcher,
             index,
             model,
             tokenizer,
@@ -102,6 +105,7 @@ async fn health(State(s): State<Shared>) -> Json<Value> {
         "images": s.index.len(),
         "model": s.index.manifest.model.source,
         "embed_dim": s.index.dim(),
+        "search": s.searcher.name(),
     }))
 }
 
@@ -180,7 +184,7 @@ async fn search_text(
             .flatten_all()
             .and_then(|t| t.to_vec1())
             .map_err(|e| e.to_string())?;
-        Ok(search(&st.index.vectors, st.index.dim(), &v, k, |_| true))
+        Ok(st.searcher.search(&st.index, &v, k, |_| true))
     })
     .await?;
     Ok(Json(json!({"query": q, "results": hits_json(&s, &hits)})))
@@ -236,7 +240,7 @@ async fn search_image(
             .and_then(|t| t.flatten_all())
             .and_then(|t| t.to_vec1::<f32>())
             .map_err(|e| e.to_string())?;
-        Ok(search(&st.index.vectors, st.index.dim(), &v, k, |_| true))
+        Ok(st.searcher.search(&st.index, &v, k, |_| true))
     })
     .await?;
     Ok(Json(json!({"results": hits_json(&s, &hits)})))
@@ -268,7 +272,7 @@ async fn neighbors(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let k = check_k(&s, query.k)?;
     let v = s.index.vector(row).to_vec();
-    let hits = search(&s.index.vectors, s.index.dim(), &v, k, |r| r != row);
+    let hits = s.searcher.search(&s.index, &v, k, |r| r != row);
     Ok(Json(json!({"id": id, "results": hits_json(&s, &hits)})))
 }
 

