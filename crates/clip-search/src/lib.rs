@@ -8,6 +8,7 @@ pub mod bench;
 pub mod build;
 pub mod error;
 pub mod exact;
+pub mod export;
 pub mod model_id;
 pub mod scan;
 pub mod searcher;

@@ -120,6 +120,28 @@ fn index_search_and_reindex_only_the_change() {
         }
     }
 
+    // The export: NumPy's format, one row per entry, the same vectors.
+    let export = tmp("search-export");
+    index(
+        &run,
+        None,
+        &out,
+        &["--export-npy", export.to_str().unwrap()],
+    );
+    let bytes = std::fs::read(export.join("embeddings.npy")).unwrap();
+    assert!(bytes.starts_with(b"\x93NUMPY"));
+    let header = String::from_utf8_lossy(&bytes[10..128]);
+    assert!(header.contains("'shape': (13, 128"), "{header}");
+    let lines = std::fs::read_to_string(export.join("entries.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 13);
+    let idx = clip_search::Index::load(&out).unwrap();
+    let data_start = bytes.len() - 13 * 128 * 4;
+    let first: Vec<f32> = bytes[data_start..data_start + 128 * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert_eq!(first, idx.vector(0));
+
     // Another model's queries are refused, by name.
     let w = tmp("search-other.safetensors");
     let o = clipforge(&[

@@ -76,6 +76,10 @@ pub struct Args {
     /// Commit the work done so far every N images (and every 20 s): what a killed run keeps.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub segment_rows: usize,
+    /// Also write the embeddings for other engines into DIR: embeddings.npy (f32 [N, E]) and
+    /// entries.jsonl (each row's id and path).
+    #[arg(long, value_name = "DIR")]
+    pub export_npy: Option<PathBuf>,
     /// Print what was done as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -130,6 +134,13 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     if let Some(pb) = &bar.0 {
         pb.finish_and_clear();
+    }
+    if let Some(dir) = &args.export_npy {
+        let index = clip_search::Index::load(&args.out)?;
+        let (npy, jsonl) = clip_search::export::npy(&index, dir)?;
+        if !args.json {
+            println!("exported {} and {}", npy.display(), jsonl.display());
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
