@@ -307,14 +307,50 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
         .collect::<Vec<_>>()
         .join("; ");
     let seconds = |o: &Outcome| o.train_seconds;
+    let base_wins = std::ptr::eq(best, base);
     r.shows = vec![
-        format!(
-            "At this compute the best held-out top-1 is the {} variant's ({}); the base tower \
-             reaches {}.",
-            label(best),
-            pct(best.heldout_top1),
-            pct(base.heldout_top1)
-        ),
+        if base_wins {
+            format!(
+                "At this compute no grown tower beats the base ({} held-out top-1): each \
+                 trains for a half or a quarter of the base's steps and ends with a higher \
+                 loss. For a small budget the small model is the compute-optimal one; growing \
+                 the model pays only when the compute grows with it (the scaling-law finding).",
+                pct(base.heldout_top1)
+            )
+        } else {
+            format!(
+                "At this compute the best held-out top-1 is the {} variant's ({}); the base \
+                 tower reaches {}.",
+                label(best),
+                pct(best.heldout_top1),
+                pct(base.heldout_top1)
+            )
+        },
+        {
+            let fams: Vec<(&str, f64)> = FAMILIES
+                .iter()
+                .filter_map(|f| {
+                    outcomes
+                        .iter()
+                        .filter(|o| o.tower.family == *f)
+                        .min_by(|a, b| a.image_flops.total_cmp(&b.image_flops))
+                        .map(|o| (*f, o.heldout_top1))
+                })
+                .collect();
+            let (bf, bv) = fams
+                .iter()
+                .copied()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or(("none", 0.0));
+            format!(
+                "Among the towers grown about 2×, {bf} does best ({}): {}.",
+                pct(bv),
+                fams.iter()
+                    .map(|(f, v)| format!("{f} {}", pct(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
         format!("Held-out top-1 by family and FLOPs ratio: {per_family}."),
         format!(
             "Equal FLOPs are not equal time: on this CPU the variants took {:.0}–{:.0} s for \
