@@ -49,6 +49,21 @@ impl ModelArgs {
         let id = ModelId::of(&source, &cfg, &weights)?;
         Ok((model, id))
     }
+
+    /// The model, refused unless it is the one `index` was built with (another model's
+    /// embeddings live in another space).
+    pub fn load_for(&self, index: &clip_search::Index, device: &Device) -> Result<Clip> {
+        let (model, id) = self.load(device)?;
+        if !index.manifest.model.same_model(&id) {
+            bail!(
+                "{}: built with the model from {}; {} is another model, whose embeddings live in another space",
+                index.dir.display(),
+                index.manifest.model.source,
+                id.source
+            );
+        }
+        Ok(model)
+    }
 }
 
 #[derive(clap::Args)]

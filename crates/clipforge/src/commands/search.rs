@@ -69,15 +69,7 @@ pub fn query_vector(
 pub fn run(args: Args) -> Result<()> {
     let index = Index::load(&args.index)?;
     let device = Device::Cpu;
-    let (model, id) = args.model.load(&device)?;
-    if !index.manifest.model.same_model(&id) {
-        bail!(
-            "{}: built with the model from {}; {} is another model, whose embeddings live in another space",
-            args.index.display(),
-            index.manifest.model.source,
-            id.source
-        );
-    }
+    let model = args.model.load_for(&index, &device)?;
     let q = query_vector(&model, args.text.as_deref(), args.image.as_deref(), &device)?;
     let searcher = clip_search::Searcher::for_index(&index, Default::default());
     let hits = searcher.search(&index, &q, args.k, |_| true);

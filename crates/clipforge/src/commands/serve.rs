@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Device;
 use clip_search::Index;
 use clip_serve::{AppState, Limits};
@@ -42,15 +42,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let index = Index::load(&args.index)?;
     let device = Device::Cpu;
-    let (model, id) = args.model.load(&device)?;
-    if !index.manifest.model.same_model(&id) {
-        bail!(
-            "{}: built with the model from {}; {} is another model",
-            args.index.display(),
-            index.manifest.model.source,
-            id.source
-        );
-    }
+    let model = args.model.load_for(&index, &device)?;
     let limits = Limits {
         max_upload_bytes: args.max_upload_mib << 20,
         ..Limits::default()
