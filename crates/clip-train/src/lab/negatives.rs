@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::figures::curves;
 use super::measure::fresh_retrieval;
-use super::report::{pct, table, Report};
+use super::report::{pct, table, training_cell, Report};
 use super::runs::train_or_reuse;
 use super::LabOptions;
 use crate::config::LossKind;
@@ -143,11 +143,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                 pct(o.retrieval.image_r1),
                 format!("{:.1}", o.final_logit_scale),
                 o.final_logit_bias.map_or("–".into(), |b| format!("{b:.2}")),
-                format!(
-                    "{:.0} s{}",
-                    o.train_seconds,
-                    if o.reused { " (reused)" } else { "" }
-                ),
+                training_cell(o.train_seconds, o.reused),
             ]
         })
         .collect();

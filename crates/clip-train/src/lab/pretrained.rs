@@ -10,7 +10,7 @@ use clip_data::packaged::DatasetInfo;
 use serde_json::json;
 
 use super::figures::bars;
-use super::report::{pct, table, Report};
+use super::report::{pct, table, training_cell, Report};
 use super::runs::train_or_reuse;
 use super::LabOptions;
 use crate::config::{DataSpec, TrainConfig};
@@ -243,11 +243,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                     pct(m.image_r5),
                     pct(m.image_r10)
                 ),
-                format!(
-                    "{:.0} s{}",
-                    o.train_seconds,
-                    if o.reused { " (reused)" } else { "" }
-                ),
+                training_cell(o.train_seconds, o.reused),
             ]
         })
         .collect();

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::figures::bars;
 use super::measure::fresh_retrieval;
-use super::report::{pct, table, Report};
+use super::report::{pct, table, training_cell, Report};
 use super::runs::train_or_reuse;
 use super::LabOptions;
 use crate::dataset_eval::{linear_probe, ProbeReport, RetrievalMetrics};
@@ -171,11 +171,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                 pct(o.retrieval.image_r1),
                 pct(o.probe.metrics.acc1),
                 format!("{:.3}", o.gap),
-                format!(
-                    "{:.0} s{}",
-                    o.train_seconds,
-                    if o.reused { " (reused)" } else { "" }
-                ),
+                training_cell(o.train_seconds, o.reused),
             ]
         })
         .collect();

@@ -126,3 +126,8 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn pct(x: f64) -> String {
     format!("{:.1}%", 100.0 * x)
 }
+
+/// A table cell for a run's training time, marked when the run was reused, not trained now.
+pub fn training_cell(seconds: f64, reused: bool) -> String {
+    format!("{seconds:.0} s{}", if reused { " (reused)" } else { "" })
+}

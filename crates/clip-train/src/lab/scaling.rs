@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::figures::curves;
-use super::report::{pct, table, Report};
+use super::report::{pct, table, training_cell, Report};
 use super::runs::{model_at, train_or_reuse};
 use super::LabOptions;
 use crate::config::TrainConfig;
@@ -258,11 +258,7 @@ pub fn run(opts: &LabOptions) -> Result<Report> {
                 pct(o.heldout_top1),
                 pct(o.seen_top1),
                 format!("{:.3}", o.loss.last().map_or(f64::NAN, |l| l.1)),
-                format!(
-                    "{:.0} s{}",
-                    o.train_seconds,
-                    if o.reused { " (reused)" } else { "" }
-                ),
+                training_cell(o.train_seconds, o.reused),
             ]
         })
         .collect();
