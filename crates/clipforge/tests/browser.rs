@@ -6,22 +6,12 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{clipforge, photo_folder, tmp, trained_run};
+use common::{clipforge, photo_folder, serve, tmp, trained_run, Kill};
 use fantoccini::{ClientBuilder, Locator};
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tool(env: &str, default: &str) -> Option<PathBuf> {
     let p = std::env::var_os(env).map_or_else(|| PathBuf::from(default), PathBuf::from);
@@ -34,29 +24,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// `clipforge serve` on `index`; its address.
-fn serve(index: &Path, run: &Path) -> (Kill, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipforge"))
-        .args([
-            "serve",
-            "--index",
-            index.to_str().unwrap(),
-            "--checkpoint",
-            run.to_str().unwrap(),
-            "--port",
-            "0",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.split_whitespace().last().unwrap().to_string();
-    (Kill(child), url)
 }
 
 #[test]
@@ -86,7 +53,8 @@ fn the_page_searches_uploads_labels_and_opens_neighbours() {
         folder.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (_server, url) = serve(&index, &run);
+    let (_server, addr) = serve(&index, &run, &[]);
+    let url = format!("http://{addr}/");
 
     let port = free_port();
     let _driver = Kill(

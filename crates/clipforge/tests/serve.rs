@@ -5,54 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
-use common::{clipforge, photo_folder, png, tmp, trained_run, COLOURS};
-
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(index: &Path, run: &Path, extra: &[&str]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clipforge"))
-        .args([
-            "serve",
-            "--index",
-            index.to_str().unwrap(),
-            "--checkpoint",
-            run.to_str().unwrap(),
-            "--port",
-            "0",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("serving ")
-        .and_then(|l| l.split("http://").nth(1))
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
-    Server { child, addr }
-}
+use common::{clipforge, photo_folder, png, serve, tmp, trained_run, COLOURS};
 
 /// Send `head` (request line and headers, without the blank line) and `body`; the status and
 /// the response body.
@@ -123,8 +79,8 @@ fn the_server_answers_hostile_requests_with_4xx_and_keeps_serving() {
         folder.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let server = start(&index, &run, &["--max-upload-mib", "1"]);
-    let a = server.addr.as_str();
+    let (_server, addr) = serve(&index, &run, &["--max-upload-mib", "1"]);
+    let a = addr.as_str();
 
     // What works.
     let (st, body) = get(a, "/api/health");

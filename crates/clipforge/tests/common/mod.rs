@@ -97,3 +97,46 @@ pub fn photo_folder(dir: &std::path::Path, n: usize) {
     std::fs::write(dir.join("broken.jpg"), b"\xff\xd8\xff not really a jpeg").unwrap();
     std::fs::write(dir.join("notes.txt"), b"not an image").unwrap();
 }
+
+/// A child process killed when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `clipforge serve` on `index` with the model of `run` on a free port (and `extra` flags);
+/// the process and its address (`127.0.0.1:PORT`), read from its first line.
+pub fn serve(index: &std::path::Path, run: &std::path::Path, extra: &[&str]) -> (Kill, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clipforge"))
+        .args([
+            "serve",
+            "--index",
+            index.to_str().unwrap(),
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--port",
+            "0",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .filter(|_| line.starts_with("serving "))
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (Kill(child), addr)
+}
