@@ -1,7 +1,9 @@
 """The PyTorch side of scripts/bench_vs_pytorch.sh: the same model (open_clip's CLIP built from
 clipforge's JSON config), batch and thread count; times the training step (forward + symmetric
 InfoNCE + backward + AdamW), image and text encoding (inference mode), and OpenAI's Python
-tokenizer. Prints one JSON object with the keys of `clipforge bench --json`.
+tokenizer. Prints one JSON object with the keys of `clipforge bench --json`, plus the same
+model figures under bf16 autocast (`*_bf16`: `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
+fastest CPU mode where the CPU has AMX or AVX512-BF16) and the CPU's bf16 flags.
 
 usage: bench_pytorch.py CONFIG.json BATCH STEPS WARMUP THREADS
 """
@@ -52,6 +54,22 @@ def main():
     with torch.inference_mode():
         img = timed(warmup, steps, lambda: model.encode_image(images))
         txt = timed(warmup, steps, lambda: model.encode_text(ids))
+    # The same under bf16 autocast, from the same starting weights.
+    torch.manual_seed(0)
+    model = build(cfg)
+    step_bf16 = train_step(model, adamw(model), images, ids, autocast_bf16=True)
+    model.train()
+    train_bf16 = timed(warmup, steps, step_bf16)
+    model.eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        img_bf16 = timed(warmup, steps, lambda: model.encode_image(images))
+        txt_bf16 = timed(warmup, steps, lambda: model.encode_text(ids))
+    # Encoders with their weights converted to bf16 (`model.bfloat16()`): no casts per call,
+    # faster than autocast for inference where oneDNN runs bf16 products.
+    model.bfloat16()
+    with torch.inference_mode():
+        img_bf16w = timed(warmup, steps, lambda: model.encode_image(images.bfloat16()))
+        txt_bf16w = timed(warmup, steps, lambda: model.encode_text(ids))
 
     from clip.simple_tokenizer import SimpleTokenizer
     tok = SimpleTokenizer()
@@ -67,7 +85,22 @@ def main():
         "image_encode_per_s": batch / statistics.median(img),
         "text_encode_per_s": batch / statistics.median(txt),
         "tokenizer_per_s": len(caps) / statistics.median(tk),
+        "train_step_s_median_bf16": statistics.median(train_bf16),
+        "image_encode_per_s_bf16": batch / statistics.median(img_bf16),
+        "text_encode_per_s_bf16": batch / statistics.median(txt_bf16),
+        "image_encode_per_s_bf16_weights": batch / statistics.median(img_bf16w),
+        "text_encode_per_s_bf16_weights": batch / statistics.median(txt_bf16w),
+        "cpu_flags": bf16_flags(),
     }))
+
+
+def bf16_flags():
+    """The CPU's bf16 matrix features, from /proc/cpuinfo."""
+    try:
+        flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return ""
+    return " ".join(f for f in ("avx512_bf16", "amx_bf16", "amx_int8") if f in flags)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # clipforge against PyTorch (open_clip's model), side by side in one run: the same model
-# config, batch and thread count. Prints a markdown table with the ratios.
+# config, batch and thread count, each engine in f32 and in bf16 (PyTorch: autocast, and the
+# encoders with bf16 weights; clipforge: `--dtype bf16`, bf16 products where the CPU has AMX).
+# Prints a markdown table with each engine's best mode and their ratio.
 #   scripts/bench_vs_pytorch.sh [MODEL] [BATCH] [STEPS] [THREADS] [ROUNDS]   e.g. tiny 256 10 2 2
 # The engines take turns, ROUNDS times (PyTorch, clipforge, PyTorch, clipforge, …), so a drift
 # of the machine's speed during the run (a VM's neighbours) falls on both; each engine's best
@@ -18,41 +20,45 @@ OUT="$(mktemp -d)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads; model $MODEL, batch $BATCH, median of $STEPS, $ROUNDS rounds" >&2
 for r in $(seq 1 "$ROUNDS"); do
     "$VENV/bin/python" scripts/bench_pytorch.py "$CFG" "$BATCH" "$STEPS" "$WARMUP" "$THREADS" > "$OUT/torch.$r.json"
-    RAYON_NUM_THREADS="$THREADS" target/release/clipforge bench --model "$MODEL" \
-        --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --json > "$OUT/clipforge.$r.json"
+    for dt in f32 bf16; do
+        RAYON_NUM_THREADS="$THREADS" target/release/clipforge bench --model "$MODEL" --dtype "$dt" \
+            --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --json > "$OUT/clipforge.$dt.$r.json"
+    done
 done
 "$VENV/bin/python" - "$OUT" "$ROUNDS" <<'PY'
 import json, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
-ts = [json.load(open(f"{out}/torch.{r}.json")) for r in range(1, rounds + 1)]
-cs = [json.load(open(f"{out}/clipforge.{r}.json")) for r in range(1, rounds + 1)]
-step = "train_step_s_median"
-rates = ["image_encode_per_s", "text_encode_per_s", "tokenizer_per_s"]
-# Each engine's best round: the least step time, the most throughput.
-t = {step: min(x[step] for x in ts), **{k: max(x[k] for x in ts) for k in rates}, "engine": ts[0]["engine"]}
-c = dict(cs[0])
-c.update({step: min(x[step] for x in cs), **{k: max(x[k] for x in cs) for k in rates + ["loader_images_per_s"]}})
-c["train_samples_per_s"] = c["batch_size"] / c[step]
-print(f"| {c['model']}, batch {c['batch_size']}, {c['threads']} threads | {t['engine']} | clipforge | ratio |")
-print("|---|---|---|---|")
-print(f"| training step, s (median) | {t[step]:.3f} | {c[step]:.3f} | "
-      f"{c[step] / t[step]:.2f} (time, clipforge / PyTorch) |")
-for key, name in [("image_encode_per_s", "image encode, images/s"), ("text_encode_per_s", "text encode, texts/s"),
-                  ("tokenizer_per_s", "tokenizer, captions/s (OpenAI's Python)")]:
-    print(f"| {name} | {t[key]:.0f} | {c[key]:.0f} | {c[key] / t[key]:.2f}× |")
-print(f"| loader ({c['loader_image_size']} px PNG), images/s | | {c['loader_images_per_s']:.0f} | "
-      f"{c['loader_images_per_s'] / c['train_samples_per_s']:.1f}× what the step consumes |")
+R = range(1, rounds + 1)
+ts = [json.load(open(f"{out}/torch.{r}.json")) for r in R]
+cf = [json.load(open(f"{out}/clipforge.f32.{r}.json")) for r in R]
+cb = [json.load(open(f"{out}/clipforge.bf16.{r}.json")) for r in R]
+step, img, txt = "train_step_s_median", "image_encode_per_s", "text_encode_per_s"
+low = lambda xs, k: min(x[k] for x in xs)     # best round of a time
+high = lambda xs, k: max(x[k] for x in xs)    # best round of a rate
+c0 = cf[0]
+kernel = cb[0]["encode_kernel"]
+print(f"CPU bf16 features: {ts[0]['cpu_flags'] or 'none'}; clipforge's bf16 products ran on: {kernel}")
 print()
-print("rounds (PyTorch / clipforge): step s, image encode/s, text encode/s")
-for r, (x, y) in enumerate(zip(ts, cs), 1):
-    print(f"  {r}: {x[step]:.3f} / {y[step]:.3f}  ({y[step] / x[step]:.2f});  "
-          f"{x['image_encode_per_s']:.0f} / {y['image_encode_per_s']:.0f};  "
-          f"{x['text_encode_per_s']:.0f} / {y['text_encode_per_s']:.0f}")
-# Within a round the engines run back to back, so a round's ratio sees one state of the machine;
-# their median is less moved by one lucky or unlucky round than the best-against-best above.
-med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-print(f"median of the rounds' ratios: step {med([y[step] / x[step] for x, y in zip(ts, cs)]):.2f}, "
-      + ", ".join(f"{name} {med([y[k] / x[k] for x, y in zip(ts, cs)]):.2f}×"
-                  for k, name in [("image_encode_per_s", "image encode"), ("text_encode_per_s", "text encode")]))
+print(f"| {c0['model']}, batch {c0['batch_size']}, {c0['threads']} threads, best of {rounds} rounds "
+      f"| PyTorch f32 | PyTorch bf16 autocast | PyTorch bf16 weights | clipforge f32 | clipforge bf16 "
+      f"| clipforge's best / PyTorch's best |")
+print("|---|---|---|---|---|---|---|")
+t_best = min(low(ts, step), low(ts, step + "_bf16"))
+c_best = low(cf, step)
+print(f"| training step, s | {low(ts, step):.3f} | {low(ts, step + '_bf16'):.3f} | | {c_best:.3f} | (f32) "
+      f"| **{c_best / t_best:.2f}** (time) |")
+for key, name in [(img, "image encode, images/s"), (txt, "text encode, texts/s")]:
+    t3 = [high(ts, key), high(ts, key + "_bf16"), high(ts, key + "_bf16_weights")]
+    c2 = [high(cf, key), high(cb, key)]
+    print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in t3 + c2)
+          + f" | **{max(c2) / max(t3):.2f}×** |")
+print(f"| tokenizer, captions/s | {high(ts, 'tokenizer_per_s'):.0f} (OpenAI's Python) | | | "
+      f"{high(cf, 'tokenizer_per_s'):.0f} | | {high(cf, 'tokenizer_per_s') / high(ts, 'tokenizer_per_s'):.0f}× |")
+print()
+print("rounds (PyTorch f32 / autocast / bf16 weights ; clipforge f32 / bf16):")
+for r, (t, f, b) in enumerate(zip(ts, cf, cb), 1):
+    print(f"  {r}: step {t[step]:.3f} / {t[step + '_bf16']:.3f} ; {f[step]:.3f}   "
+          f"image {t[img]:.1f} / {t[img + '_bf16']:.1f} / {t[img + '_bf16_weights']:.1f} ; {f[img]:.1f} / {b[img]:.1f}   "
+          f"text {t[txt]:.1f} / {t[txt + '_bf16']:.1f} / {t[txt + '_bf16_weights']:.1f} ; {f[txt]:.1f} / {b[txt]:.1f}")
 PY
 rm -rf "$OUT"

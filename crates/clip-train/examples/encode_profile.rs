@@ -1,4 +1,5 @@
-//! Image-encode time alone, for profilers: `cargo run --release -p clip-train --example encode_profile -- [model] [batch] [runs]`.
+//! Image-encode time alone, for profilers: `cargo run --release -p clip-train --example encode_profile -- [model] [batch] [runs] [f32|bf16]`
+//! (bf16: under `clip::ops::autocast_bf16`).
 use std::time::Instant;
 
 use clip::ClipConfig;
@@ -8,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args.get(1).map(String::as_str).unwrap_or("tiny");
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let runs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let bf16 = args.get(4).is_some_and(|s| s == "bf16");
     let cfg = ClipConfig::resolve(name)?;
     let dev = candle_core::Device::Cpu;
     let (model, varmap) = clip::Clip::with_varmap(&cfg, &dev)?;
@@ -19,9 +21,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         false,
     );
     let b = batcher.batch(0, batch, &dev)?;
+    let frozen = clip::ops::FrozenWeights::new(); // the weights are prepared in run 0
     for run in 0..runs {
         let t = Instant::now();
-        let emb = clip::ops::inference(|| model.encode_image(&b.pixels))?; // [B, E]
+        let encode = || frozen.run(|| clip::ops::inference(|| model.encode_image(&b.pixels)));
+        let emb = if bf16 {
+            clip::ops::autocast_bf16(encode)
+        } else {
+            encode()
+        }?; // [B, E]
         let dt = t.elapsed().as_secs_f64();
         println!(
             "run {run}: {:.1} ms, {:.0} img/s ({:?})",

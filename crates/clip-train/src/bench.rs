@@ -27,7 +27,9 @@ pub struct BenchConfig {
     pub loader_image_size: usize,
     /// Where the model runs.
     pub device: Device,
-    /// Parameter dtype of the encoders (the training step always keeps f32 parameters).
+    /// Dtype of the encoders (the training step always keeps f32 parameters): on a GPU the
+    /// parameters' dtype; on the CPU bf16 means f32 parameters with bf16 products
+    /// ([`clip::ops::autocast_bf16`]), as PyTorch's CPU autocast.
     pub encode_dtype: DType,
     /// Let f32 matrix products use TF32 on a GPU (cuBLAS; no effect on the CPU).
     pub tf32: bool,
@@ -38,6 +40,8 @@ pub struct BenchReport {
     pub model: String,
     pub device: String,
     pub encode_dtype: String,
+    /// What the encoders' products ran on: `f32`, `AMX-BF16` (CPU autocast), or `bf16` (GPU).
+    pub encode_kernel: String,
     pub tf32: bool,
     pub batch_size: usize,
     pub threads: usize,
@@ -112,8 +116,30 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     let (model, varmap) = Clip::with_varmap(&model_cfg, device)?;
     clip::init::init_parameters(&varmap, &model_cfg, 0)?;
     let mut opt = AdamW::new(&varmap, AdamWParams::default())?;
-    // The encoders run in `encode_dtype`: the same initial weights, converted.
-    let encoder = if cfg.encode_dtype == DType::F32 {
+    // The encoders run in `encode_dtype`: on the CPU under autocast, on a GPU with the same
+    // initial weights converted.
+    let autocast = cfg.encode_dtype == DType::BF16 && device.is_cpu();
+    let encode_kernel = match (cfg.encode_dtype, autocast) {
+        (DType::F32, _) => "f32".to_string(),
+        (_, true) => clip::ops::bf16_kernel()
+            .unwrap_or("f32 (no bf16 hardware)")
+            .to_string(),
+        (d, false) => format!("{d:?}").to_lowercase(),
+    };
+    // The encoders' weights stay fixed while they are timed: prepared once, in the warm-up.
+    let frozen = clip::ops::FrozenWeights::new();
+    let encode = |f: &dyn Fn() -> candle_core::Result<candle_core::Tensor>| {
+        frozen.run(|| {
+            clip::ops::inference(|| {
+                if autocast {
+                    clip::ops::autocast_bf16(f)
+                } else {
+                    f()
+                }
+            })
+        })
+    };
+    let encoder = if cfg.encode_dtype == DType::F32 || autocast {
         model.clone()
     } else {
         let (m, vm) = Clip::with_varmap_dtype(&model_cfg, device, cfg.encode_dtype)?;
@@ -136,12 +162,12 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
 
     progress("image encode");
     let img = time_runs(device, cfg.warmup, cfg.steps, || {
-        clip::ops::inference(|| encoder.encode_image(&batch.pixels))?;
+        encode(&|| encoder.encode_image(&batch.pixels))?;
         Ok(())
     })?;
     progress("text encode");
     let txt = time_runs(device, cfg.warmup, cfg.steps, || {
-        clip::ops::inference(|| encoder.encode_text(&batch.ids))?;
+        encode(&|| encoder.encode_text(&batch.ids))?;
         Ok(())
     })?;
 
@@ -163,6 +189,7 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
         model: cfg.model.clone(),
         device: format!("{:?}", device.location()),
         encode_dtype: format!("{:?}", cfg.encode_dtype).to_lowercase(),
+        encode_kernel,
         tf32: cfg.tf32,
         batch_size: n,
         threads: rayon::current_num_threads(),

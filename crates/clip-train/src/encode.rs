@@ -1,5 +1,7 @@
 //! Encoding many inputs for evaluation: in chunks, under `ops::inference`, each chunk's output
-//! detached (a kept output would hold its whole forward graph, every activation, alive).
+//! detached (a kept output would hold its whole forward graph, every activation, alive), the
+//! blocks' weights prepared once per call ([`clip::ops::FrozenWeights`]: nothing trains
+//! while a call runs).
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::Module;
@@ -40,11 +42,14 @@ pub fn image_features(model: &Clip, pixels: &Tensor, kind: ImageFeature) -> Resu
     }
     let n = pixels.dim(0)?;
     let mut parts = Vec::with_capacity(n.div_ceil(CHUNK));
+    let frozen = clip::ops::FrozenWeights::new();
     for start in (0..n).step_by(CHUNK) {
         let chunk = pixels.narrow(0, start, CHUNK.min(n - start))?;
-        parts.push(detached(|| match kind {
-            ImageFeature::Embedding => model.encode_image(&chunk),
-            ImageFeature::PreProjection => model.visual.pooled(&chunk),
+        parts.push(frozen.run(|| {
+            detached(|| match kind {
+                ImageFeature::Embedding => model.encode_image(&chunk),
+                ImageFeature::PreProjection => model.visual.pooled(&chunk),
+            })
         })?);
     }
     Tensor::cat(&parts, 0)?.to_dtype(DType::F32)
@@ -100,9 +105,10 @@ pub fn text_embeddings(
 ) -> Result<Tensor> {
     let ctx = model.config.text_cfg.context_length;
     let mut parts = Vec::with_capacity(texts.len().div_ceil(CHUNK));
+    let frozen = clip::ops::FrozenWeights::new();
     for part in texts.chunks(CHUNK) {
         let ids = tokenizer.tokenize_tensor(part, ctx, device)?; // [m, T]
-        parts.push(detached(|| model.encode_text(&ids))?); // [m, E]
+        parts.push(frozen.run(|| detached(|| model.encode_text(&ids)))?); // [m, E]
     }
     Tensor::cat(&parts, 0)?.to_dtype(DType::F32)
 }

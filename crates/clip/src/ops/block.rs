@@ -8,7 +8,7 @@
 //! [`inference`](super::inference) they are not kept, and a backward through such a block is
 //! an error.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -17,8 +17,9 @@ use super::accumulate::par_accumulate;
 use super::attention::{attention, attn_bwd_one, attn_fwd_one, Dims};
 use super::block_params::{pack, packed_len, run_bwd, take_saved, Grads, Weights};
 use super::block_params::{BlockCfg, BlockParams};
-use super::block_tail::{tail_bwd, tail_fwd, Tail, TailKept, TailScratch};
+use super::block_tail::{tail_bwd, tail_fwd, KeptWeights, Tail, TailKept, TailScratch};
 use super::cpu::{contiguous_f32, fused_ok};
+use super::frozen::prepared;
 use super::gemm::Kept;
 use super::linear::linear;
 use super::mode::in_inference;
@@ -31,11 +32,13 @@ pub fn residual_block(x: &Tensor, p: &BlockParams, cfg: &BlockCfg) -> Result<Ten
     if !fused_ok(x) {
         return residual_block_composed(x, p, cfg);
     }
+    let (packed, kept) = prepared(&p.list(), || pack(p, cfg))?;
     x.contiguous()?.apply_op2(
-        &pack(p, cfg)?,
+        &packed,
         BlockOp {
             cfg: *cfg,
             saved: Mutex::new(None),
+            kept,
         },
     )
 }
@@ -124,6 +127,8 @@ impl Acts<Vec<f32>> {
 struct BlockOp {
     cfg: BlockCfg,
     saved: Mutex<Option<Acts<Vec<f32>>>>,
+    /// Where the kept weights live across calls (inside `FrozenWeights::run`).
+    kept: Option<Arc<OnceLock<KeptWeights>>>,
 }
 
 fn dims(c: &BlockCfg, t: usize) -> Dims {
@@ -175,7 +180,12 @@ impl CustomOp2 for BlockOp {
             bail!("residual block: input width {w}, block width {}", c.width);
         }
         let p = Weights::of(packed, c);
-        let (in_w, tail) = (Kept::transposed(p.in_w, 3 * w), TailKept::of(&p, c));
+        let mut slot = None;
+        let kept = KeptWeights::get_or_build(self.kept.as_deref(), &mut slot, || KeptWeights {
+            head: vec![Kept::transposed(p.in_w, 3 * w)],
+            tail: TailKept::of(&p, c),
+        });
+        let (in_w, tail) = (&kept.head[0], &kept.tail);
         let rows = elems_per_task(b, t) * t; // rows per task
         let mut y = vec![0f32; b * t * w]; // [R, W]
         let (ys, xs) = (y.par_chunks_mut(rows * w), x.par_chunks(rows * w));
@@ -186,7 +196,7 @@ impl CustomOp2 for BlockOp {
                 with_scratch(lens.iter().sum::<usize>() + t * t, |buf| {
                     let (acts, probs) = buf.split_at_mut(lens.iter().sum());
                     let acts = Acts::from_array(carve(acts, lens));
-                    fwd_rows(&p, &in_w, &tail, c, t, xc, acts, yc, probs);
+                    fwd_rows(&p, in_w, tail, c, t, xc, acts, yc, probs);
                 })
             });
         } else {
@@ -195,7 +205,7 @@ impl CustomOp2 for BlockOp {
                 .into_par_iter()
                 .for_each_init(
                     || vec![0f32; t * t],
-                    |probs, (yc, xc, acts)| fwd_rows(&p, &in_w, &tail, c, t, xc, acts, yc, probs),
+                    |probs, (yc, xc, acts)| fwd_rows(&p, in_w, tail, c, t, xc, acts, yc, probs),
                 );
             *self.saved.lock().expect("block activations lock") = Some(s);
         }

@@ -40,7 +40,7 @@ pub struct BlockParams<'a> {
 }
 
 impl BlockParams<'_> {
-    fn list(&self) -> [&Tensor; 12] {
+    pub(super) fn list(&self) -> [&Tensor; 12] {
         [
             self.ln_1_weight,
             self.ln_1_bias,

@@ -4,6 +4,8 @@
 
 use super::activation::act_grad_slice;
 use super::block_params::{BlockCfg, Grads, Weights};
+use std::sync::OnceLock;
+
 use super::gemm::Kept;
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::rows::{add_into, affine_act, affine_dx, affine_onto, affine_param_grads};
@@ -65,6 +67,27 @@ impl Tail<Vec<f32>> {
         let bufs = [&self.att, &self.x1, &self.ln2, &self.hpre, &self.hact].map(|v| &v[..]);
         let tasks = task_rows(bufs, Self::widths(c), rows);
         tasks.into_iter().map(Tail::from_array).collect()
+    }
+}
+
+/// The product weights a fused op's forward keeps: those before the tail (the block's
+/// in-projection; the pooled block's query and key-value ones) and the tail's.
+pub(super) struct KeptWeights {
+    pub head: Vec<Kept>,
+    pub tail: TailKept,
+}
+
+impl KeptWeights {
+    /// The kept weights from `cell` (built there on first use), or built into `slot`.
+    pub(super) fn get_or_build<'a>(
+        cell: Option<&'a OnceLock<KeptWeights>>,
+        slot: &'a mut Option<KeptWeights>,
+        build: impl FnOnce() -> KeptWeights,
+    ) -> &'a KeptWeights {
+        match cell {
+            Some(c) => c.get_or_init(build),
+            None => slot.insert(build()),
+        }
     }
 }
 

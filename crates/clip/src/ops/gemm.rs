@@ -1,6 +1,9 @@
 //! A thin, safe wrapper over the `gemm` crate (the matrix multiply candle's CPU backend uses)
 //! for strided f32 operands, so fused ops can multiply straight into their own buffers.
 
+use super::amx::{self, PackedB};
+use super::mode::bf16_products;
+
 /// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct View<'a> {
@@ -78,8 +81,11 @@ const IN_PLACE_MAX_BYTES: usize = 512 << 10;
 /// multiple of 16 floats (one cache line) and then to an odd number of lines, so that the 16
 /// values `gemm`'s kernel loads per step of k are one line, and successive steps' lines do not
 /// crowd into a few L1 sets as a power-of-two stride would. Built once per op call, it spares
-/// every task's product the copy `gemm` would otherwise make of it.
+/// every task's product the copy `gemm` would otherwise make of it. Under
+/// [`autocast_bf16`](super::autocast_bf16) on a CPU with AMX it is kept in bf16 instead, in the
+/// tiles' layout, and its products run on [`amx`].
 pub(crate) struct Kept {
+    bf16: Option<PackedB>,
     buf: Vec<f32>,
     start: usize,
     k: usize,
@@ -91,6 +97,17 @@ impl Kept {
     /// A copy of `b`, in the layout above.
     fn of(b: View) -> Self {
         let (k, n) = (b.rows, b.cols);
+        if bf16_products() {
+            let packed = PackedB::of(b.data, k, n, b.rs, b.cs);
+            return Self {
+                bf16: Some(packed),
+                buf: Vec::new(),
+                start: 0,
+                k,
+                n,
+                ld: n,
+            };
+        }
         let ld = (n.div_ceil(16) | 1) * 16;
         let mut buf = vec![0f32; k * ld + 16];
         let start = buf.as_ptr().align_offset(64).min(16);
@@ -101,6 +118,7 @@ impl Kept {
             }
         }
         Self {
+            bf16: None,
             buf,
             start,
             k,
@@ -145,6 +163,9 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
         "matmul_kept: {} values of x are not rows of {k}",
         x.len()
     );
+    if let Some(packed) = &b.bf16 {
+        return amx::matmul(x, packed, c, ldc, accumulate);
+    }
     let rows = x.len() / k; // x [rows, k] · B [k, n] → c [rows, n]
     let per_call = if b.bytes() <= IN_PLACE_MAX_BYTES {
         UNPACKED_ROWS

@@ -17,11 +17,13 @@
 
 mod accumulate;
 mod activation;
+mod amx;
 mod attention;
 mod block;
 mod block_params;
 mod block_tail;
 mod cpu;
+mod frozen;
 mod gemm;
 mod lanes;
 mod linear;
@@ -37,8 +39,9 @@ pub use attention::{attention, attention_composed, causal_mask};
 pub use block::{residual_block, residual_block_composed};
 pub use block_params::{BlockCfg, BlockParams};
 pub use cpu::fused_ok;
+pub use frozen::FrozenWeights;
 pub use linear::{linear, linear_composed};
-pub use mode::inference;
+pub use mode::{autocast_bf16, bf16_kernel, inference};
 pub use norm::{layer_norm, layer_norm_composed};
 pub use pooled_block::{gather_rows, residual_block_pooled, residual_block_pooled_composed};
 pub use softmax::softmax_last_dim;

@@ -6,7 +6,7 @@
 //! Two phases each way: whole batch elements (~256 rows per task) for ln_1 and K, V; then the
 //! B pooled rows (32 per task) for everything else, the block's tail ([`super::block_tail`]).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -15,8 +15,9 @@ use super::accumulate::par_accumulate;
 use super::block::residual_block_composed;
 use super::block_params::{pack, packed_len, run_bwd, take_saved, Grads, Weights};
 use super::block_params::{BlockCfg, BlockParams};
-use super::block_tail::{tail_bwd, tail_fwd, Tail, TailKept, TailScratch};
+use super::block_tail::{tail_bwd, tail_fwd, KeptWeights, Tail, TailKept, TailScratch};
 use super::cpu::{contiguous_f32, fused_ok};
+use super::frozen::prepared;
 use super::gemm::Kept;
 use super::lanes;
 use super::math::exp;
@@ -48,12 +49,14 @@ pub fn residual_block_pooled(
     if !fused_ok(x) {
         return residual_block_pooled_composed(x, p, cfg, pos);
     }
+    let (packed, kept) = prepared(&p.list(), || pack(p, cfg))?;
     x.contiguous()?.apply_op2(
-        &pack(p, cfg)?,
+        &packed,
         PooledOp {
             cfg: *cfg,
             pos: pos.to_vec(),
             saved: Mutex::new(None),
+            kept,
         },
     )
 }
@@ -94,6 +97,8 @@ struct PooledOp {
     cfg: BlockCfg,
     pos: Vec<usize>,
     saved: Mutex<Option<Saved>>,
+    /// Where the kept weights live across calls (inside `FrozenWeights::run`).
+    kept: Option<Arc<OnceLock<KeptWeights>>>,
 }
 
 /// Visible keys for the query at position `q` of `t` tokens.
@@ -215,8 +220,12 @@ impl CustomOp2 for PooledOp {
         let p = Weights::of(packed, c);
         let (wq, wkv) = p.in_w.split_at(w * w); // [W, W], [2W, W]
         let (bq, bkv) = p.in_b.split_at(w);
-        let (wq_t, wkv_t) = (Kept::transposed(wq, w), Kept::transposed(wkv, 2 * w)); // for x·Wᵀ
-        let tail_kept = TailKept::of(&p, c);
+        let mut slot = None;
+        let kept = KeptWeights::get_or_build(self.kept.as_deref(), &mut slot, || KeptWeights {
+            head: vec![Kept::transposed(wq, w), Kept::transposed(wkv, 2 * w)], // for x·Wᵀ
+            tail: TailKept::of(&p, c),
+        });
+        let (wq_t, wkv_t, tail_kept) = (&kept.head[0], &kept.head[1], &kept.tail);
         let z = |n: usize| vec![0f32; n];
         let mut s = Saved {
             ln1: z(b * t * w),
@@ -240,7 +249,7 @@ impl CustomOp2 for PooledOp {
                 for (xr, lr) in xc.chunks(w).zip(ln1.chunks_mut(w)) {
                     ln_row(xr, p.ln1_w, p.ln1_b, c.eps, lr); // [r, W]
                 }
-                affine(ln1, &wkv_t, bkv, kv); // [r, 2W]
+                affine(ln1, wkv_t, bkv, kv); // [r, 2W]
                 for (i, (&q, lq)) in pc.iter().zip(lnq.chunks_mut(w)).enumerate() {
                     lq.copy_from_slice(&ln1[(i * t + q) * w..][..w]);
                 }
@@ -259,7 +268,7 @@ impl CustomOp2 for PooledOp {
         )
             .into_par_iter()
             .for_each(|(yc, q, probs, tail, lnq, kv, (xc, pc))| {
-                affine(lnq, &wq_t, bq, q); // [n, W]
+                affine(lnq, wq_t, bq, q); // [n, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     query_attn_fwd(
                         &q[i * w..(i + 1) * w],
@@ -270,7 +279,7 @@ impl CustomOp2 for PooledOp {
                         &mut probs[i * heads * t..(i + 1) * heads * t],
                     );
                 }
-                tail_fwd(&p, &tail_kept, c, &pooled_rows(xc, pc, t, w), tail, yc);
+                tail_fwd(&p, tail_kept, c, &pooled_rows(xc, pc, t, w), tail, yc);
                 // [n, W]
             });
         if !in_inference() {

@@ -83,8 +83,8 @@ pub fn run(args: Args) -> Result<()> {
         r.train_tflops
     );
     println!(
-        "| image encode ({}) | {:.0} images/s ({:.2} TFLOP/s) |",
-        r.encode_dtype, r.image_encode_per_s, r.image_encode_tflops
+        "| image encode ({}, products on {}) | {:.0} images/s ({:.2} TFLOP/s) |",
+        r.encode_dtype, r.encode_kernel, r.image_encode_per_s, r.image_encode_tflops
     );
     println!("| text encode | {:.0} texts/s |", r.text_encode_per_s);
     println!("| tokenizer | {:.0} captions/s |", r.tokenizer_per_s);

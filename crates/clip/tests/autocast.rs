@@ -1,0 +1,76 @@
+//! Inference with prepared weights (`ops::FrozenWeights`) and with bf16 products
+//! (`ops::autocast_bf16`) against the plain f32 forward of the same model.
+
+use candle_core::{Device, Tensor};
+use clip::{init, ops, Clip, ClipConfig};
+
+fn tiny_model() -> Clip {
+    let cfg = ClipConfig::preset("tiny").unwrap();
+    let (model, varmap) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
+    init::init_parameters(&varmap, &cfg, 3).unwrap();
+    model
+}
+
+fn inputs(model: &Clip, n: usize) -> (Tensor, Tensor) {
+    let s = model.config.vision_cfg.image_size;
+    let ctx = model.config.text_cfg.context_length;
+    let pixels = Tensor::randn(0f32, 1.0, (n, 3, s, s), &Device::Cpu).unwrap(); // [n, 3, S, S]
+    let ids: Vec<u32> = (0..n * ctx).map(|i| (i * 37 % 500) as u32 + 1).collect();
+    let ids = Tensor::from_vec(ids, (n, ctx), &Device::Cpu).unwrap(); // [n, T]
+    (pixels, ids)
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.to_vec2().unwrap()
+}
+
+#[test]
+fn prepared_weights_encode_exactly_as_the_plain_forward_and_are_made_once() {
+    let model = tiny_model();
+    let (pixels, ids) = inputs(&model, 6);
+    let plain_img = ops::inference(|| model.encode_image(&pixels)).unwrap();
+    let plain_txt = ops::inference(|| model.encode_text(&ids)).unwrap();
+    let frozen = ops::FrozenWeights::new();
+    for _ in 0..2 {
+        let img = frozen.run(|| ops::inference(|| model.encode_image(&pixels))).unwrap();
+        let txt = frozen.run(|| ops::inference(|| model.encode_text(&ids))).unwrap();
+        assert_eq!(rows(&img), rows(&plain_img));
+        assert_eq!(rows(&txt), rows(&plain_txt));
+    }
+    // tiny: 4 image blocks and 4 text blocks, each prepared once over both passes.
+    assert_eq!(frozen.len(), 8);
+}
+
+#[test]
+fn bf16_products_stay_within_bf16_rounding_of_f32() {
+    let model = tiny_model();
+    let (pixels, ids) = inputs(&model, 8);
+    let Some(kernel) = ops::bf16_kernel() else {
+        // The f32 fallback: autocast changes nothing.
+        let a = ops::inference(|| model.encode_image(&pixels)).unwrap();
+        let b = ops::autocast_bf16(|| ops::inference(|| model.encode_image(&pixels))).unwrap();
+        assert_eq!(rows(&a), rows(&b));
+        eprintln!("no bf16 matrix hardware here: the f32 fallback was checked, not the kernels");
+        return;
+    };
+    for (name, f32_out, bf16_out) in [
+        (
+            "image",
+            ops::inference(|| model.encode_image(&pixels)).unwrap(),
+            ops::autocast_bf16(|| ops::inference(|| model.encode_image(&pixels))).unwrap(),
+        ),
+        (
+            "text",
+            ops::inference(|| model.encode_text(&ids)).unwrap(),
+            ops::autocast_bf16(|| ops::inference(|| model.encode_text(&ids))).unwrap(),
+        ),
+    ] {
+        let (a, b) = (rows(&f32_out), rows(&bf16_out));
+        assert_ne!(a, b, "{name}: bf16 products on {kernel} gave f32's exact values");
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            // Unit embeddings: the cosine is the dot product.
+            let cos: f32 = x.iter().zip(y).map(|(u, v)| u * v).sum();
+            assert!(cos > 0.999, "{name} {i}: cosine {cos} between bf16 and f32 embeddings");
+        }
+    }
+}
