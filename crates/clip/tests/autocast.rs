@@ -32,8 +32,12 @@ fn prepared_weights_encode_exactly_as_the_plain_forward_and_are_made_once() {
     let plain_txt = ops::inference(|| model.encode_text(&ids)).unwrap();
     let frozen = ops::FrozenWeights::new();
     for _ in 0..2 {
-        let img = frozen.run(|| ops::inference(|| model.encode_image(&pixels))).unwrap();
-        let txt = frozen.run(|| ops::inference(|| model.encode_text(&ids))).unwrap();
+        let img = frozen
+            .run(|| ops::inference(|| model.encode_image(&pixels)))
+            .unwrap();
+        let txt = frozen
+            .run(|| ops::inference(|| model.encode_text(&ids)))
+            .unwrap();
         assert_eq!(rows(&img), rows(&plain_img));
         assert_eq!(rows(&txt), rows(&plain_txt));
     }
@@ -66,11 +70,17 @@ fn bf16_products_stay_within_bf16_rounding_of_f32() {
         ),
     ] {
         let (a, b) = (rows(&f32_out), rows(&bf16_out));
-        assert_ne!(a, b, "{name}: bf16 products on {kernel} gave f32's exact values");
+        assert_ne!(
+            a, b,
+            "{name}: bf16 products on {kernel} gave f32's exact values"
+        );
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             // Unit embeddings: the cosine is the dot product.
             let cos: f32 = x.iter().zip(y).map(|(u, v)| u * v).sum();
-            assert!(cos > 0.999, "{name} {i}: cosine {cos} between bf16 and f32 embeddings");
+            assert!(
+                cos > 0.999,
+                "{name} {i}: cosine {cos} between bf16 and f32 embeddings"
+            );
         }
     }
 }

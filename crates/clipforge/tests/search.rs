@@ -247,3 +247,32 @@ fn a_killed_index_run_is_finished_by_the_next() {
         assert!(d < 1e-5, "{}: {d}", p.display());
     }
 }
+
+#[test]
+fn a_bf16_index_holds_the_f32_index_vectors_within_bf16_rounding() {
+    let run = trained_run("bf16-run");
+    let folder = tmp("bf16-photos");
+    photo_folder(&folder, 6);
+    let (a, b) = (tmp("bf16-a.idx"), tmp("bf16-b.idx"));
+    index(&run, Some(&folder), &a, &[]);
+    let r = index(&run, Some(&folder), &b, &["--dtype", "bf16"]);
+    assert_eq!(r["embedded"], 6, "{r}");
+    let (va, vb) = (vectors(&a), vectors(&b));
+    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+    for (path, x) in &va {
+        // Unit vectors: the cosine is the dot product.
+        let cos: f32 = x.iter().zip(&vb[path]).map(|(u, v)| u * v).sum();
+        assert!(
+            cos > 0.999,
+            "{}: cosine {cos} between bf16 and f32",
+            path.display()
+        );
+    }
+    if clip::ops::bf16_kernel().is_some() {
+        // Where the hardware takes bf16, the products did change the vectors.
+        let moved = va
+            .iter()
+            .any(|(p, x)| x.iter().zip(&vb[p]).any(|(u, v)| u != v));
+        assert!(moved, "--dtype bf16 gave the f32 vectors bit for bit");
+    }
+}

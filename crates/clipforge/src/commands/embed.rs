@@ -26,6 +26,10 @@ pub struct Args {
     /// An image file to embed (repeat for several).
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
+    /// Precision of the products: bf16 rounds the blocks' weight products to bf16 and sums in
+    /// f32 (where the CPU has AMX; f32 elsewhere). Embeddings move by about bf16's rounding.
+    #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
+    pub dtype: super::DtypeArg,
     /// Print `{"text_embeds": [[...]], "image_embeds": [[...]]}`.
     #[arg(long)]
     pub json: bool,
@@ -59,14 +63,22 @@ pub fn run(args: Args) -> Result<()> {
             cfg.text_cfg.context_length,
             &device,
         )?; // [N, T]
-        Some(clip::ops::inference(|| model.encode_text(&ids)).context("encoding texts")?)
+        Some(
+            args.dtype
+                .infer(|| clip::ops::inference(|| model.encode_text(&ids)))
+                .context("encoding texts")?,
+        )
         // [N, E]
     };
     let image_embeds = if args.images.is_empty() {
         None
     } else {
         let pixels = transform::load_images(&args.images, cfg.vision_cfg.image_size, &device)?; // [M, 3, S, S]
-        Some(clip::ops::inference(|| model.encode_image(&pixels)).context("encoding images")?)
+        Some(
+            args.dtype
+                .infer(|| clip::ops::inference(|| model.encode_image(&pixels)))
+                .context("encoding images")?,
+        )
         // [M, E]
     };
     let rows = |t: &Option<Tensor>| -> Result<Vec<Vec<f32>>> {

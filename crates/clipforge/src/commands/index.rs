@@ -95,6 +95,10 @@ pub struct Args {
     /// entries.jsonl (each row's id and path).
     #[arg(long, value_name = "DIR")]
     pub export_npy: Option<PathBuf>,
+    /// Precision of the products: bf16 rounds the image tower's weight products to bf16 and
+    /// sums in f32 (about 3× faster where the CPU has AMX; f32 elsewhere).
+    #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
+    pub dtype: super::DtypeArg,
     /// Print what was done as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -138,15 +142,17 @@ pub fn run(args: Args) -> Result<()> {
         ..Options::default()
     };
     let mut bar = Bar((!args.json).then(ProgressBar::hidden));
-    let report = clip_search::build::update(
-        &args.out,
-        &model,
-        &id,
-        &args.sources,
-        &device,
-        &opts,
-        &mut bar,
-    )?;
+    let report = args.dtype.infer(|| {
+        clip_search::build::update(
+            &args.out,
+            &model,
+            &id,
+            &args.sources,
+            &device,
+            &opts,
+            &mut bar,
+        )
+    })?;
     if let Some(pb) = &bar.0 {
         pb.finish_and_clear();
     }
@@ -162,11 +168,12 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}: {} images ({} embedded now at {:.1} images/s, {} unchanged, {} removed, {} skipped) in {:.1} s",
+        "{}: {} images ({} embedded now at {:.1} images/s, products on {}; {} unchanged, {} removed, {} skipped) in {:.1} s",
         args.out.display(),
         report.total,
         report.embedded,
         report.embedded as f64 / report.seconds.max(1e-9),
+        args.dtype.kernel(),
         report.unchanged,
         report.removed,
         report.skipped.len(),

@@ -75,6 +75,27 @@ pub enum DtypeArg {
     Bf16,
 }
 
+impl DtypeArg {
+    /// Run CPU inference `f` in this precision (bf16: `clip::ops::autocast_bf16`, bf16
+    /// products where the CPU has AMX, f32 elsewhere), with the model's weights prepared once
+    /// for the whole job (`clip::ops::FrozenWeights`: nothing trains inside `f`).
+    pub fn infer<R>(self, f: impl FnOnce() -> R) -> R {
+        let frozen = clip::ops::FrozenWeights::new();
+        frozen.run(|| match self {
+            DtypeArg::F32 => f(),
+            DtypeArg::Bf16 => clip::ops::autocast_bf16(f),
+        })
+    }
+
+    /// What the products run on in this precision, for reports.
+    pub fn kernel(self) -> &'static str {
+        match self {
+            DtypeArg::F32 => "f32",
+            DtypeArg::Bf16 => clip::ops::bf16_kernel().unwrap_or("f32 (no bf16 hardware here)"),
+        }
+    }
+}
+
 impl From<DtypeArg> for candle_core::DType {
     fn from(d: DtypeArg) -> Self {
         match d {
