@@ -1,10 +1,11 @@
-//! Bringing an index up to date with its folders: embed the images that are new or changed
-//! (by size and modification time), drop those that went away, skip and list the unreadable.
+//! Bringing an index up to date with its sources: embed the images that are new or changed
+//! (by size and modification time of their file or shard), drop those that went away, skip
+//! and list the unreadable.
 //! Work is committed in segments as it goes, so a run that is killed keeps what it committed
 //! and the next run carries on from there.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
@@ -13,7 +14,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::model_id::ModelId;
-use crate::scan::{images_under, source_dir, Found};
+use crate::scan::{images_in, source, Found};
 use crate::store::{Entry, Skipped, Writer};
 use crate::thumbs;
 
@@ -74,8 +75,9 @@ fn decode_all(paths: &[&Found]) -> Vec<std::result::Result<image::DynamicImage, 
     paths
         .par_iter()
         .map(|f| {
-            image::ImageReader::open(&f.path)
-                .map_err(|e| e.to_string())?
+            let bytes = crate::store::read_image_bytes(&f.path, f.member.as_ref())
+                .map_err(|e| e.to_string())?;
+            image::ImageReader::new(std::io::Cursor::new(bytes))
                 .with_guessed_format()
                 .map_err(|e| e.to_string())?
                 .decode()
@@ -99,7 +101,8 @@ fn embed(model: &Clip, images: &[image::DynamicImage], device: &Device) -> Resul
         .to_vec1()?)
 }
 
-/// Bring the index in `dir` up to date with `sources` (and the folders it already indexes),
+/// Bring the index in `dir` up to date with `sources` (folders, fetched datasets' folders,
+/// shards; and the sources it already indexes),
 /// embedding with `model` (identified by `id`).
 pub fn update(
     dir: &std::path::Path,
@@ -111,58 +114,55 @@ pub fn update(
     progress: &mut dyn Progress,
 ) -> Result<Report> {
     let start = Instant::now();
-    let sources: Vec<PathBuf> = sources
-        .iter()
-        .map(|s| source_dir(s))
-        .collect::<Result<_>>()?;
+    let sources: Vec<PathBuf> = sources.iter().map(|s| source(s)).collect::<Result<_>>()?;
     let mut w = Writer::open(dir, id, &sources)?;
     let mut report = Report::default();
 
     let mut files: Vec<Found> = Vec::new();
     for src in w.manifest.sources.clone() {
-        if !src.is_dir() {
+        if !src.exists() {
             report.problems.push(format!(
-                "{}: the folder is gone; its images leave the index",
+                "{}: gone; its images leave the index",
                 src.display()
             ));
             continue;
         }
-        let (found, problems) = images_under(&src);
+        let (found, problems) = images_in(&src);
         files.extend(found);
         report.problems.extend(problems);
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    files.dedup_by(|a, b| a.path == b.path); // nested sources
+    files.sort_by(|a, b| a.key().cmp(&b.key()));
+    files.dedup_by(|a, b| a.key() == b.key()); // nested sources
     report.found = files.len();
 
     // What is indexed now, by path.
     let live = w.load()?;
-    let indexed: HashMap<&PathBuf, &Entry> = live.entries.iter().map(|e| (&e.path, e)).collect();
-    let skipped_before: HashMap<PathBuf, Skipped> = w
-        .manifest
-        .skipped
-        .iter()
-        .map(|s| (s.path.clone(), s.clone()))
-        .collect();
+    let indexed: HashMap<(&Path, Option<&str>), &Entry> =
+        live.entries.iter().map(|e| (e.key(), e)).collect();
+    let skipped_before = w.manifest.skipped.clone();
+    let skipped_before: HashMap<(&Path, Option<&str>), &Skipped> =
+        skipped_before.iter().map(|s| (s.key(), s)).collect();
     let mut todo: Vec<&Found> = Vec::new();
     let mut skipped: Vec<Skipped> = Vec::new();
     let mut dead: Vec<u64> = Vec::new();
-    let present: HashSet<&PathBuf> = files.iter().map(|f| &f.path).collect();
+    let present: HashSet<(&Path, Option<&str>)> = files.iter().map(Found::key).collect();
     for f in &files {
-        match indexed.get(&f.path) {
+        match indexed.get(&f.key()) {
             Some(e) if e.size == f.size && e.mtime_ns == f.mtime_ns => report.unchanged += 1,
             Some(e) => {
                 dead.push(e.id);
                 todo.push(f);
             }
-            None => match skipped_before.get(&f.path) {
-                Some(s) if s.size == f.size && s.mtime_ns == f.mtime_ns => skipped.push(s.clone()),
+            None => match skipped_before.get(&f.key()) {
+                Some(s) if s.size == f.size && s.mtime_ns == f.mtime_ns => {
+                    skipped.push((*s).clone())
+                }
                 _ => todo.push(f),
             },
         }
     }
     for e in &live.entries {
-        if !present.contains(&e.path) {
+        if !present.contains(&e.key()) {
             dead.push(e.id);
         }
     }
@@ -190,6 +190,7 @@ pub fn update(
                 }
                 Err(e) => skipped.push(Skipped {
                     path: f.path.clone(),
+                    member: f.member.clone(),
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                     error: e,
@@ -207,6 +208,7 @@ pub fn update(
                 seg_entries.push(Entry {
                     id: i,
                     path: f.path.clone(),
+                    member: f.member.clone(),
                     size: f.size,
                     mtime_ns: f.mtime_ns,
                 });

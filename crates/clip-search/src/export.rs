@@ -27,7 +27,10 @@ pub fn npy(index: &Index, dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let file = std::fs::File::create(&jsonl).map_err(io(&jsonl))?;
     let mut out = BufWriter::new(file);
     for (row, e) in index.entries.iter().enumerate() {
-        let line = serde_json::json!({"row": row, "id": e.id, "path": e.path});
+        let mut line = serde_json::json!({"row": row, "id": e.id, "path": e.path});
+        if let Some(m) = &e.member {
+            line["member"] = serde_json::json!(m.name);
+        }
         writeln!(out, "{line}").map_err(io(&jsonl))?;
     }
     out.flush().map_err(io(&jsonl))?;

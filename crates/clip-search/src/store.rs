@@ -19,25 +19,96 @@ pub const FORMAT_VERSION: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const SEGMENTS: &str = "segments";
 
+/// An image inside a WebDataset shard: its name in the tar and where its bytes lie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    /// Byte offset of the image's data in the tar file, and its length.
+    pub offset: u64,
+    pub len: u64,
+}
+
 /// One indexed image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// Stable for the image's life in the index; what the server hands out instead of paths.
     pub id: u64,
-    /// Absolute path of the image file.
+    /// Absolute path of the image file, or of the shard that holds it.
     pub path: PathBuf,
-    /// Size and modification time when embedded: a change of either re-embeds it.
+    /// The image inside the shard at `path`; none for an image file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
+    /// Size and modification time (of the file, or of the shard) when embedded: a change of
+    /// either re-embeds it.
     pub size: u64,
     pub mtime_ns: u64,
+}
+
+impl Entry {
+    /// What identifies the image among the sources: its file, and its name in a shard.
+    pub fn key(&self) -> (&Path, Option<&str>) {
+        (&self.path, self.member.as_ref().map(|m| m.name.as_str()))
+    }
+
+    /// Where the image is, for people: `PATH`, or `SHARD.tar:NAME`.
+    pub fn location(&self) -> String {
+        location(&self.path, self.member.as_ref())
+    }
+
+    /// The image's name: the file's, or the member's.
+    pub fn name(&self) -> String {
+        match &self.member {
+            Some(m) => m.name.rsplit('/').next().unwrap_or(&m.name).to_string(),
+            None => self
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The image file's bytes (read from its shard for a member).
+    pub fn read_bytes(&self) -> std::io::Result<Vec<u8>> {
+        read_image_bytes(&self.path, self.member.as_ref())
+    }
+}
+
+/// `PATH`, or `SHARD.tar:NAME` for a shard member.
+pub fn location(path: &Path, member: Option<&Member>) -> String {
+    match member {
+        Some(m) => format!("{}:{}", path.display(), m.name),
+        None => path.display().to_string(),
+    }
+}
+
+/// The bytes of an image file, or of `member` inside the tar at `path`.
+pub fn read_image_bytes(path: &Path, member: Option<&Member>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some(m) = member else {
+        return std::fs::read(path);
+    };
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(m.offset))?;
+    let mut bytes = vec![0; m.len as usize];
+    f.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// An image that could not be read, with why; tried again only when its file changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     pub path: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<Member>,
     pub size: u64,
     pub mtime_ns: u64,
     pub error: String,
+}
+
+impl Skipped {
+    pub fn key(&self) -> (&Path, Option<&str>) {
+        (&self.path, self.member.as_ref().map(|m| m.name.as_str()))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +121,7 @@ pub struct SegmentRef {
 pub struct Manifest {
     pub version: u32,
     pub model: ModelId,
-    /// The folders indexed, absolute.
+    /// The sources indexed, absolute: folders, fetched datasets' folders and shard files.
     pub sources: Vec<PathBuf>,
     pub next_id: u64,
     pub next_segment: u32,

@@ -139,7 +139,7 @@ fn hits_json(s: &AppState, hits: &[Hit]) -> Vec<Value> {
             json!({
                 "id": e.id,
                 "score": h.score,
-                "name": e.path.file_name().map(|n| n.to_string_lossy().to_string()),
+                "name": e.name(),
                 "thumb": format!("/api/thumb/{}", e.id),
                 "image": format!("/api/image/{}", e.id),
             })
@@ -297,7 +297,11 @@ async fn send_file(path: std::path::PathBuf, ct: &'static str) -> ApiResult<Resp
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|_| ApiError::not_found("the file is no longer there (index again)"))?;
-    Ok((
+    Ok(image_response(bytes, ct))
+}
+
+fn image_response(bytes: Vec<u8>, ct: &'static str) -> Response {
+    (
         [
             (header::CONTENT_TYPE, ct),
             (header::CACHE_CONTROL, "private, max-age=3600"),
@@ -305,14 +309,18 @@ async fn send_file(path: std::path::PathBuf, ct: &'static str) -> ApiResult<Resp
         ],
         bytes,
     )
-        .into_response())
+        .into_response()
 }
 
 async fn image_file(State(s): State<Shared>, Path(raw): Path<String>) -> ApiResult<Response> {
     let (_, row) = known_id(&s, &raw)?;
-    let path = s.index.entries[row].path.clone();
-    let ct = content_type(&path);
-    send_file(path, ct).await
+    let entry = s.index.entries[row].clone();
+    let ct = content_type(std::path::Path::new(&entry.name()));
+    let bytes = tokio::task::spawn_blocking(move || entry.read_bytes())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|_| ApiError::not_found("the file is no longer there (index again)"))?;
+    Ok(image_response(bytes, ct))
 }
 
 async fn thumb_file(State(s): State<Shared>, Path(raw): Path<String>) -> ApiResult<Response> {

@@ -276,3 +276,87 @@ fn a_bf16_index_holds_the_f32_index_vectors_within_bf16_rounding() {
         assert!(moved, "--dtype bf16 gave the f32 vectors bit for bit");
     }
 }
+
+#[test]
+fn webdataset_shards_are_indexed_where_they_lie() {
+    let run = trained_run("shard-run");
+    let dir = tmp("shard-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut w = clip_data::files::ShardWriter::new(&dir, "train", 4).unwrap();
+    let images: Vec<Vec<u8>> = (0..7).map(|i| png(COLOURS[i % 4], i)).collect();
+    for (i, bytes) in images.iter().enumerate() {
+        w.write(bytes, "png", &format!("picture {i}")).unwrap();
+    }
+    w.write(b"not an image at all", "jpg", "broken").unwrap();
+    let shards = w.finish().unwrap();
+    assert_eq!(shards.len(), 2);
+
+    let out = tmp("shard-index");
+    let pattern = format!("{}/train-{{000000..000001}}.tar", dir.display());
+    let r = index(&run, None, &out, &[&pattern]);
+    assert_eq!(r["embedded"], 7, "{r}");
+    let skipped = r["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert_eq!(skipped[0]["member"]["name"], "000000007.jpg", "{r}");
+
+    // Each entry reads back the bytes that went into the shard.
+    let idx = clip_search::Index::load(&out).unwrap();
+    let mut names: Vec<String> = Vec::new();
+    for e in &idx.entries {
+        let m = e.member.as_ref().expect("a shard member");
+        let i: usize = m.name[..9].parse().unwrap();
+        assert_eq!(e.read_bytes().unwrap(), images[i], "{}", e.location());
+        names.push(m.name.clone());
+    }
+    names.sort();
+    assert_eq!(names.len(), 7);
+
+    // The same images as files embed to the same vectors; a query finds the member.
+    let folder = tmp("shard-as-files");
+    std::fs::create_dir_all(&folder).unwrap();
+    for (i, bytes) in images.iter().enumerate() {
+        std::fs::write(folder.join(format!("{i:09}.png")), bytes).unwrap();
+    }
+    let files = tmp("shard-files-index");
+    index(&run, Some(&folder), &files, &[]);
+    let by_file = clip_search::Index::load(&files).unwrap();
+    for (row, e) in idx.entries.iter().enumerate() {
+        let name = &e.member.as_ref().unwrap().name;
+        let other = by_file
+            .entries
+            .iter()
+            .position(|f| f.path.file_name().unwrap().to_str() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(idx.vector(row), by_file.vector(other), "{name}");
+    }
+    let query = folder.join("000000003.png");
+    let hits = search(&run, &out, &["--image", query.to_str().unwrap(), "-k", "1"]);
+    assert_eq!(hits[0]["member"], "000000003.png", "{hits:?}");
+    assert!(hits[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("train-000000.tar"));
+
+    // Indexing again finds nothing changed; a shard rewritten is embedded again whole.
+    let r = index(&run, None, &out, &[]);
+    assert_eq!(
+        (r["embedded"].clone(), r["unchanged"].clone()),
+        (0.into(), 7.into()),
+        "{r}"
+    );
+    std::fs::remove_file(&shards[1]).unwrap();
+    let r = index(&run, None, &out, &[]);
+    assert_eq!(r["removed"], 3, "{r}");
+    assert_eq!(r["total"], 4, "{r}");
+    assert!(r["problems"][0].as_str().unwrap().contains("gone"), "{r}");
+
+    // A fetched dataset's folder (it has a dataset.json): the images in its shards.
+    std::fs::write(dir.join("dataset.json"), "{}").unwrap();
+    let whole = tmp("shard-dataset-index");
+    let r = index(&run, Some(&dir), &whole, &[]);
+    assert_eq!(
+        (r["embedded"].clone(), r["total"].clone()),
+        (4.into(), 4.into()),
+        "{r}"
+    );
+}

@@ -71,17 +71,22 @@ impl ModelArgs {
 clipforge index --checkpoint runs/quickstart ~/Pictures --out photos.idx\n  \
 clipforge index --model ViT-B-32 --weights vit_b_32.safetensors ~/Pictures --out photos.idx\n  \
 clipforge index --checkpoint runs/quickstart --out photos.idx     # again: only what changed\n\n\
-Folders are read recursively for JPEG, PNG, WebP, GIF and BMP files. Running it again on the\n\
-same index embeds only new or changed files (by size and modification time) and drops the\n\
-ones that are gone; the folders indexed before are scanned again too. Work is committed as it\n\
+A SOURCE is a folder, read recursively for JPEG, PNG, WebP, GIF and BMP files; a WebDataset\n\
+shard (.tar) or a shard pattern (shards/train-{000000..000127}.tar), whose image members are\n\
+indexed where they lie; or a fetched dataset (data/captions, or just its name), the images in\n\
+its shards. Running it again on the same index embeds only new or changed files (by size and\n\
+modification time; a changed shard is embedded again whole) and drops the ones that are gone;\n\
+the sources indexed before are scanned again too. Work is committed as it\n\
 goes: a run that is killed keeps what it committed, and the next run carries on. Unreadable\n\
 images are skipped, counted and listed (again only when they change). The index remembers the\n\
 model: one built with another model is refused.")]
 pub struct Args {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Folders of images to add (none: bring the index's own folders up to date).
-    pub sources: Vec<PathBuf>,
+    /// Folders of images, shards or shard patterns, fetched datasets to add (none: bring the
+    /// index's own sources up to date).
+    #[arg(value_name = "SOURCE")]
+    pub sources: Vec<String>,
     /// The index directory (made if missing).
     #[arg(long)]
     pub out: PathBuf,
@@ -134,6 +139,7 @@ pub fn run(args: Args) -> Result<()> {
             args.out.display()
         );
     }
+    let sources = sources(&args.sources)?;
     let device = Device::Cpu;
     let (model, id) = args.model.load(&device)?;
     let opts = Options {
@@ -143,15 +149,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut bar = Bar((!args.json).then(ProgressBar::hidden));
     let report = args.dtype.infer(|| {
-        clip_search::build::update(
-            &args.out,
-            &model,
-            &id,
-            &args.sources,
-            &device,
-            &opts,
-            &mut bar,
-        )
+        clip_search::build::update(&args.out, &model, &id, &sources, &device, &opts, &mut bar)
     })?;
     if let Some(pb) = &bar.0 {
         pb.finish_and_clear();
@@ -180,10 +178,31 @@ pub fn run(args: Args) -> Result<()> {
         report.seconds
     );
     for s in &report.skipped {
-        println!("  skipped {}: {}", s.path.display(), s.error);
+        println!(
+            "  skipped {}: {}",
+            clip_search::store::location(&s.path, s.member.as_ref()),
+            s.error
+        );
     }
     for p in &report.problems {
         println!("  could not read {p}");
     }
     Ok(())
+}
+
+/// The paths behind SOURCE arguments: a shard pattern's shards, a fetched dataset's name its
+/// folder under `data/`, anything else as given (checked when indexed).
+fn sources(args: &[String]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for a in args {
+        if a.contains('{') && !Path::new(a).exists() {
+            out.extend(clip_data::files::shard_files(a)?);
+        } else {
+            out.push(clip_data::packaged::locate(
+                Path::new(a),
+                Path::new("data"),
+            )?);
+        }
+    }
+    Ok(out)
 }

@@ -76,12 +76,14 @@ pub fn run(args: Args) -> Result<()> {
     for (rank, h) in hits.iter().enumerate() {
         let e = &index.entries[h.row];
         if args.json {
-            println!(
-                "{}",
-                serde_json::json!({"rank": rank + 1, "id": e.id, "path": e.path, "score": h.score})
-            );
+            let mut line =
+                serde_json::json!({"rank": rank + 1, "id": e.id, "path": e.path, "score": h.score});
+            if let Some(m) = &e.member {
+                line["member"] = serde_json::json!(m.name);
+            }
+            println!("{line}");
         } else {
-            println!("{:>3}  {:.4}  {}", rank + 1, h.score, e.path.display());
+            println!("{:>3}  {:.4}  {}", rank + 1, h.score, e.location());
         }
     }
     if hits.is_empty() && !args.json {
