@@ -127,6 +127,22 @@ pub struct TrainConfig {
     /// The loss: CLIP's softmax (default) or SigLIP's sigmoid.
     #[serde(default, skip_serializing_if = "LossKind::is_clip")]
     pub loss: LossKind,
+    /// Processes training together, data parallel (`crate::dist`); `batch_size` is each
+    /// one's share, as in open_clip, so the global batch is `batch_size × world_size`.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub world_size: usize,
+    /// With several processes, each computes the loss of its own rows against every column
+    /// (open_clip's `--local-loss`) instead of the whole global N×N; the gradient is the same.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub local_loss: bool,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_feature_cache() -> Option<PathBuf> {
@@ -191,6 +207,8 @@ impl TrainConfig {
             augment: true,
             feature_cache: default_feature_cache(),
             loss: LossKind::Clip,
+            world_size: 1,
+            local_loss: false,
         }
     }
 
@@ -243,6 +261,9 @@ impl TrainConfig {
                 "batch size {} is not divisible by accum-freq {}",
                 self.batch_size, self.accum_freq
             ));
+        }
+        if self.world_size == 0 {
+            return bad("world_size must be at least 1".into());
         }
         if self.steps == 0 {
             return bad("steps must be positive".into());

@@ -28,6 +28,10 @@ pub enum TrainError {
     /// A plot that could not be drawn.
     #[error("{}: cannot draw plot: {msg}", path.display())]
     Plot { path: PathBuf, msg: String },
+    /// A collective operation between the training processes that failed, or a world that
+    /// does not fit the run.
+    #[error("distributed training: {0}")]
+    Distributed(String),
     #[error(transparent)]
     Dataset(#[from] clip_data::DataError),
     #[error(transparent)]

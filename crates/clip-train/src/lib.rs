@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dataset_eval;
+pub mod dist;
 pub mod encode;
 pub mod error;
 pub mod estimate;

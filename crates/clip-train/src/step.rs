@@ -37,7 +37,13 @@ impl Trainer {
     /// then each micro-batch is re-run with gradient and its live features replace its cached
     /// ones in the full-batch loss, so every step sees all N² pairs and the summed gradient
     /// equals the full batch's. The logit scale's (and bias's) gradient is taken from the first pass only.
+    ///
+    /// In a world of several processes `batch` is this process's share of the global batch,
+    /// and the loss and gradient are the global batch's ([`crate::dist::grads`]).
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
+        if self.comm.size() > 1 {
+            return self.loss_and_grads_distributed(batch);
+        }
         let k = self.cfg.accum_freq;
         if k == 1 {
             let img = self.image_embeds(batch)?;
@@ -128,7 +134,7 @@ impl Trainer {
 
     /// Remove the locked parameters' gradients (a partly locked tower computes them), so that
     /// neither the clip's norm nor the update sees them.
-    fn drop_locked(&self, grads: &mut GradStore) {
+    pub(crate) fn drop_locked(&self, grads: &mut GradStore) {
         let data = self.varmap.data().lock().expect("varmap lock");
         for (name, var) in data.iter() {
             if self.cfg.lock.locks(name, &self.cfg.model) {
@@ -138,7 +144,7 @@ impl Trainer {
     }
 
     /// `acc + grads`, parameter by parameter.
-    fn add_grads(&self, mut acc: GradStore, grads: &GradStore) -> Result<GradStore> {
+    pub(crate) fn add_grads(&self, mut acc: GradStore, grads: &GradStore) -> Result<GradStore> {
         for var in self.varmap.all_vars() {
             let t = var.as_tensor();
             if let Some(g) = grads.get(t) {
@@ -182,7 +188,7 @@ impl Trainer {
 }
 
 /// Rows `start .. start + m` of every part of a batch.
-fn micro_batch(batch: &Batch, start: usize, m: usize) -> Result<Batch> {
+pub(crate) fn micro_batch(batch: &Batch, start: usize, m: usize) -> Result<Batch> {
     let cut = |t: &Tensor| t.narrow(0, start, m);
     Ok(Batch {
         pixels: cut(&batch.pixels)?,

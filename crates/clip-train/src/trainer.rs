@@ -13,6 +13,7 @@ use clip_data::{Batch, BatchSource};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::TrainConfig;
+use crate::dist::{Comm, Single};
 use crate::error::{io, Result, TrainError};
 use crate::optim::AdamW;
 use crate::run_log::{keep_metrics_before, report_epochs, write_skipped, MetricsLog};
@@ -43,6 +44,23 @@ pub struct Trainer {
     /// The next step to run (steps done so far).
     pub step: u64,
     pub(crate) source: Arc<dyn BatchSource>,
+    /// The processes training together (a world of one by default); rank 0 writes the run.
+    pub(crate) comm: Box<dyn Comm>,
+}
+
+/// Refuse a world whose size is not the run's.
+fn check_world(cfg: &TrainConfig, comm: &dyn Comm) -> Result<()> {
+    if cfg.world_size != comm.size() {
+        return Err(TrainError::Distributed(format!(
+            "the run trains as {} process(es) of {} pairs each, this world has {}: run it with {} (`mpirun -np {}` …)",
+            cfg.world_size,
+            cfg.batch_size,
+            comm.size(),
+            if cfg.world_size == 1 { "one process, without --distributed".to_string() } else { format!("{} processes", cfg.world_size) },
+            cfg.world_size
+        )));
+    }
+    Ok(())
 }
 
 impl Trainer {
@@ -54,7 +72,19 @@ impl Trainer {
     /// A fresh run on `device` (the device is not part of the run: it may resume elsewhere).
     /// Bad settings or data fail before anything is written.
     pub fn new_on(cfg: TrainConfig, run_dir: &Path, device: Device) -> Result<Self> {
+        Self::new_in(cfg, run_dir, device, Box::new(Single))
+    }
+
+    /// A fresh run as one process of the world `comm` (`cfg.world_size` must be its size);
+    /// only rank 0 writes the run directory.
+    pub fn new_in(
+        cfg: TrainConfig,
+        run_dir: &Path,
+        device: Device,
+        comm: Box<dyn Comm>,
+    ) -> Result<Self> {
         cfg.validate()?;
+        check_world(&cfg, comm.as_ref())?;
         clip::memory::check_fits(&cfg.model, &cfg.model_name, 16.0)?; // weights, grads, 2 moments
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
@@ -63,11 +93,13 @@ impl Trainer {
             None => crate::data::make_source(&cfg)?,
         };
         let optim = optimiser(&varmap, &cfg)?;
-        std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-        let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
-        let cfg_path = run_dir.join("config.json");
-        std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
-        let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        if comm.rank() == 0 {
+            std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+            let json = serde_json::to_string_pretty(&cfg).expect("config serialises");
+            let cfg_path = run_dir.join("config.json");
+            std::fs::write(&cfg_path, json).map_err(io(&cfg_path))?;
+            let _ = std::fs::remove_file(run_dir.join("metrics.jsonl"));
+        }
         Ok(Self {
             cfg,
             model,
@@ -77,6 +109,7 @@ impl Trainer {
             device,
             step: 0,
             source,
+            comm,
         })
     }
 
@@ -88,6 +121,17 @@ impl Trainer {
 
     /// As [`Trainer::resume`], on `device`.
     pub fn resume_on(path: &Path, steps: Option<u64>, device: Device) -> Result<Self> {
+        Self::resume_in(path, steps, device, Box::new(Single))
+    }
+
+    /// As [`Trainer::resume_on`], as one process of the world `comm`: the run's world size
+    /// must be the world's (a run of 2 × 32 pairs resumes as 2 processes).
+    pub fn resume_in(
+        path: &Path,
+        steps: Option<u64>,
+        device: Device,
+        comm: Box<dyn Comm>,
+    ) -> Result<Self> {
         let ckpt = checkpoint::resolve(path)?;
         let run_dir = ckpt
             .parent()
@@ -102,6 +146,7 @@ impl Trainer {
             cfg.steps = s;
         }
         cfg.validate()?;
+        check_world(&cfg, comm.as_ref())?;
         let (model, varmap) = Clip::with_varmap(&cfg.model, &device)?;
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
         let source = match crate::feature_cache::cached_source(&cfg, &model, &varmap)? {
@@ -111,7 +156,9 @@ impl Trainer {
         let mut optim = optimiser(&varmap, &cfg)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
         optim.load_state(&optim_state, state.optimizer_step, &ckpt)?;
-        keep_metrics_before(&run_dir, state.step)?;
+        if comm.rank() == 0 {
+            keep_metrics_before(&run_dir, state.step)?;
+        }
         Ok(Self {
             cfg,
             model,
@@ -121,13 +168,28 @@ impl Trainer {
             device,
             step: state.step,
             source,
+            comm,
         })
     }
 
-    /// The training batch of step `step` (a pure function of the step: exact resume).
+    /// This process's share of the training batch of step `step` (a pure function of the
+    /// step: exact resume). Rank r of W takes samples `r·b .. (r+1)·b` of the global batch.
     pub fn batch_for(&self, step: u64) -> Result<Batch> {
         let b = self.cfg.batch_size;
-        Ok(self.source.batch(step * b as u64, b, &self.device)?)
+        Ok(self
+            .source
+            .batch(self.first_sample(step), b, &self.device)?)
+    }
+
+    /// Where this process's share of step `step`'s batch starts in the sample stream.
+    fn first_sample(&self, step: u64) -> u64 {
+        let b = self.cfg.batch_size as u64;
+        step * b * self.comm.size() as u64 + self.comm.rank() as u64 * b
+    }
+
+    /// This process's place in its world: (rank, processes).
+    pub fn world(&self) -> (usize, usize) {
+        (self.comm.rank(), self.comm.size())
     }
 
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
@@ -140,18 +202,25 @@ impl Trainer {
     }
 
     /// Train to `cfg.steps`, with a prefetching batch thread, metrics, checkpoints and plots.
+    /// In a world of several processes, every process calls it; rank 0 alone writes.
     pub fn run(&mut self, observer: &mut dyn Observer) -> Result<()> {
-        if self.step == 0 {
+        let main = self.comm.rank() == 0;
+        if self.step == 0 && main {
             self.plot_similarity("start", "before training")?;
         }
-        let mut metrics = MetricsLog::open(&self.run_dir)?;
+        let mut metrics = if main {
+            Some(MetricsLog::open(&self.run_dir)?)
+        } else {
+            None
+        };
         // Batches are made ahead on another thread while the model trains.
         let (tx, rx) = std::sync::mpsc::sync_channel::<candle_core::Result<Batch>>(2);
         let (source, device) = (Arc::clone(&self.source), self.device.clone());
         let (first, last, bsz) = (self.step, self.cfg.steps, self.cfg.batch_size);
+        let starts: Vec<u64> = (first..last).map(|s| self.first_sample(s)).collect();
         let producer = std::thread::spawn(move || {
-            for s in first..last {
-                if tx.send(source.batch(s * bsz as u64, bsz, &device)).is_err() {
+            for start in starts {
+                if tx.send(source.batch(start, bsz, &device)).is_err() {
                     break;
                 }
             }
@@ -170,17 +239,24 @@ impl Trainer {
                 continue;
             }
             let mut m = self.train_step(&batch)?;
-            m.samples_per_s = self.cfg.batch_size as f64 / t0.elapsed().as_secs_f64();
-            metrics.append(&m)?;
+            let global = self.cfg.batch_size * self.comm.size();
+            m.samples_per_s = global as f64 / t0.elapsed().as_secs_f64();
             tracing::debug!(step = m.step, loss = m.loss, lr = m.lr, "step");
-            report_epochs(&self.run_dir, self.source.as_ref())?;
             observer.on_step(&m, self.cfg.steps);
+            let Some(metrics) = metrics.as_mut() else {
+                continue;
+            };
+            metrics.append(&m)?;
+            report_epochs(&self.run_dir, self.source.as_ref())?;
             if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == self.cfg.steps {
                 self.save_checkpoint()?;
             }
         }
         drop(rx);
         producer.join().ok();
+        if !main {
+            return Ok(());
+        }
         write_skipped(&self.run_dir, self.source.as_ref())?;
         self.write_plots()
     }

@@ -28,7 +28,7 @@ pub mod weights;
 
 pub use config::{ClipConfig, ProjType};
 pub use error::{ClipError, Result};
-pub use loss::{clip_logits, clip_loss, siglip_loss};
+pub use loss::{clip_logits, clip_loss, clip_loss_rows, siglip_loss, siglip_loss_rows};
 pub use model::{clamp_logit_scale, Clip, ClipOutput};
 pub use text_tokenizer::TextTokenizer;
 pub use tokenizer::Tokenizer;

@@ -51,3 +51,136 @@ pub fn siglip_loss(
     let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
     (softplus.sum_all()? / n as f64)?.to_dtype(DType::F32)
 }
+
+/// What rows `start .. start + n` of the batch contribute to [`clip_loss`] (open_clip's
+/// `local_loss`: a process's own images and texts against every column): their image→text
+/// and text→image cross-entropies, divided by the whole batch's N, so that the parts of any
+/// partition of the rows add up to `clip_loss`, in value and in gradient. `[N, E]`, `[N, E]`,
+/// scalar t → scalar.
+pub fn clip_loss_rows(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    logit_scale: &Tensor,
+    start: usize,
+    n: usize,
+) -> Result<Tensor> {
+    let total = image_embeds.dim(0)?;
+    let img = image_embeds.narrow(0, start, n)?; // [n, E]
+    let txt = text_embeds.narrow(0, start, n)?; // [n, E]
+    let image_to_text = clip_logits(&img, text_embeds, logit_scale)?; // [n, N]
+    let text_to_image = clip_logits(&txt, image_embeds, logit_scale)?; // [n, N]
+    let labels = Tensor::arange(start as u32, (start + n) as u32, img.device())?; // [n]
+    let i2t = candle_nn::loss::cross_entropy(&image_to_text, &labels)?; // mean over n
+    let t2i = candle_nn::loss::cross_entropy(&text_to_image, &labels)?;
+    ((i2t + t2i)? * (0.5 * n as f64 / total as f64))?.to_dtype(DType::F32)
+}
+
+/// What rows `start .. start + n` (their images against every text) contribute to
+/// [`siglip_loss`]; the parts of a partition of the rows add up to it. `[N, E]`, `[N, E]`,
+/// scalar t, scalar b → scalar.
+pub fn siglip_loss_rows(
+    image_embeds: &Tensor,
+    text_embeds: &Tensor,
+    logit_scale: &Tensor,
+    logit_bias: &Tensor,
+    start: usize,
+    n: usize,
+) -> Result<Tensor> {
+    let total = image_embeds.dim(0)?;
+    let img = image_embeds.narrow(0, start, n)?; // [n, E]
+    let logits = clip_logits(&img, text_embeds, logit_scale)?.broadcast_add(logit_bias)?; // [n, N]
+    let eye = Tensor::eye(total, logits.dtype(), logits.device())?.narrow(0, start, n)?; // [n, N]
+    let signs = ((eye * 2.0)? - 1.0)?;
+    let z = (logits * signs)?.neg()?; // [n, N]
+    let softplus = (z.relu()? + (z.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    (softplus.sum_all()? / total as f64)?.to_dtype(DType::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn unit_rows(n: usize, e: usize, seed: u64) -> Tensor {
+        let v: Vec<f32> = (0..n * e)
+            .map(|i| ((i as u64 * 2_654_435_761 + seed * 97) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let t = Tensor::from_vec(v, (n, e), &Device::Cpu).unwrap();
+        let norm = t.sqr().unwrap().sum_keepdim(1).unwrap().sqrt().unwrap();
+        t.broadcast_div(&norm).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    /// Rows split as two processes of 3 and 5 would hold them: the parts' values and
+    /// gradients (embeddings, scale, bias) add up to the whole batch's loss.
+    #[test]
+    fn row_parts_add_up_to_the_whole_loss_and_its_gradient() {
+        let (img, txt) = (
+            Var::from_tensor(&unit_rows(8, 6, 1)).unwrap(),
+            Var::from_tensor(&unit_rows(8, 6, 2)).unwrap(),
+        );
+        let scale = Var::new(2.3f32, &Device::Cpu).unwrap();
+        let bias = Var::new(-1.5f32, &Device::Cpu).unwrap();
+        let parts = [(0, 3), (3, 5)];
+        type LossFn<'a> = Box<dyn Fn(Option<(usize, usize)>) -> Tensor + 'a>;
+        let losses: [(&str, LossFn); 2] = [
+            (
+                "clip",
+                Box::new(|p| match p {
+                    None => clip_loss(&img, &txt, &scale).unwrap(),
+                    Some((s, n)) => clip_loss_rows(&img, &txt, &scale, s, n).unwrap(),
+                }),
+            ),
+            (
+                "siglip",
+                Box::new(|p| match p {
+                    None => siglip_loss(&img, &txt, &scale, &bias).unwrap(),
+                    Some((s, n)) => siglip_loss_rows(&img, &txt, &scale, &bias, s, n).unwrap(),
+                }),
+            ),
+        ];
+        for (name, loss) in &losses {
+            let whole = loss(None);
+            let g = whole.backward().unwrap();
+            let mut sum = 0f32;
+            let mut grads: Vec<Option<Tensor>> = vec![None; 4];
+            for &p in &parts {
+                let l = loss(Some(p));
+                sum += l.to_scalar::<f32>().unwrap();
+                let gp = l.backward().unwrap();
+                for (k, v) in [&img, &txt, &scale, &bias].iter().enumerate() {
+                    if let Some(t) = gp.get(v.as_tensor()) {
+                        grads[k] = Some(match grads[k].take() {
+                            Some(a) => (a + t).unwrap(),
+                            None => t.clone(),
+                        });
+                    }
+                }
+            }
+            let want = whole.to_scalar::<f32>().unwrap();
+            assert!((sum - want).abs() < 1e-5, "{name}: {sum} against {want}");
+            for (k, v) in [&img, &txt, &scale, &bias].iter().enumerate() {
+                match (g.get(v.as_tensor()), &grads[k]) {
+                    (Some(w), Some(got)) => {
+                        let d = max_diff(w, got);
+                        assert!(d < 1e-5, "{name}: gradient {k} off by {d}");
+                    }
+                    (None, None) => {}
+                    _ => panic!("{name}: gradient {k} in one and not the other"),
+                }
+            }
+        }
+    }
+}

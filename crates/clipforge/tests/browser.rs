@@ -66,7 +66,10 @@ fn the_page_searches_uploads_labels_and_opens_neighbours() {
             .expect("start chromedriver"),
     );
     let profile = tmp("browser-profile");
-    let shot = tmp("browser-screenshot.png");
+    // CLIPFORGE_SCREENSHOT=PATH keeps the screenshot there (the README's is made so).
+    let shot = std::env::var_os("CLIPFORGE_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp("browser-screenshot.png"));
     let upload = folder.join("img002.png");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clip::ClipConfig;
 use clip_train::config::defaults;
+use clip_train::dist::{Comm, Single};
 use clip_train::optim::AdamWParams;
 use clip_train::{DataSpec, StepMetrics, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -127,6 +128,15 @@ pub struct Args {
     /// a learned logit bias (−10 at start) and its temperature starts at exp(t) = 10.
     #[arg(long)]
     pub siglip: bool,
+    /// Train as one of the processes of an MPI launch (`mpirun -np N clipforge train
+    /// --distributed …`): --batch-size is each process's share, the loss sees the whole
+    /// global batch; rank 0 writes the run. Needs a binary built with --features mpi.
+    #[arg(long)]
+    pub distributed: bool,
+    /// With --distributed: each process computes the loss of its own rows against every
+    /// column (open_clip's --local-loss) instead of the whole N×N; the same gradient.
+    #[arg(long, requires = "distributed")]
+    pub local_loss: bool,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -259,11 +269,49 @@ pub fn run_trainer(mut trainer: Trainer, quiet: bool) -> Result<Trainer> {
 
 pub fn run(args: Args) -> Result<()> {
     let device = args.device.open()?;
-    let trainer = match &args.resume {
-        Some(path) => Trainer::resume_on(path, args.steps, device)?,
-        None => Trainer::new_on(config_from_args(&args)?, &args.out, device)?,
+    let comm: Box<dyn Comm> = if args.distributed {
+        mpi_world()?
+    } else {
+        Box::new(Single)
     };
-    let trainer = run_trainer(trainer, args.quiet)?;
-    eprintln!("run directory: {}", trainer.run_dir.display());
+    let (rank, world) = (comm.rank(), comm.size());
+    let trainer = match &args.resume {
+        Some(path) => Trainer::resume_in(path, args.steps, device, comm)?,
+        None => {
+            let mut cfg = config_from_args(&args)?;
+            cfg.world_size = world;
+            cfg.local_loss = args.local_loss;
+            Trainer::new_in(cfg, &args.out, device, comm)?
+        }
+    };
+    if args.distributed && rank == 0 {
+        let b = trainer.cfg.batch_size;
+        eprintln!(
+            "distributed: {world} processes × {b} pairs = a global batch of {}; loss: {}",
+            world * b,
+            if trainer.cfg.local_loss {
+                "each process's rows"
+            } else {
+                "the whole N×N on every process"
+            }
+        );
+    }
+    let trainer = run_trainer(trainer, args.quiet || rank != 0)?;
+    if rank == 0 {
+        eprintln!("run directory: {}", trainer.run_dir.display());
+    }
     Ok(())
+}
+
+/// This process's place in the MPI launch.
+#[cfg(feature = "mpi")]
+fn mpi_world() -> Result<Box<dyn Comm>> {
+    Ok(Box::new(clip_train::dist::mpi::MpiComm::init()?))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn mpi_world() -> Result<Box<dyn Comm>> {
+    anyhow::bail!(
+        "--distributed: this clipforge was built without MPI; build it with `cargo build --release --features mpi` (needs an MPI such as Debian's openmpi-bin + libopenmpi-dev, and libclang-dev; docs/distributed.md)"
+    )
 }

@@ -1,0 +1,188 @@
+//! The gradient of one data-parallel step (open_clip's `--gather-with-grad`, exact):
+//!
+//! 1. each process encodes its share of the global batch, `[b, E]` per tower;
+//! 2. the features are all-gathered, `[N, E]` with N = b · processes, in global batch order;
+//! 3. the loss runs on the gathered features as leaves — the whole N×N on every process, or
+//!    with `local_loss` only this process's rows against every column, whose feature
+//!    gradients are then summed over the processes (what the backward of an all-gather is);
+//! 4. each process pushes the rows of that gradient that are its own features back through
+//!    its towers (`Σ f · ∂L/∂f`, a surrogate whose parameter gradient is the chain rule's);
+//! 5. the parameter gradients are summed over the processes.
+//!
+//! The sum is the gradient of the global batch's loss: each process's towers carry exactly
+//! the part of ∂L/∂θ that flows through its own samples. With accumulation, step 1 runs
+//! without a graph and step 4 re-encodes each micro-batch with one, as in
+//! [`crate::step`]; all N² pairs of the global batch are kept either way.
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use clip::{clip_loss_rows, siglip_loss_rows};
+use clip_data::Batch;
+
+use crate::config::LossKind;
+use crate::error::{Result, TrainError};
+use crate::trainer::Trainer;
+
+/// `t` as f32 values, row-major.
+fn values(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl Trainer {
+    /// Loss (of the global batch) and the global batch's gradient, from this process's share
+    /// `local` of it.
+    pub(crate) fn loss_and_grads_distributed(&self, local: &Batch) -> Result<(f64, GradStore)> {
+        let comm = self.comm.as_ref();
+        let (rank, world) = (comm.rank(), comm.size());
+        let k = self.cfg.accum_freq;
+        let b = local.ids.dim(0)?;
+        let m = b / k;
+        let micro = |j: usize| crate::step::micro_batch(local, j * m, m);
+
+        // 1. This process's features: with their graph when there is one micro-batch.
+        let live = if k == 1 {
+            Some((self.image_embeds(local)?, self.text_embeds(local)?)) // [b, E] each
+        } else {
+            None
+        };
+        let (img, txt) = match &live {
+            Some((i, t)) => (i.detach(), t.detach()),
+            None => {
+                let (mut imgs, mut txts) = (Vec::with_capacity(k), Vec::with_capacity(k));
+                for j in 0..k {
+                    let (i, t) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
+                        let mb = micro(j)?;
+                        Ok((self.image_embeds(&mb)?, self.text_embeds(&mb)?))
+                    })?;
+                    imgs.push(i.detach());
+                    txts.push(t.detach());
+                }
+                (Tensor::cat(&imgs, 0)?, Tensor::cat(&txts, 0)?) // [b, E] each
+            }
+        };
+        let (e, dtype, device) = (img.dim(1)?, img.dtype(), img.device().clone());
+
+        // 2. The global batch's features, every process's rows in rank order.
+        let n = b * world;
+        let gathered = |local: &Tensor| -> Result<Var> {
+            let all = comm.all_gather(&values(local)?)?;
+            Ok(Var::from_tensor(
+                &Tensor::from_vec(all, (n, e), &device)?.to_dtype(dtype)?,
+            )?)
+        };
+        let all_img = gathered(&img)?; // [N, E]
+        let all_txt = gathered(&txt)?; // [N, E]
+
+        // 3. The loss on them, and its gradient for every feature.
+        let scale = &self.model.logit_scale;
+        let start = rank * b;
+        let loss = match (self.cfg.loss, self.cfg.local_loss) {
+            (LossKind::Clip, false) => clip::clip_loss(&all_img, &all_txt, scale)?,
+            (LossKind::Clip, true) => clip_loss_rows(&all_img, &all_txt, scale, start, b)?,
+            (LossKind::Siglip, local) => {
+                let bias = self.model.logit_bias.as_ref().ok_or_else(|| {
+                    TrainError::Config("the siglip loss needs the model's logit_bias".into())
+                })?;
+                if local {
+                    siglip_loss_rows(&all_img, &all_txt, scale, bias, start, b)?
+                } else {
+                    clip::siglip_loss(&all_img, &all_txt, scale, bias)?
+                }
+            }
+        };
+        let loss_grads = loss.backward()?;
+        let feature_grad = |v: &Var| -> Result<Vec<f32>> {
+            match loss_grads.get(v.as_tensor()) {
+                Some(g) => values(g),
+                None => Ok(vec![0.0; n * e]),
+            }
+        };
+        let (mut d_img, mut d_txt) = (feature_grad(&all_img)?, feature_grad(&all_txt)?);
+        let mut value = vec![loss.to_scalar::<f32>()?];
+        if self.cfg.local_loss {
+            // Each process holds its rows' part: the sums are the whole loss and its gradient.
+            comm.all_reduce_sum(&mut d_img)?;
+            comm.all_reduce_sum(&mut d_txt)?;
+            comm.all_reduce_sum(&mut value)?;
+        }
+
+        // 4. This process's rows of that gradient, through its towers.
+        let rows = |d: &[f32], j: usize| -> Result<Tensor> {
+            let from = (start + j * m) * e;
+            Ok(Tensor::from_slice(&d[from..from + m * e], (m, e), &device)?.to_dtype(dtype)?)
+        };
+        let mut total: Option<GradStore> = None;
+        for j in 0..k {
+            let (fi, ft) = match &live {
+                Some((i, t)) => (i.clone(), t.clone()),
+                None => {
+                    let mb = micro(j)?;
+                    (self.image_embeds(&mb)?, self.text_embeds(&mb)?)
+                }
+            };
+            let surrogate =
+                ((fi * rows(&d_img, j)?)?.sum_all()? + (ft * rows(&d_txt, j)?)?.sum_all()?)?;
+            let grads = surrogate.backward()?;
+            total = Some(match total {
+                None => grads,
+                Some(acc) => self.add_grads(acc, &grads)?,
+            });
+        }
+        let mut total = total.expect("accum_freq ≥ 1");
+        // The temperature (and bias) are outside the towers: their gradient is the loss's,
+        // whole on every process (counted once, on rank 0) or in parts (each adds its own).
+        if self.cfg.local_loss || rank == 0 {
+            let scalars = std::iter::once(scale).chain(self.model.logit_bias.as_ref());
+            for v in scalars {
+                if let Some(g) = loss_grads.get(v) {
+                    total.insert(v, g.clone());
+                }
+            }
+        }
+        self.drop_locked(&mut total);
+
+        // 5. Summed over the processes.
+        self.all_reduce_grads(&mut total)?;
+        Ok((value[0] as f64, total))
+    }
+
+    /// Replace every parameter's gradient by its sum over the processes: one buffer, the
+    /// parameters in name order (the same on every process), a flag per parameter that says
+    /// whether any process had a gradient for it.
+    fn all_reduce_grads(&self, grads: &mut GradStore) -> Result<()> {
+        let mut vars: Vec<(String, Var)> = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut buf: Vec<f32> = Vec::new();
+        for (_, v) in &vars {
+            match grads.get(v.as_tensor()) {
+                Some(g) => {
+                    buf.push(1.0);
+                    buf.extend(values(g)?);
+                }
+                None => {
+                    buf.push(0.0);
+                    buf.extend(std::iter::repeat_n(0.0, v.elem_count()));
+                }
+            }
+        }
+        self.comm.all_reduce_sum(&mut buf)?;
+        let mut at = 0;
+        for (_, v) in &vars {
+            let (had, len) = (buf[at], v.elem_count());
+            let g = &buf[at + 1..at + 1 + len];
+            at += 1 + len;
+            if had > 0.0 {
+                let t = Tensor::from_slice(g, v.shape(), v.device())?.to_dtype(v.dtype())?;
+                grads.insert(v.as_tensor(), t);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! Data-parallel training across processes: the collectives a step needs ([`Comm`]), a world
+//! of one ([`Single`]), a world of threads for tests ([`threads`]) and MPI's ([`mpi`], feature
+//! `mpi`); and the step's distributed gradient ([`grads`]).
+//!
+//! Each process encodes its share of the global batch; the features are all-gathered so that
+//! every loss sees all N² pairs of the global batch; each process pushes the loss's gradient
+//! for its own features back through its towers; the parameter gradients are summed over the
+//! processes. The result is the gradient one process would get from the whole global batch.
+
+pub mod grads;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod threads;
+
+use crate::error::{Result, TrainError};
+
+/// The collective operations of a data-parallel step, over `size()` processes.
+pub trait Comm {
+    /// This process's place, 0 ..= size − 1; rank 0 writes the run directory.
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Every process's `local` (all the same length), concatenated in rank order.
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>>;
+    /// The element-wise sum over the processes, into `buf`, the same bits on every process.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
+    /// What carries the messages, for reports.
+    fn transport(&self) -> &'static str;
+}
+
+/// A world of one process: the collectives are the identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Single;
+
+impl Comm for Single {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn size(&self) -> usize {
+        1
+    }
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+        Ok(local.to_vec())
+    }
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<()> {
+        Ok(())
+    }
+    fn transport(&self) -> &'static str {
+        "none"
+    }
+}
+
+/// A failed collective, naming what the step was doing.
+pub(crate) fn failed(what: &str, msg: impl std::fmt::Display) -> TrainError {
+    TrainError::Distributed(format!("{what}: {msg}"))
+}

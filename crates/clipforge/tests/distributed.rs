@@ -1,0 +1,326 @@
+//! `clipforge train --distributed` under a real `mpirun -np 2` (a binary built with
+//! `--features mpi`; `.ci/run` installs Open MPI and builds so): two processes of 32 pairs
+//! train like one process of 64 — losses every step for 20 steps, weights after; a rank
+//! killed with SIGKILL stops the launch instead of hanging it, and the run resumes exactly;
+//! a resume in a world of another size is refused. Without the feature, `--distributed` is
+//! a clear error; under CI (`CI` set) a build without it fails here instead of skipping.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_clean_error, clipforge, tmp};
+
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_without_mpi_says_how_to_build_it() {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must build the tests with --features clipforge/mpi (the mpirun tests would be skipped)"
+    );
+    let out = tmp("no-mpi");
+    let o = clipforge(&[
+        "train",
+        "--distributed",
+        "--steps",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, &["--features mpi", "docs/distributed.md"]);
+}
+
+/// `mpirun` with what a container needs (root, 2 slots on 2 cores), one thread a process.
+#[cfg(feature = "mpi")]
+fn mpirun(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "-np",
+        &np.to_string(),
+    ])
+    .args(["-x", "RAYON_NUM_THREADS=1"])
+    .arg(env!("CARGO_BIN_EXE_clipforge"))
+    .args(args);
+    c
+}
+
+fn losses(dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The latest checkpoint's weights, by name.
+fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let ckpt = clip_train::checkpoint::resolve(run).unwrap();
+    let t =
+        clip::weights::read_safetensors(&ckpt.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = t
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn max_weight_diff(a: &Path, b: &Path) -> f32 {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    wa.iter()
+        .zip(&wb)
+        .flat_map(|((na, x), (nb, y))| {
+            assert_eq!(na, nb);
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0f32, f32::max)
+}
+
+#[cfg(feature = "mpi")]
+fn has_mpirun() -> bool {
+    let ok = Command::new("mpirun").arg("--version").output().is_ok();
+    assert!(
+        ok || std::env::var_os("CI").is_none(),
+        "mpirun is missing: .ci/run installs openmpi-bin"
+    );
+    if !ok {
+        eprintln!("mpirun not found: skipped (Debian: apt-get install openmpi-bin libopenmpi-dev)");
+    }
+    ok
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn two_processes_of_32_train_like_one_of_64() {
+    if !has_mpirun() {
+        return;
+    }
+    let common = [
+        "--model",
+        "tiny",
+        "--steps",
+        "20",
+        "--checkpoint-every",
+        "20",
+        "--quiet",
+    ];
+    let one = tmp("dist-one");
+    let o = Command::new(env!("CARGO_BIN_EXE_clipforge"))
+        .args([
+            "train",
+            "--batch-size",
+            "64",
+            "--out",
+            one.to_str().unwrap(),
+        ])
+        .args(common)
+        .env("RAYON_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let two = tmp("dist-two");
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            "--distributed",
+            "--batch-size",
+            "32",
+            "--out",
+            two.to_str().unwrap(),
+        ],
+    )
+    .args(common)
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 processes × 32 pairs = a global batch of 64"),
+        "{stderr}"
+    );
+    let config = std::fs::read_to_string(two.join("config.json")).unwrap();
+    assert!(config.contains("\"world_size\": 2"), "{config}");
+
+    let (a, b) = (losses(&one), losses(&two));
+    assert_eq!(
+        (a.len(), b.len()),
+        (20, 20),
+        "one metrics line a step, from rank 0 alone"
+    );
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "step {step}: loss {x} alone, {y} as 2 × 32"
+        );
+    }
+    let d = max_weight_diff(&one, &two);
+    assert!(d < 1e-5, "weights after 20 steps differ by {d}");
+
+    // The local loss (each process's rows against every column) trains the same.
+    let local = tmp("dist-local");
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            "--distributed",
+            "--local-loss",
+            "--batch-size",
+            "32",
+            "--out",
+            local.to_str().unwrap(),
+        ],
+    )
+    .args(common)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (step, (x, y)) in a.iter().zip(&losses(&local)).enumerate() {
+        assert!(
+            (x - y).abs() < 1e-5,
+            "local loss, step {step}: {x} against {y}"
+        );
+    }
+
+    // A run of 2 processes does not resume as 1.
+    let o = clipforge(&["train", "--resume", two.to_str().unwrap(), "--steps", "22"]);
+    assert_clean_error(&o, &["2 process", "mpirun -np 2"]);
+}
+
+/// Pids of `mpirun`'s processes with their ranks (Open MPI puts the rank in each one's
+/// environment).
+#[cfg(feature = "mpi")]
+fn ranks_of(launcher: u32) -> Vec<(u32, usize)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent: Option<u32> = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok());
+        if parent != Some(launcher) {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        for var in env.split(|&b| b == 0) {
+            if let Some(r) = var.strip_prefix(b"OMPI_COMM_WORLD_RANK=") {
+                out.push((pid, String::from_utf8_lossy(r).parse().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
+    if !has_mpirun() {
+        return;
+    }
+    let common = [
+        "--model",
+        "tiny",
+        "--batch-size",
+        "16",
+        "--steps",
+        "40",
+        "--checkpoint-every",
+        "4",
+        "--quiet",
+    ];
+    let straight = tmp("dist-straight");
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            "--distributed",
+            "--out",
+            straight.to_str().unwrap(),
+        ],
+    )
+    .args(common)
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let run = tmp("dist-killed");
+    let mut launch = mpirun(
+        2,
+        &["train", "--distributed", "--out", run.to_str().unwrap()],
+    )
+    .args(common)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Wait for a checkpoint, then kill rank 1 mid-run.
+    let t0 = std::time::Instant::now();
+    while clip_train::checkpoint::resolve(&run).is_err() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ranks = ranks_of(launch.id());
+    let &(victim, _) = ranks
+        .iter()
+        .find(|(_, r)| *r == 1)
+        .expect("rank 1 among mpirun's children");
+    let killed_at = std::time::Instant::now();
+    Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = launch.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed_at.elapsed().as_secs() < 60,
+            "the launch hangs after a rank died"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(launch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("signal 9") || stderr.contains("Killed"),
+        "mpirun names the dead rank: {stderr}"
+    );
+    let done = losses(&run).len();
+    assert!(done < 40, "killed before the end ({done} steps)");
+
+    // Resumed as 2 processes: it ends where the uninterrupted run ended.
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            "--distributed",
+            "--resume",
+            run.to_str().unwrap(),
+            "--quiet",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (losses(&straight), losses(&run));
+    assert_eq!(a, b, "the resumed run's losses are the uninterrupted run's");
+    assert_eq!(max_weight_diff(&straight, &run), 0.0);
+}
