@@ -33,6 +33,65 @@ pub struct Estimate {
     pub device_tflops: Option<f64>,
     pub devices: usize,
     pub device_days: Option<f64>,
+    /// With several devices: what each step moves between them.
+    pub communication: Option<Communication>,
+}
+
+/// What one data-parallel step moves, per device, over `devices` devices (`crate::dist`),
+/// counted as ring collectives do: an all-gather brings each device the (W − 1)/W of the
+/// buffer it lacks, an all-reduce sends and receives 2(W − 1)/W of the buffer. f32 throughout.
+#[derive(Debug, Clone, Serialize)]
+pub struct Communication {
+    pub devices: usize,
+    pub per_device_batch: f64,
+    pub parameters: f64,
+    /// Image and text features of the global batch, all-gathered: bytes per device per step.
+    pub feature_gather_bytes: f64,
+    /// With the local loss, the features' gradients summed as well: bytes per device per step.
+    pub local_loss_extra_bytes: f64,
+    /// The parameter gradients summed: bytes per device per step.
+    pub gradient_reduce_bytes: f64,
+    /// Model FLOPs per device per step.
+    pub compute_flops: f64,
+    /// Model FLOPs per byte moved (whole-N×N loss): the higher, the less the link matters.
+    pub flops_per_byte: f64,
+    /// Given a link of `link_gbytes` GB/s per device and `--device-tflops`: seconds per step
+    /// of moving and of computing (no overlap assumed).
+    pub link_gbytes: Option<f64>,
+    pub comm_s: Option<f64>,
+    pub compute_s: Option<f64>,
+}
+
+/// The communication of a step of global batch `batch_size` over `devices` devices.
+pub fn communication(
+    cfg: &ClipConfig,
+    batch_size: usize,
+    devices: usize,
+    device_tflops: Option<f64>,
+    link_gbytes: Option<f64>,
+) -> Communication {
+    let w = devices as f64;
+    let b = batch_size as f64;
+    let e = cfg.embed_dim as f64;
+    let parameters = clip::memory::param_count(cfg);
+    let gather = (w - 1.0) / w * 2.0 * b * e * 4.0;
+    let reduce = |bytes: f64| 2.0 * (w - 1.0) / w * bytes;
+    let gradient_reduce_bytes = reduce(parameters * 4.0);
+    let compute_flops = cfg.train_step_flops(batch_size) / w;
+    let moved = gather + gradient_reduce_bytes;
+    Communication {
+        devices,
+        per_device_batch: b / w,
+        parameters,
+        feature_gather_bytes: gather,
+        local_loss_extra_bytes: reduce(2.0 * b * e * 4.0),
+        gradient_reduce_bytes,
+        compute_flops,
+        flops_per_byte: compute_flops / moved.max(1.0),
+        link_gbytes,
+        comm_s: link_gbytes.map(|g| moved / (g * 1e9)),
+        compute_s: device_tflops.map(|t| compute_flops / (t * 1e12)),
+    }
 }
 
 /// A training step timed here.
@@ -68,7 +127,8 @@ pub fn measure(
 }
 
 /// The cost of `samples` pairs at `batch_size`, timed at the rates given: the measured one,
-/// and `device_tflops` on each of `devices` devices.
+/// and `device_tflops` on each of `devices` devices (linked at `link_gbytes` GB/s).
+#[allow(clippy::too_many_arguments)]
 pub fn estimate(
     model: &str,
     cfg: &ClipConfig,
@@ -77,6 +137,7 @@ pub fn estimate(
     measured: Option<MeasuredRate>,
     device_tflops: Option<f64>,
     devices: usize,
+    link_gbytes: Option<f64>,
 ) -> Estimate {
     let total = training_flops(cfg, samples, batch_size);
     let days_at = |tflops: f64| total / (tflops * 1e12) / DAY_S;
@@ -94,6 +155,8 @@ pub fn estimate(
         device_tflops,
         devices,
         device_days: device_tflops.map(|t| days_at(t * devices as f64)),
+        communication: (devices > 1)
+            .then(|| communication(cfg, batch_size, devices, device_tflops, link_gbytes)),
     }
 }
 
@@ -123,8 +186,8 @@ mod tests {
     #[test]
     fn days_scale_with_samples_and_inversely_with_rate() {
         let cfg = ClipConfig::preset("ViT-B-32").unwrap();
-        let a = estimate("ViT-B-32", &cfg, 1e9, 32_768, None, Some(100.0), 4);
-        let b = estimate("ViT-B-32", &cfg, 2e9, 32_768, None, Some(50.0), 1);
+        let a = estimate("ViT-B-32", &cfg, 1e9, 32_768, None, Some(100.0), 4, None);
+        let b = estimate("ViT-B-32", &cfg, 2e9, 32_768, None, Some(50.0), 1, None);
         let ratio = b.device_days.unwrap() / a.device_days.unwrap();
         assert!((ratio - 16.0).abs() < 1e-9, "{ratio}");
         // One ViT-B/32 pair: about 3 × (8.8 + 5.9) GFLOPs forward and backward.
@@ -133,5 +196,20 @@ mod tests {
             "{}",
             a.train_gflops_per_pair
         );
+    }
+
+    /// ViT-B/32 over 2 devices: the gradient all-reduce moves its 151M parameters' f32
+    /// once out and once in (2 × ½ × 605 MB), the all-gather half of the 2 × N × 512 features.
+    #[test]
+    fn a_step_over_two_devices_moves_the_gradients_and_half_the_features() {
+        let cfg = ClipConfig::preset("ViT-B-32").unwrap();
+        let c = communication(&cfg, 1024, 2, Some(100.0), Some(10.0));
+        assert!((c.parameters / 1e6 - 151.3).abs() < 0.5, "{}", c.parameters);
+        assert!((c.gradient_reduce_bytes - c.parameters * 4.0).abs() < 1.0);
+        assert!((c.feature_gather_bytes - 1024.0 * 512.0 * 4.0).abs() < 1.0);
+        assert!((c.local_loss_extra_bytes - 2.0 * 1024.0 * 512.0 * 4.0).abs() < 1.0);
+        let moved = c.feature_gather_bytes + c.gradient_reduce_bytes;
+        assert!((c.comm_s.unwrap() - moved / 1e10).abs() < 1e-9);
+        assert!((c.compute_flops - cfg.train_step_flops(1024) / 2.0).abs() < 1.0);
     }
 }

@@ -10,6 +10,7 @@ use clip_data::Batch;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LossKind;
+use crate::dist::Comm;
 use crate::error::{Result, TrainError};
 use crate::optim::clip_grad_norm;
 use crate::schedule::cosine_lr;
@@ -28,6 +29,9 @@ pub struct StepMetrics {
     pub logit_bias: Option<f64>,
     pub grad_norm: f64,
     pub samples_per_s: f64,
+    /// With several processes: seconds of the step spent in collectives (waiting included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_s: Option<f64>,
 }
 
 impl Trainer {
@@ -181,6 +185,7 @@ impl Trainer {
             },
             grad_norm,
             samples_per_s: 0.0,
+            comm_s: (self.comm.size() > 1).then(|| self.comm.take_seconds()),
         };
         self.step += 1;
         Ok(m)

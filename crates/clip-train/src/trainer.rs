@@ -13,7 +13,7 @@ use clip_data::{Batch, BatchSource};
 
 use crate::checkpoint::{self, CheckpointState};
 use crate::config::TrainConfig;
-use crate::dist::{Comm, Single};
+use crate::dist::{Comm, Single, Timed};
 use crate::error::{io, Result, TrainError};
 use crate::optim::AdamW;
 use crate::run_log::{keep_metrics_before, report_epochs, write_skipped, MetricsLog};
@@ -45,7 +45,7 @@ pub struct Trainer {
     pub step: u64,
     pub(crate) source: Arc<dyn BatchSource>,
     /// The processes training together (a world of one by default); rank 0 writes the run.
-    pub(crate) comm: Box<dyn Comm>,
+    pub(crate) comm: Timed,
 }
 
 /// Refuse a world whose size is not the run's.
@@ -109,7 +109,7 @@ impl Trainer {
             device,
             step: 0,
             source,
-            comm,
+            comm: Timed::new(comm),
         })
     }
 
@@ -168,7 +168,7 @@ impl Trainer {
             device,
             step: state.step,
             source,
-            comm,
+            comm: Timed::new(comm),
         })
     }
 

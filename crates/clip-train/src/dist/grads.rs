@@ -20,6 +20,7 @@ use clip::{clip_loss_rows, siglip_loss_rows};
 use clip_data::Batch;
 
 use crate::config::LossKind;
+use crate::dist::Comm;
 use crate::error::{Result, TrainError};
 use crate::trainer::Trainer;
 
@@ -32,7 +33,7 @@ impl Trainer {
     /// Loss (of the global batch) and the global batch's gradient, from this process's share
     /// `local` of it.
     pub(crate) fn loss_and_grads_distributed(&self, local: &Batch) -> Result<(f64, GradStore)> {
-        let comm = self.comm.as_ref();
+        let comm = &self.comm;
         let (rank, world) = (comm.rank(), comm.size());
         let k = self.cfg.accum_freq;
         let b = local.ids.dim(0)?;

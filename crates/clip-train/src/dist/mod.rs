@@ -49,6 +49,52 @@ impl Comm for Single {
     }
 }
 
+/// A world whose collectives are timed: the seconds spent in them, waiting for the slowest
+/// process included (what a step loses to being distributed, beside the work it shares).
+pub struct Timed {
+    inner: Box<dyn Comm>,
+    spent: std::cell::Cell<f64>,
+}
+
+impl Timed {
+    pub fn new(inner: Box<dyn Comm>) -> Self {
+        Self {
+            inner,
+            spent: std::cell::Cell::new(0.0),
+        }
+    }
+
+    /// Seconds in collectives since the last call.
+    pub fn take_seconds(&self) -> f64 {
+        self.spent.replace(0.0)
+    }
+
+    fn timed<R>(&self, f: impl FnOnce() -> R) -> R {
+        let t = std::time::Instant::now();
+        let out = f();
+        self.spent.set(self.spent.get() + t.elapsed().as_secs_f64());
+        out
+    }
+}
+
+impl Comm for Timed {
+    fn rank(&self) -> usize {
+        self.inner.rank()
+    }
+    fn size(&self) -> usize {
+        self.inner.size()
+    }
+    fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
+        self.timed(|| self.inner.all_gather(local))
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
+        self.timed(|| self.inner.all_reduce_sum(buf))
+    }
+    fn transport(&self) -> &'static str {
+        self.inner.transport()
+    }
+}
+
 /// A failed collective, naming what the step was doing.
 pub(crate) fn failed(what: &str, msg: impl std::fmt::Display) -> TrainError {
     TrainError::Distributed(format!("{what}: {msg}"))

@@ -10,7 +10,8 @@ use clip_train::estimate::{self, Estimate};
 clipforge estimate --model ViT-B-32 --samples 12.8B                 # the paper's B/32 run\n  \
 clipforge estimate --model tiny --samples 800x64 --no-measure\n  \
 clipforge estimate --model ViT-B-32 --samples 400M --device-tflops 300 --json\n  \
-clipforge estimate --model ViT-L-14 --samples 12.8B --device-tflops 25 --devices 256 --no-measure\n\n\
+clipforge estimate --model ViT-L-14 --samples 12.8B --device-tflops 25 --devices 256 --no-measure\n  \
+clipforge estimate --model ViT-B-32 --samples 400M --batch-size 4096 --devices 8 --device-tflops 100 --link-gbytes 25 --no-measure\n\n\
 FLOPs are model FLOPs: every matrix product at 2 per multiply-add, the backward pass counted\n\
 as twice the forward, element-wise work left out (as in MFU figures). The rate here is\n\
 measured by timing a few training steps of the model at --measure-batch pairs of built-in\n\
@@ -31,9 +32,14 @@ pub struct Args {
     /// Also give the time at this sustained rate per device, in TFLOP/s.
     #[arg(long)]
     pub device_tflops: Option<f64>,
-    /// With --device-tflops: devices training together (data parallel, perfect scaling).
+    /// Devices training together (data parallel): with --device-tflops the time assumes
+    /// perfect scaling; above 1, what each step moves between them is shown too.
     #[arg(long, default_value_t = 1)]
     pub devices: usize,
+    /// With --devices: each device's link in GB/s, to set the step's moving time beside its
+    /// computing time (give --device-tflops too).
+    #[arg(long, value_name = "GB/S")]
+    pub link_gbytes: Option<f64>,
     /// Do not time training steps here (FLOPs and --device-tflops only).
     #[arg(long)]
     pub no_measure: bool,
@@ -86,6 +92,12 @@ pub fn run(args: Args) -> Result<()> {
         args.measure_steps >= 1,
         "--measure-steps must be at least 1"
     );
+    if let Some(g) = args.link_gbytes {
+        anyhow::ensure!(
+            g > 0.0 && g.is_finite(),
+            "--link-gbytes must be positive, got {g}"
+        );
+    }
     if let Some(t) = args.device_tflops {
         anyhow::ensure!(
             t > 0.0 && t.is_finite(),
@@ -118,6 +130,7 @@ pub fn run(args: Args) -> Result<()> {
         measured,
         args.device_tflops,
         args.devices,
+        args.link_gbytes,
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
@@ -173,6 +186,30 @@ fn print_table(e: &Estimate) {
             n => format!(" on each of {n} devices"),
         };
         println!("  at {t} TFLOP/s sustained{on} → {}", duration(days));
+    }
+    if let Some(c) = &e.communication {
+        let mb = |b: f64| b / 1e6;
+        println!(
+            "  each step, per device ({} pairs of the {}): {:.1} MB of features all-gathered, {:.1} MB of gradients all-reduced ({:.1} M parameters); {:.1} MB more with --local-loss",
+            c.per_device_batch,
+            e.batch_size,
+            mb(c.feature_gather_bytes),
+            mb(c.gradient_reduce_bytes),
+            c.parameters / 1e6,
+            mb(c.local_loss_extra_bytes)
+        );
+        println!(
+            "  {:.3e} FLOPs per device per step: {:.0} FLOPs per byte moved",
+            c.compute_flops, c.flops_per_byte
+        );
+        if let (Some(g), Some(comm), Some(comp)) = (c.link_gbytes, c.comm_s, c.compute_s) {
+            println!(
+                "  at {g} GB/s per device: {:.3} s moving against {:.3} s computing per step ({:.0}% of the step if they do not overlap)",
+                comm,
+                comp,
+                100.0 * comm / (comm + comp)
+            );
+        }
     }
 }
 
