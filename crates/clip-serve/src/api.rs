@@ -61,7 +61,7 @@ impl AppState {
     pub fn new(index: Index, model: Clip, device: Device, limits: Limits) -> clip::Result<Self> {
         let tokenizer = TextTokenizer::for_config(&model.config.text_cfg)?;
         let slots = Semaphore::new(limits.model_slots.max(1));
-        let searcher = Searcher::for_index(&index, Default::default());
+        let searcher = Searcher::building(&index, Default::default());
         Ok(Self {
             searcher,
             index,
