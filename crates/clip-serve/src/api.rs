@@ -55,6 +55,8 @@ pub struct AppState {
     pub device: Device,
     pub limits: Limits,
     slots: Semaphore,
+    /// The model's block weights, prepared once for the server's life (it never trains).
+    frozen: clip::ops::FrozenWeights,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             device,
             limits,
             slots,
+            frozen: clip::ops::FrozenWeights::new(),
         })
     }
 }
@@ -120,7 +123,7 @@ async fn with_model<T: Send + 'static>(
         .await
         .map_err(|_| ApiError::internal("the server is shutting down"))?;
     let state = s.clone();
-    tokio::task::spawn_blocking(move || f(&state))
+    tokio::task::spawn_blocking(move || state.frozen.run(|| f(&state)))
         .await
         .map_err(|e| ApiError::internal(format!("model task failed: {e}")))?
         .map_err(ApiError::internal)
