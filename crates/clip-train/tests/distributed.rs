@@ -5,25 +5,18 @@
 //! SigLIP's, with accumulation; rank 0 alone writes the run; a world of the wrong size is
 //! refused on resume.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
-use clip::ClipConfig;
 use clip_train::dist::{threads, Comm};
 use clip_train::{StepMetrics, TrainConfig, Trainer};
 
+/// The shared micro model with a batch of `batch`.
 fn micro_config(steps: u64, batch: usize) -> TrainConfig {
-    let model = ClipConfig::from_json_str(
-        r#"{"embed_dim": 32,
-            "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}"#,
-        "micro",
-    )
-    .unwrap();
-    let mut cfg = TrainConfig::new("micro", model, steps);
+    let mut cfg = common::micro_config(steps);
     cfg.batch_size = batch;
-    cfg.warmup = 2;
-    cfg.checkpoint_every = 1000;
     cfg
 }
 

@@ -1,25 +1,13 @@
 //! Training-loop guarantees: exact resume, accumulation that equals the full batch, the loss
 //! falling well below chance on the built-in scenes, and AdamW's parameter groups.
 
+mod common;
+
 use std::path::PathBuf;
 
 use clip::ClipConfig;
 use clip_train::{StepMetrics, TrainConfig, Trainer};
-
-fn micro_config(steps: u64) -> TrainConfig {
-    let model = ClipConfig::from_json_str(
-        r#"{"embed_dim": 32,
-            "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
-            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}"#,
-        "micro",
-    )
-    .unwrap();
-    let mut cfg = TrainConfig::new("micro", model, steps);
-    cfg.batch_size = 16;
-    cfg.warmup = 2;
-    cfg.checkpoint_every = 1000;
-    cfg
-}
+use common::micro_config;
 
 fn run_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("clipforge-train-{tag}-{}", std::process::id()));
