@@ -75,6 +75,10 @@ pub struct Args {
     /// With --dataset: at most this many test images.
     #[arg(long, default_value_t = 10_000)]
     pub test_limit: usize,
+    /// Precision of the encoders' products: bf16 rounds the blocks' weight products to bf16
+    /// and sums in f32 (where the CPU has AMX; f32 elsewhere), to measure what it costs.
+    #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
+    pub dtype: super::DtypeArg,
     /// Print the metrics as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -101,6 +105,10 @@ pub enum Features {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    args.dtype.infer(|| evaluate(&args))
+}
+
+fn evaluate(args: &Args) -> Result<()> {
     let ckpt = checkpoint::resolve(&args.checkpoint)?;
     let run_dir = ckpt
         .parent()
