@@ -50,17 +50,19 @@ pub struct Trainer {
 
 /// Refuse a world whose size is not the run's.
 fn check_world(cfg: &TrainConfig, comm: &dyn Comm) -> Result<()> {
-    if cfg.world_size != comm.size() {
-        return Err(TrainError::Distributed(format!(
-            "the run trains as {} process(es) of {} pairs each, this world has {}: run it with {} (`mpirun -np {}` …)",
-            cfg.world_size,
-            cfg.batch_size,
-            comm.size(),
-            if cfg.world_size == 1 { "one process, without --distributed".to_string() } else { format!("{} processes", cfg.world_size) },
-            cfg.world_size
-        )));
+    if cfg.world_size == comm.size() {
+        return Ok(());
     }
-    Ok(())
+    let how = match cfg.world_size {
+        1 => "one process, without --distributed".to_string(),
+        n => format!("{n} processes (`mpirun -np {n}` … --distributed)"),
+    };
+    Err(TrainError::Distributed(format!(
+        "the run trains as {} process(es) of {} pairs each, this world has {}: run it as {how}",
+        cfg.world_size,
+        cfg.batch_size,
+        comm.size(),
+    )))
 }
 
 impl Trainer {
