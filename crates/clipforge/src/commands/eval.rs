@@ -120,13 +120,13 @@ fn evaluate(args: &Args) -> Result<()> {
     clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
     if let Some(arg) = &args.dataset {
         if let Some(root) = arg.to_str().and_then(|a| a.strip_prefix("folder:")) {
-            return eval_folder(&args, Path::new(root), &model, run_dir, &device);
+            return eval_folder(args, Path::new(root), &model, run_dir, &device);
         }
         if let Some(list) = arg.to_str().and_then(|a| a.strip_prefix("captions-csv:")) {
-            return eval_caption_list(&args, Path::new(list), &model, run_dir, device);
+            return eval_caption_list(args, Path::new(list), &model, run_dir, device);
         }
         let dir = clip_data::packaged::locate(arg, Path::new("data"))?;
-        return eval_dataset(&args, &dir, &model, run_dir, &device);
+        return eval_dataset(args, &dir, &model, run_dir, &device);
     }
     let seed = cfg.data.builtin_seed().unwrap_or(cfg.seed);
     let report = clip_train::eval::zero_shot_builtin(
