@@ -1,7 +1,7 @@
 //! Encoding many inputs for evaluation: in chunks, under `ops::inference`, each chunk's output
 //! detached (a kept output would hold its whole forward graph, every activation, alive), the
-//! blocks' weights prepared once per call ([`clip::ops::FrozenWeights`]: nothing trains
-//! while a call runs).
+//! blocks' weights prepared once per call, or once for a whole job when the caller runs it
+//! inside a [`clip::ops::FrozenWeights::run`] (nothing trains while either runs).
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::Module;
@@ -42,7 +42,7 @@ pub fn image_features(model: &Clip, pixels: &Tensor, kind: ImageFeature) -> Resu
     }
     let n = pixels.dim(0)?;
     let mut parts = Vec::with_capacity(n.div_ceil(CHUNK));
-    let frozen = clip::ops::FrozenWeights::new();
+    let frozen = clip::ops::FrozenWeights::active_or_new();
     for start in (0..n).step_by(CHUNK) {
         let chunk = pixels.narrow(0, start, CHUNK.min(n - start))?;
         parts.push(frozen.run(|| {
@@ -105,7 +105,7 @@ pub fn text_embeddings(
 ) -> Result<Tensor> {
     let ctx = model.config.text_cfg.context_length;
     let mut parts = Vec::with_capacity(texts.len().div_ceil(CHUNK));
-    let frozen = clip::ops::FrozenWeights::new();
+    let frozen = clip::ops::FrozenWeights::active_or_new();
     for part in texts.chunks(CHUNK) {
         let ids = tokenizer.tokenize_tensor(part, ctx, device)?; // [m, T]
         parts.push(frozen.run(|| detached(|| model.encode_text(&ids)))?); // [m, E]

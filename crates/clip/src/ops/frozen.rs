@@ -41,6 +41,12 @@ impl FrozenWeights {
         Self::default()
     }
 
+    /// The cache of the [`FrozenWeights::run`] this thread is inside (a caller that holds a
+    /// model for a whole job, such as a server), else a new one.
+    pub fn active_or_new() -> Self {
+        ACTIVE.with(|a| a.borrow().clone()).unwrap_or_default()
+    }
+
     /// Run `f` with the fused blocks it calls (on this thread) using this cache.
     pub fn run<R>(&self, f: impl FnOnce() -> R) -> R {
         let before = ACTIVE.with(|a| a.replace(Some(self.clone())));
@@ -82,4 +88,22 @@ pub(super) fn prepared(
         }
     };
     Ok((entry.packed, Some(entry.kept)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inside a job's `run`, an encoder asking for a cache gets the job's (so a server that
+    /// holds one prepares its weights once), outside it a fresh one.
+    #[test]
+    fn active_or_new_joins_the_running_job() {
+        let job = FrozenWeights::new();
+        job.run(|| {
+            let inner = FrozenWeights::active_or_new();
+            assert!(Arc::ptr_eq(&inner.0, &job.0));
+        });
+        let outside = FrozenWeights::active_or_new();
+        assert!(!Arc::ptr_eq(&outside.0, &job.0));
+    }
 }
