@@ -189,11 +189,6 @@ impl Trainer {
         step * b * self.comm.size() as u64 + self.comm.rank() as u64 * b
     }
 
-    /// This process's place in its world: (rank, processes).
-    pub fn world(&self) -> (usize, usize) {
-        (self.comm.rank(), self.comm.size())
-    }
-
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let state = CheckpointState {
             step: self.step,

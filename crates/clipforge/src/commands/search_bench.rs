@@ -54,7 +54,23 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     for &n in &args.sizes {
+        // The graph's build is most of the time: seconds at 10,000, an hour at a million.
+        let spinner = (!args.json).then(|| {
+            let s = indicatif::ProgressBar::new_spinner();
+            s.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .expect("valid template"),
+            );
+            s.set_message(format!(
+                "{n} vectors: exact search, then the HNSW graph's build"
+            ));
+            s.enable_steady_tick(std::time::Duration::from_millis(200));
+            s
+        });
         let b = clip_search::bench::measure(n, args.dim, args.queries, params);
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
         if args.json {
             println!("{}", serde_json::to_string(&b)?);
         } else {
