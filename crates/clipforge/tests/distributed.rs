@@ -9,8 +9,10 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{assert_clean_error, clipforge, tmp};
 
@@ -33,20 +35,108 @@ fn distributed_without_mpi_says_how_to_build_it() {
     assert_clean_error(&o, &["--features mpi", "docs/distributed.md"]);
 }
 
-/// `mpirun` with what a container needs (root, 2 slots on 2 cores), one thread a process.
+/// `mpirun` as a container needs it, one thread a process: as root; 2 slots on 2 cores
+/// and no binding to cores (a cgroup may hold other cores than the ones hwloc sees); the
+/// processes talk over shared memory without cross-memory attach (`process_vm_readv`, which
+/// a sandbox's seccomp may refuse, failing or hanging large messages), else TCP, and both
+/// TCP and the bootstrap stay on loopback; an idle process yields its core.
 #[cfg(feature = "mpi")]
 fn mpirun(np: usize, args: &[&str]) -> Command {
     let mut c = Command::new("mpirun");
     c.args([
         "--allow-run-as-root",
         "--oversubscribe",
+        "--bind-to",
+        "none",
         "-np",
         &np.to_string(),
     ])
     .args(["-x", "RAYON_NUM_THREADS=1"])
+    .env("OMPI_MCA_btl", "self,vader,tcp")
+    .env("OMPI_MCA_btl_tcp_if_include", "lo")
+    .env("OMPI_MCA_btl_vader_single_copy_mechanism", "none")
+    .env("OMPI_MCA_oob_tcp_if_include", "lo")
+    .env("OMPI_MCA_mpi_yield_when_idle", "1")
     .arg(env!("CARGO_BIN_EXE_clipforge"))
     .args(args);
     c
+}
+
+/// One launch at a time: the tests share 2 cores, and a launch of 2 processes wants both.
+#[cfg(feature = "mpi")]
+static ONE_LAUNCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How long any one launch may take before the test kills it and fails (a debug build of
+/// 20 `tiny` steps takes well under a minute on 2 cores).
+const LAUNCH_LIMIT: Duration = Duration::from_secs(300);
+
+/// Starts `cmd` in a process group of its own, stdout and stderr piped and read aside.
+fn spawn(cmd: &mut Command) -> Launch {
+    let mut child = cmd
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the launch");
+    let pipe = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = pipe(Box::new(child.stdout.take().unwrap()));
+    let stderr = pipe(Box::new(child.stderr.take().unwrap()));
+    Launch {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+struct Launch {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Launch {
+    /// Waits at most `limit`; past it the whole process group is killed and the test fails
+    /// with what the launch printed, instead of hanging the test run.
+    fn wait(mut self, limit: Duration, what: &str) -> Output {
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if t0.elapsed() > limit {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let Some(status) = status else {
+            let pgid = self.child.id();
+            let _ = Command::new("kill")
+                .args(["-9", "--", &format!("-{pgid}")])
+                .status();
+            let _ = self.child.wait();
+            let stderr = self.stderr.join().unwrap_or_default();
+            panic!(
+                "{what}: still running after {limit:?}, killed; its stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        };
+        Output {
+            status,
+            stdout: self.stdout.join().unwrap_or_default(),
+            stderr: self.stderr.join().unwrap_or_default(),
+        }
+    }
+}
+
+/// `cmd` run to its end within [`LAUNCH_LIMIT`].
+fn run(cmd: &mut Command, what: &str) -> Output {
+    spawn(cmd).wait(LAUNCH_LIMIT, what)
 }
 
 fn losses(dir: &Path) -> Vec<f64> {
@@ -106,6 +196,7 @@ fn two_processes_of_32_train_like_one_of_64() {
     if !has_mpirun() {
         return;
     }
+    let _one_launch = ONE_LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     let common = [
         "--model",
         "tiny",
@@ -116,35 +207,37 @@ fn two_processes_of_32_train_like_one_of_64() {
         "--quiet",
     ];
     let one = tmp("dist-one");
-    let o = Command::new(env!("CARGO_BIN_EXE_clipforge"))
-        .args([
-            "train",
-            "--batch-size",
-            "64",
-            "--out",
-            one.to_str().unwrap(),
-        ])
-        .args(common)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap();
+    let o = run(
+        Command::new(env!("CARGO_BIN_EXE_clipforge"))
+            .args([
+                "train",
+                "--batch-size",
+                "64",
+                "--out",
+                one.to_str().unwrap(),
+            ])
+            .args(common)
+            .env("RAYON_NUM_THREADS", "1"),
+        "one process of 64",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let two = tmp("dist-two");
-    let o = mpirun(
-        2,
-        &[
-            "train",
-            "--distributed",
-            "--batch-size",
-            "32",
-            "--out",
-            two.to_str().unwrap(),
-        ],
-    )
-    .args(common)
-    .output()
-    .unwrap();
+    let o = run(
+        mpirun(
+            2,
+            &[
+                "train",
+                "--distributed",
+                "--batch-size",
+                "32",
+                "--out",
+                two.to_str().unwrap(),
+            ],
+        )
+        .args(common),
+        "mpirun -np 2, 32 each",
+    );
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
@@ -171,21 +264,22 @@ fn two_processes_of_32_train_like_one_of_64() {
 
     // The local loss (each process's rows against every column) trains the same.
     let local = tmp("dist-local");
-    let o = mpirun(
-        2,
-        &[
-            "train",
-            "--distributed",
-            "--local-loss",
-            "--batch-size",
-            "32",
-            "--out",
-            local.to_str().unwrap(),
-        ],
-    )
-    .args(common)
-    .output()
-    .unwrap();
+    let o = run(
+        mpirun(
+            2,
+            &[
+                "train",
+                "--distributed",
+                "--local-loss",
+                "--batch-size",
+                "32",
+                "--out",
+                local.to_str().unwrap(),
+            ],
+        )
+        .args(common),
+        "mpirun -np 2 --local-loss",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for (step, (x, y)) in a.iter().zip(&losses(&local)).enumerate() {
         assert!(
@@ -244,85 +338,81 @@ fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
         "4",
         "--quiet",
     ];
+    let _one_launch = ONE_LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     let straight = tmp("dist-straight");
-    let o = mpirun(
-        2,
-        &[
-            "train",
-            "--distributed",
-            "--out",
-            straight.to_str().unwrap(),
-        ],
-    )
-    .args(common)
-    .output()
-    .unwrap();
+    let o = run(
+        mpirun(
+            2,
+            &[
+                "train",
+                "--distributed",
+                "--out",
+                straight.to_str().unwrap(),
+            ],
+        )
+        .args(common),
+        "the uninterrupted launch",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
-    let run = tmp("dist-killed");
-    let mut launch = mpirun(
-        2,
-        &["train", "--distributed", "--out", run.to_str().unwrap()],
-    )
-    .args(common)
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let killed = tmp("dist-killed");
+    let launch = spawn(
+        mpirun(
+            2,
+            &["train", "--distributed", "--out", killed.to_str().unwrap()],
+        )
+        .args(common),
+    );
     // Wait for a checkpoint, then kill rank 1 mid-run.
-    let t0 = std::time::Instant::now();
-    while clip_train::checkpoint::resolve(&run).is_err() {
-        assert!(
-            t0.elapsed().as_secs() < 120,
-            "no checkpoint after 2 minutes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    let t0 = Instant::now();
+    while clip_train::checkpoint::resolve(&killed).is_err() {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let o = launch.wait(Duration::ZERO, "the launch to kill a rank of");
+            panic!(
+                "no checkpoint after 2 minutes; stderr: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    let ranks = ranks_of(launch.id());
+    let ranks = ranks_of(launch.child.id());
     let &(victim, _) = ranks
         .iter()
         .find(|(_, r)| *r == 1)
         .expect("rank 1 among mpirun's children");
-    let killed_at = std::time::Instant::now();
     Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
         .unwrap();
-    let status = loop {
-        if let Some(s) = launch.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            killed_at.elapsed().as_secs() < 60,
-            "the launch hangs after a rank died"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(launch.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "{stderr}");
+    let o = launch.wait(
+        Duration::from_secs(60),
+        "the launch after rank 1 was killed (it hangs instead of stopping)",
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
     assert!(
         stderr.contains("signal 9") || stderr.contains("Killed"),
         "mpirun names the dead rank: {stderr}"
     );
-    let done = losses(&run).len();
+    let done = losses(&killed).len();
     assert!(done < 40, "killed before the end ({done} steps)");
 
     // Resumed as 2 processes: it ends where the uninterrupted run ended.
-    let o = mpirun(
-        2,
-        &[
-            "train",
-            "--distributed",
-            "--resume",
-            run.to_str().unwrap(),
-            "--quiet",
-        ],
-    )
-    .output()
-    .unwrap();
+    let o = run(
+        &mut mpirun(
+            2,
+            &[
+                "train",
+                "--distributed",
+                "--resume",
+                killed.to_str().unwrap(),
+                "--quiet",
+            ],
+        ),
+        "the resumed launch",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (a, b) = (losses(&straight), losses(&run));
+    let (a, b) = (losses(&straight), losses(&killed));
     assert_eq!(a, b, "the resumed run's losses are the uninterrupted run's");
-    assert_eq!(max_weight_diff(&straight, &run), 0.0);
+    assert_eq!(max_weight_diff(&straight, &killed), 0.0);
 }
