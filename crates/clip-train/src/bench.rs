@@ -31,6 +31,9 @@ pub struct BenchConfig {
     /// parameters' dtype; on the CPU bf16 means f32 parameters with bf16 products
     /// ([`clip::ops::autocast_bf16`]), as PyTorch's CPU autocast.
     pub encode_dtype: DType,
+    /// On the CPU, encode with int8 products ([`clip::ops::quantize_int8`], dynamic
+    /// quantisation as PyTorch's `quantize_dynamic`); `encode_dtype` is then f32.
+    pub int8: bool,
     /// Let f32 matrix products use TF32 on a GPU (cuBLAS; no effect on the CPU).
     pub tf32: bool,
 }
@@ -119,7 +122,9 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     // The encoders run in `encode_dtype`: on the CPU under autocast, on a GPU with the same
     // initial weights converted.
     let autocast = cfg.encode_dtype == DType::BF16 && device.is_cpu();
+    let int8 = cfg.int8 && device.is_cpu();
     let encode_kernel = match (cfg.encode_dtype, autocast) {
+        _ if int8 => format!("int8 {}", clip::ops::int8_kernel()),
         (DType::F32, _) => "f32".to_string(),
         (_, true) => clip::ops::bf16_kernel()
             .unwrap_or("f32 (no bf16 hardware)")
@@ -131,7 +136,9 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     let encode = |f: &dyn Fn() -> candle_core::Result<candle_core::Tensor>| {
         frozen.run(|| {
             clip::ops::inference(|| {
-                if autocast {
+                if int8 {
+                    clip::ops::quantize_int8(f)
+                } else if autocast {
                     clip::ops::autocast_bf16(f)
                 } else {
                     f()
@@ -188,7 +195,11 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
     Ok(BenchReport {
         model: cfg.model.clone(),
         device: format!("{:?}", device.location()),
-        encode_dtype: format!("{:?}", cfg.encode_dtype).to_lowercase(),
+        encode_dtype: if int8 {
+            "int8".to_string()
+        } else {
+            format!("{:?}", cfg.encode_dtype).to_lowercase()
+        },
         encode_kernel,
         tf32: cfg.tf32,
         batch_size: n,

@@ -1,5 +1,6 @@
-//! Inference with prepared weights (`ops::FrozenWeights`) and with bf16 products
-//! (`ops::autocast_bf16`) against the plain f32 forward of the same model.
+//! Inference with prepared weights (`ops::FrozenWeights`), with bf16 products
+//! (`ops::autocast_bf16`) and with int8 products (`ops::quantize_int8`) against the plain f32
+//! forward of the same model.
 
 use candle_core::{Device, Tensor};
 use clip::{init, ops, Clip, ClipConfig};
@@ -83,4 +84,57 @@ fn bf16_products_stay_within_bf16_rounding_of_f32() {
             );
         }
     }
+}
+
+/// Cosine of unit embeddings, row by row.
+fn cosines(a: &Tensor, b: &Tensor) -> Vec<f32> {
+    rows(a)
+        .iter()
+        .zip(&rows(b))
+        .map(|(x, y)| x.iter().zip(y).map(|(u, v)| u * v).sum())
+        .collect()
+}
+
+#[test]
+fn int8_products_stay_within_quantisation_error_of_f32_and_only_in_inference() {
+    let model = tiny_model();
+    let (pixels, ids) = inputs(&model, 8);
+    let frozen = ops::FrozenWeights::new();
+    for (name, f32_out, int8_out) in [
+        (
+            "image",
+            ops::inference(|| model.encode_image(&pixels)).unwrap(),
+            frozen
+                .run(|| ops::quantize_int8(|| ops::inference(|| model.encode_image(&pixels))))
+                .unwrap(),
+        ),
+        (
+            "text",
+            ops::inference(|| model.encode_text(&ids)).unwrap(),
+            ops::quantize_int8(|| ops::inference(|| model.encode_text(&ids))).unwrap(),
+        ),
+    ] {
+        assert_ne!(
+            rows(&f32_out),
+            rows(&int8_out),
+            "{name}: int8 products gave f32's exact values"
+        );
+        for (i, cos) in cosines(&f32_out, &int8_out).into_iter().enumerate() {
+            assert!(
+                cos > 0.99,
+                "{name} {i}: cosine {cos} between int8 and f32 embeddings"
+            );
+        }
+    }
+    // Prepared int8 weights are kept apart from f32 ones: the same cache then serves f32
+    // exactly again.
+    let again = frozen
+        .run(|| ops::inference(|| model.encode_image(&pixels)))
+        .unwrap();
+    let plain = ops::inference(|| model.encode_image(&pixels)).unwrap();
+    assert_eq!(rows(&again), rows(&plain));
+    // Outside inference (a forward that may be differentiated) the products stay f32.
+    let train_fwd = ops::quantize_int8(|| model.encode_image(&pixels)).unwrap();
+    let f32_fwd = model.encode_image(&pixels).unwrap();
+    assert_eq!(rows(&train_fwd), rows(&f32_fwd));
 }

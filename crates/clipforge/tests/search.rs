@@ -249,31 +249,36 @@ fn a_killed_index_run_is_finished_by_the_next() {
 }
 
 #[test]
-fn a_bf16_index_holds_the_f32_index_vectors_within_bf16_rounding() {
+fn bf16_and_int8_indexes_hold_the_f32_index_vectors_within_rounding() {
     let run = trained_run("bf16-run");
     let folder = tmp("bf16-photos");
     photo_folder(&folder, 6);
-    let (a, b) = (tmp("bf16-a.idx"), tmp("bf16-b.idx"));
+    let a = tmp("f32.idx");
     index(&run, Some(&folder), &a, &[]);
-    let r = index(&run, Some(&folder), &b, &["--dtype", "bf16"]);
-    assert_eq!(r["embedded"], 6, "{r}");
-    let (va, vb) = (vectors(&a), vectors(&b));
-    assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
-    for (path, x) in &va {
-        // Unit vectors: the cosine is the dot product.
-        let cos: f32 = x.iter().zip(&vb[path]).map(|(u, v)| u * v).sum();
-        assert!(
-            cos > 0.999,
-            "{}: cosine {cos} between bf16 and f32",
-            path.display()
-        );
-    }
-    if clip::ops::bf16_kernel().is_some() {
-        // Where the hardware takes bf16, the products did change the vectors.
-        let moved = va
-            .iter()
-            .any(|(p, x)| x.iter().zip(&vb[p]).any(|(u, v)| u != v));
-        assert!(moved, "--dtype bf16 gave the f32 vectors bit for bit");
+    let va = vectors(&a);
+    for (dtype, min_cos) in [("bf16", 0.999), ("int8", 0.99)] {
+        let b = tmp(&format!("{dtype}.idx"));
+        let r = index(&run, Some(&folder), &b, &["--dtype", dtype]);
+        assert_eq!(r["embedded"], 6, "{r}");
+        let vb = vectors(&b);
+        assert_eq!(va.keys().collect::<Vec<_>>(), vb.keys().collect::<Vec<_>>());
+        for (path, x) in &va {
+            // Unit vectors: the cosine is the dot product.
+            let cos: f32 = x.iter().zip(&vb[path]).map(|(u, v)| u * v).sum();
+            assert!(
+                cos > min_cos,
+                "{}: cosine {cos} between {dtype} and f32",
+                path.display()
+            );
+        }
+        // Where the products change (int8 always; bf16 where the hardware takes it), the
+        // vectors did move.
+        if dtype == "int8" || clip::ops::bf16_kernel().is_some() {
+            let moved = va
+                .iter()
+                .any(|(p, x)| x.iter().zip(&vb[p]).any(|(u, v)| u != v));
+            assert!(moved, "--dtype {dtype} gave the f32 vectors bit for bit");
+        }
     }
 }
 

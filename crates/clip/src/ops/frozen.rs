@@ -1,6 +1,6 @@
 //! Weights a caller holds fixed across many inference calls (embedding a collection, a
 //! benchmark, an evaluation): each fused block's packed parameters and the product operands
-//! it keeps ([`KeptWeights`], bf16 under autocast) are prepared once, not once per call.
+//! it keeps ([`KeptWeights`], bf16 under autocast, int8 when quantised) are prepared once, not once per call.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -9,10 +9,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::{Result, Tensor, TensorId};
 
 use super::block_tail::KeptWeights;
-use super::mode::bf16_products;
+use super::mode::{products, Products};
 
-/// A block's parameter tensors, and whether its products run in bf16.
-type Key = (Vec<TensorId>, bool);
+/// A block's parameter tensors, and what its products run in.
+type Key = (Vec<TensorId>, Products);
 
 /// The packed parameters `[P]` and the cell the op fills with its kept operands on first use.
 pub(super) type Prepared = (Tensor, Option<Arc<OnceLock<KeptWeights>>>);
@@ -74,7 +74,7 @@ pub(super) fn prepared(
     let Some(cache) = ACTIVE.with(|a| a.borrow().clone()) else {
         return Ok((pack()?, None));
     };
-    let key = (params.iter().map(|t| t.id()).collect(), bf16_products());
+    let key = (params.iter().map(|t| t.id()).collect(), products());
     let mut map = cache.0.lock().unwrap_or_else(|e| e.into_inner());
     let entry = match map.get(&key) {
         Some(e) => e.clone(),

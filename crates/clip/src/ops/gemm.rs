@@ -2,7 +2,8 @@
 //! for strided f32 operands, so fused ops can multiply straight into their own buffers.
 
 use super::amx::{self, PackedB};
-use super::mode::bf16_products;
+use super::int8::{self, PackedI8};
+use super::mode::{products, Products};
 
 /// A read-only strided matrix view: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -83,9 +84,11 @@ const IN_PLACE_MAX_BYTES: usize = 512 << 10;
 /// crowd into a few L1 sets as a power-of-two stride would. Built once per op call, it spares
 /// every task's product the copy `gemm` would otherwise make of it. Under
 /// [`autocast_bf16`](super::autocast_bf16) on a CPU with AMX it is kept in bf16 instead, in the
-/// tiles' layout, and its products run on [`amx`].
+/// tiles' layout, and its products run on [`amx`]; under
+/// [`quantize_int8`](super::quantize_int8) it is kept in i8 and its products run on [`int8`].
 pub(crate) struct Kept {
     bf16: Option<PackedB>,
+    int8: Option<PackedI8>,
     buf: Vec<f32>,
     start: usize,
     k: usize,
@@ -97,10 +100,15 @@ impl Kept {
     /// A copy of `b`, in the layout above.
     fn of(b: View) -> Self {
         let (k, n) = (b.rows, b.cols);
-        if bf16_products() {
-            let packed = PackedB::of(b.data, k, n, b.rs, b.cs);
+        let packed = match products() {
+            Products::F32 => None,
+            Products::Bf16 => Some((Some(PackedB::of(b.data, k, n, b.rs, b.cs)), None)),
+            Products::Int8 => Some((None, Some(PackedI8::of(b.data, k, n, b.rs, b.cs)))),
+        };
+        if let Some((bf16, int8)) = packed {
             return Self {
-                bf16: Some(packed),
+                bf16,
+                int8,
                 buf: Vec::new(),
                 start: 0,
                 k,
@@ -119,6 +127,7 @@ impl Kept {
         }
         Self {
             bf16: None,
+            int8: None,
             buf,
             start,
             k,
@@ -165,6 +174,9 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
     );
     if let Some(packed) = &b.bf16 {
         return amx::matmul(x, packed, c, ldc, accumulate);
+    }
+    if let Some(packed) = &b.int8 {
+        return int8::matmul(x, packed, c, ldc, accumulate);
     }
     let rows = x.len() / k; // x [rows, k] · B [k, n] → c [rows, n]
     let per_call = if b.bytes() <= IN_PLACE_MAX_BYTES {

@@ -13,7 +13,7 @@
 //!
 //! Modules depend downwards only: the block ops (`block`, `pooled_block`) → `block_tail` →
 //! `rows`, `block_params` → the kernels (`attention`, `norm`, `activation`, `linear`,
-//! `softmax`, `gemm`) → `cpu`, `math`, `lanes`, `mode`.
+//! `softmax`, `gemm` → `amx`, `int8`) → `cpu`, `math`, `lanes`, `mode`.
 
 mod accumulate;
 mod activation;
@@ -25,6 +25,7 @@ mod block_tail;
 mod cpu;
 mod frozen;
 mod gemm;
+mod int8;
 mod lanes;
 mod linear;
 mod math;
@@ -40,8 +41,9 @@ pub use block::{residual_block, residual_block_composed};
 pub use block_params::{BlockCfg, BlockParams};
 pub use cpu::fused_ok;
 pub use frozen::FrozenWeights;
+pub use int8::int8_kernel;
 pub use linear::{linear, linear_composed};
-pub use mode::{autocast_bf16, bf16_kernel, inference};
+pub use mode::{autocast_bf16, bf16_kernel, inference, quantize_int8};
 pub use norm::{layer_norm, layer_norm_composed};
 pub use pooled_block::{gather_rows, residual_block_pooled, residual_block_pooled_composed};
 pub use softmax::softmax_last_dim;

@@ -1,11 +1,46 @@
 //! The modes the fused ops read on the calling thread: inference (keep nothing for a backward
-//! pass) and bf16 autocast (matrix products in bf16 where the CPU has the hardware for it).
+//! pass), bf16 autocast (matrix products in bf16 where the CPU has the hardware for it) and
+//! int8 dynamic quantisation (inference only).
 
 use std::cell::Cell;
 
 thread_local! {
     static INFERENCE: Cell<bool> = const { Cell::new(false) };
     static BF16: Cell<bool> = const { Cell::new(false) };
+    static INT8: Cell<bool> = const { Cell::new(false) };
+}
+
+/// What the fused blocks' weight products run in on the calling thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Products {
+    F32,
+    /// bf16 operands, f32 sums (AMX).
+    Bf16,
+    /// i8 operands, i32 sums, f32 scales ([`super::int8`]).
+    Int8,
+}
+
+/// The products of the calling thread's mode: int8 inside [`quantize_int8`] and
+/// [`inference`], else bf16 inside [`autocast_bf16`] where the CPU can, else f32.
+pub(crate) fn products() -> Products {
+    if INT8.with(|c| c.get()) && in_inference() {
+        Products::Int8
+    } else if bf16_products() {
+        Products::Bf16
+    } else {
+        Products::F32
+    }
+}
+
+/// Run `f` with the fused blocks' weight products in int8, as PyTorch's
+/// `quantize_dynamic(model, {nn.Linear}, torch.qint8)`: each weight quantised once per output
+/// column, each product's input rows quantised as they come (one scale a row), sums exact in
+/// i32. Only inside [`inference`] (there is no int8 backward pass); elsewhere f32.
+pub fn quantize_int8<R>(f: impl FnOnce() -> R) -> R {
+    let before = INT8.with(|c| c.replace(true));
+    let out = f();
+    INT8.with(|c| c.set(before));
+    out
 }
 
 /// Run `f` without keeping the activations fused blocks would need for a backward pass (as
@@ -34,7 +69,7 @@ pub fn autocast_bf16<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Whether the caller is inside [`autocast_bf16`] and the CPU can act on it.
-pub(crate) fn bf16_products() -> bool {
+fn bf16_products() -> bool {
     BF16.with(|c| c.get()) && super::amx::available()
 }
 

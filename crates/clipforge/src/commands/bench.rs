@@ -36,7 +36,8 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: super::DeviceArg,
-    /// Parameter dtype of the encoders (the training step stays f32).
+    /// Precision of the encoders (the training step stays f32): on the CPU, bf16 = bf16
+    /// products where there is AMX, int8 = quantised products; on a GPU, bf16 parameters.
     #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
     pub dtype: super::DtypeArg,
     /// Let f32 matrix products on a GPU use TF32 tensor cores.
@@ -50,14 +51,20 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     anyhow::ensure!(args.steps >= 1, "--steps must be at least 1");
     anyhow::ensure!(args.batch_size >= 2, "--batch-size must be at least 2");
+    let device = args.device.open()?;
+    anyhow::ensure!(
+        args.dtype != super::DtypeArg::Int8 || device.is_cpu(),
+        "--dtype int8 runs on the CPU only (int8 products are a CPU kernel); on a GPU use bf16"
+    );
     let cfg = BenchConfig {
         model: args.model.clone(),
         batch_size: args.batch_size,
         steps: args.steps,
         warmup: args.warmup,
         loader_image_size: args.loader_image_size,
-        device: args.device.open()?,
+        device,
         encode_dtype: args.dtype.into(),
+        int8: args.dtype == super::DtypeArg::Int8,
         tf32: args.tf32,
     };
     let quiet = args.json;

@@ -68,22 +68,29 @@ impl DeviceArg {
     }
 }
 
-/// Parameter dtype of the encoders (`--dtype`).
+/// Precision of the encoders' products (`--dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DtypeArg {
+    /// f32 throughout.
     F32,
+    /// bf16 products with f32 sums where the CPU has AMX (PyTorch's CPU autocast), else f32;
+    /// on a GPU, bf16 parameters.
     Bf16,
+    /// int8 products with i32 sums, weights quantised per output column and inputs per row
+    /// as they come (PyTorch's dynamic quantisation); CPU inference only.
+    Int8,
 }
 
 impl DtypeArg {
     /// Run CPU inference `f` in this precision (bf16: `clip::ops::autocast_bf16`, bf16
-    /// products where the CPU has AMX, f32 elsewhere), with the model's weights prepared once
+    /// products where the CPU has AMX, f32 elsewhere; int8: `clip::ops::quantize_int8`), with the model's weights prepared once
     /// for the whole job (`clip::ops::FrozenWeights`: nothing trains inside `f`).
     pub fn infer<R>(self, f: impl FnOnce() -> R) -> R {
         let frozen = clip::ops::FrozenWeights::new();
         frozen.run(|| match self {
             DtypeArg::F32 => f(),
             DtypeArg::Bf16 => clip::ops::autocast_bf16(f),
+            DtypeArg::Int8 => clip::ops::quantize_int8(f),
         })
     }
 
@@ -92,6 +99,7 @@ impl DtypeArg {
         match self {
             DtypeArg::F32 => "f32",
             DtypeArg::Bf16 => clip::ops::bf16_kernel().unwrap_or("f32 (no bf16 hardware here)"),
+            DtypeArg::Int8 => clip::ops::int8_kernel(),
         }
     }
 }
@@ -101,6 +109,8 @@ impl From<DtypeArg> for candle_core::DType {
         match d {
             DtypeArg::F32 => candle_core::DType::F32,
             DtypeArg::Bf16 => candle_core::DType::BF16,
+            // int8 keeps f32 parameters: only the products are quantised.
+            DtypeArg::Int8 => candle_core::DType::F32,
         }
     }
 }
