@@ -1,5 +1,5 @@
-//! Image-encode time alone, for profilers: `cargo run --release -p clip-train --example encode_profile -- [model] [batch] [runs] [f32|bf16]`
-//! (bf16: under `clip::ops::autocast_bf16`).
+//! Image-encode time alone, for profilers: `cargo run --release -p clip-train --example encode_profile -- [model] [batch] [runs] [f32|bf16|int8]`
+//! (bf16: under `clip::ops::autocast_bf16`; int8: under `clip::ops::quantize_int8`).
 use std::time::Instant;
 
 use clip::ClipConfig;
@@ -9,7 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = args.get(1).map(String::as_str).unwrap_or("tiny");
     let batch: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(256);
     let runs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let bf16 = args.get(4).is_some_and(|s| s == "bf16");
+    let mode = args.get(4).map(String::as_str).unwrap_or("f32");
     let cfg = ClipConfig::resolve(name)?;
     let dev = candle_core::Device::Cpu;
     let (model, varmap) = clip::Clip::with_varmap(&cfg, &dev)?;
@@ -25,10 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in 0..runs {
         let t = Instant::now();
         let encode = || frozen.run(|| clip::ops::inference(|| model.encode_image(&b.pixels)));
-        let emb = if bf16 {
-            clip::ops::autocast_bf16(encode)
-        } else {
-            encode()
+        let emb = match mode {
+            "bf16" => clip::ops::autocast_bf16(encode),
+            "int8" => clip::ops::quantize_int8(encode),
+            _ => encode(),
         }?; // [B, E]
         let dt = t.elapsed().as_secs_f64();
         println!(

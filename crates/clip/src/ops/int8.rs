@@ -79,7 +79,9 @@ impl PackedI8 {
         for (j, &s) in scale.iter().enumerate() {
             let (blk, col) = (j / NB, j % NB);
             for i in 0..k {
-                let q = (b[i * rs + j * cs] / s).round().clamp(-QMAX, QMAX) as i8;
+                let q = (b[i * rs + j * cs] / s)
+                    .round_ties_even()
+                    .clamp(-QMAX, QMAX) as i8;
                 data[(blk * kp / 2 + i / 2) * 2 * NB + col * 2 + i % 2] = q;
             }
         }
@@ -132,8 +134,9 @@ pub(crate) fn matmul(x: &[f32], b: &PackedI8, c: &mut [f32], ldc: usize, accumul
             let s = if m > 0.0 { m / QMAX } else { 1.0 };
             sx[r] = s;
             let inv = 1.0 / s;
+            // Rounded to nearest, ties to even, as PyTorch rounds.
             for (d, &v) in q.iter_mut().zip(row) {
-                *d = (v * inv).round().clamp(-QMAX, QMAX) as i16;
+                *d = (v * inv).round_ties_even().clamp(-QMAX, QMAX) as i16;
             }
         }
         let mut acc = [[0i32; 2 * NB]; MR];
@@ -244,8 +247,8 @@ mod tests {
                         .iter()
                         .zip(wj)
                         .map(|(a, w)| {
-                            let qa = (a * (1.0 / sx)).round() as i32;
-                            let qw = (w / b.scale[j]).round() as i32;
+                            let qa = (a * (1.0 / sx)).round_ties_even() as i32;
+                            let qw = (w / b.scale[j]).round_ties_even() as i32;
                             qa * qw
                         })
                         .sum();
