@@ -227,11 +227,17 @@ mod tests {
             .collect()
     }
 
-    /// Against an f32 product of the same quantised values (exact in f32 at these sizes), and
+    /// Against the product of the same quantised values summed in i32 (to f32 rounding), and
     /// within quantisation error of the f32 product; odd sizes cross every edge.
     #[test]
     fn int8_product_is_the_product_of_the_quantised_operands() {
-        for &(rows, k, n) in &[(1, 1, 1), (5, 7, 9), (9, 33, 17), (13, 64, 40)] {
+        for &(rows, k, n) in &[
+            (1, 1, 1),
+            (5, 7, 9),
+            (9, 33, 17),
+            (13, 64, 40),
+            (70, 1100, 20),
+        ] {
             let x = rand(rows * k, 1);
             let w = rand(n * k, 2); // W [n, k]: B = Wᵀ
             let b = PackedI8::of(&w, k, n, 1, k);
