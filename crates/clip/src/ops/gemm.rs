@@ -100,12 +100,12 @@ impl Kept {
     /// A copy of `b`, in the layout above.
     fn of(b: View) -> Self {
         let (k, n) = (b.rows, b.cols);
-        let packed = match products() {
-            Products::F32 => None,
-            Products::Bf16 => Some((Some(PackedB::of(b.data, k, n, b.rs, b.cs)), None)),
-            Products::Int8 => Some((None, Some(PackedI8::of(b.data, k, n, b.rs, b.cs)))),
+        let (bf16, int8) = match products() {
+            Products::F32 => (None, None),
+            Products::Bf16 => (Some(PackedB::of(b.data, k, n, b.rs, b.cs)), None),
+            Products::Int8 => (None, Some(PackedI8::of(b.data, k, n, b.rs, b.cs))),
         };
-        if let Some((bf16, int8)) = packed {
+        if bf16.is_some() || int8.is_some() {
             return Self {
                 bf16,
                 int8,

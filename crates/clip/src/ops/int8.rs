@@ -162,7 +162,7 @@ pub(crate) fn matmul(x: &[f32], b: &PackedI8, c: &mut [f32], ldc: usize, accumul
 }
 
 /// `acc[r][0..8] = Σ_k x[r, k]·B[k, block b0]`, `acc[r][8..16]` the same for block b1, for
-/// the 4 rows of `xs` (`[4, kp]` i16).
+/// the MR rows of `xs` (`[MR, kp]` i16, each row `kp/2` pairs).
 fn kernel(xs: &[i16], kp: usize, b0: &[i8], b1: &[i8], acc: &mut [[i32; 2 * NB]; MR]) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
