@@ -7,6 +7,16 @@ use std::path::Path;
 
 use common::{assert_clean_error, clipforge, tmp};
 
+/// Removes a test's scratch folder when the test ends (a quick lab run leaves over a GB of
+/// checkpoints and caches).
+struct Clean(std::path::PathBuf);
+
+impl Drop for Clean {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run_lab(experiment: &str, out: &Path) -> serde_json::Value {
     let o = clipforge(&[
         "lab",
@@ -57,6 +67,7 @@ fn run_lab(experiment: &str, out: &Path) -> serde_json::Value {
 #[test]
 fn loss_takes_one_batch_apart() {
     let out = tmp("lab-loss");
+    let _clean = Clean(out.clone());
     let v = run_lab("loss", &out);
     let r = &v["results"];
     let views = r["over_training"].as_array().unwrap();
@@ -95,6 +106,7 @@ fn loss_takes_one_batch_apart() {
 #[test]
 fn captions_vs_labels_scores_three_views() {
     let out = tmp("lab-captions");
+    let _clean = Clean(out.clone());
     let v = run_lab("captions-vs-labels", &out);
     let views = v["results"]["views"].as_array().unwrap();
     let names: Vec<&str> = views.iter().map(|x| x["text"].as_str().unwrap()).collect();
@@ -126,6 +138,7 @@ fn an_unknown_experiment_names_the_known_ones() {
 #[test]
 fn embedding_space_projects_before_and_after() {
     let out = tmp("lab-embedding");
+    let _clean = Clean(out.clone());
     let v = run_lab("embedding-space", &out);
     let r = &v["results"];
     let n = r["image_classes"].as_array().unwrap().len();
@@ -154,6 +167,7 @@ fn embedding_space_projects_before_and_after() {
 #[test]
 fn projection_compares_four_heads() {
     let out = tmp("lab-projection");
+    let _clean = Clean(out.clone());
     let v = run_lab("projection", &out);
     let heads = v["results"]["heads"].as_array().unwrap();
     let kinds: Vec<&str> = heads
@@ -176,6 +190,7 @@ fn projection_compares_four_heads() {
 #[test]
 fn negatives_compares_clip_and_siglip_across_batch_sizes() {
     let out = tmp("lab-negatives");
+    let _clean = Clean(out.clone());
     let v = run_lab("negatives", &out);
     let r = &v["results"];
     let sizes: Vec<u64> = r["batch_sizes"]
@@ -200,6 +215,7 @@ fn negatives_compares_clip_and_siglip_across_batch_sizes() {
 #[test]
 fn scaling_trains_each_family_at_equal_compute() {
     let out = tmp("lab-scaling");
+    let _clean = Clean(out.clone());
     let v = run_lab("scaling", &out);
     let runs = v["results"]["runs"].as_array().unwrap();
     let families: Vec<&str> = runs.iter().map(|r| r["family"].as_str().unwrap()).collect();
@@ -289,6 +305,7 @@ fn pretrained_world(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 #[test]
 fn pretrained_compares_scratch_locked_and_fine_tuned() {
     let root = tmp("lab-pretrained");
+    let _clean = Clean(root.clone());
     std::fs::create_dir_all(&root).unwrap();
     let (model, data) = pretrained_world(&root);
     let o = common::clipforge_in(
