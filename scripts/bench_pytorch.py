@@ -3,7 +3,8 @@ clipforge's JSON config), batch and thread count; times the training step (forwa
 InfoNCE + backward + AdamW), image and text encoding (inference mode), and OpenAI's Python
 tokenizer. Prints one JSON object with the keys of `clipforge bench --json`, plus the same
 model figures under bf16 autocast (`*_bf16`: `torch.autocast("cpu", torch.bfloat16)`, PyTorch's
-fastest CPU mode where the CPU has AMX or AVX512-BF16) and the CPU's bf16 flags.
+fastest CPU mode where the CPU has AMX or AVX512-BF16), encoding under dynamic int8 quantisation
+(`*_int8`: `quantize_dynamic(model, {nn.Linear}, torch.qint8)`) and the CPU's bf16/int8 flags.
 
 usage: bench_pytorch.py CONFIG.json BATCH STEPS WARMUP THREADS
 """
@@ -12,6 +13,7 @@ import random
 import statistics
 import sys
 import time
+import warnings
 
 import torch
 
@@ -54,6 +56,13 @@ def main():
     with torch.inference_mode():
         img = timed(warmup, steps, lambda: model.encode_image(images))
         txt = timed(warmup, steps, lambda: model.encode_text(ids))
+    # Encoding with every nn.Linear dynamically quantised to int8 (fbgemm / oneDNN kernels).
+    warnings.filterwarnings("ignore")  # quantize_dynamic's deprecation notices
+    qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with torch.inference_mode():
+        img_int8 = timed(warmup, steps, lambda: qmodel.encode_image(images))
+        txt_int8 = timed(warmup, steps, lambda: qmodel.encode_text(ids))
+    del qmodel
     # The same under bf16 autocast, from the same starting weights.
     torch.manual_seed(0)
     model = build(cfg)
@@ -90,17 +99,20 @@ def main():
         "text_encode_per_s_bf16": batch / statistics.median(txt_bf16),
         "image_encode_per_s_bf16_weights": batch / statistics.median(img_bf16w),
         "text_encode_per_s_bf16_weights": batch / statistics.median(txt_bf16w),
+        "image_encode_per_s_int8": batch / statistics.median(img_int8),
+        "text_encode_per_s_int8": batch / statistics.median(txt_int8),
+        "quantized_engine": torch.backends.quantized.engine,
         "cpu_flags": bf16_flags(),
     }))
 
 
 def bf16_flags():
-    """The CPU's bf16 matrix features, from /proc/cpuinfo."""
+    """The CPU's bf16 and int8 matrix features, from /proc/cpuinfo."""
     try:
         flags = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
     except (OSError, StopIteration):
         return ""
-    return " ".join(f for f in ("avx512_bf16", "amx_bf16", "amx_int8") if f in flags)
+    return " ".join(f for f in ("avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # clipforge against PyTorch (open_clip's model), side by side in one run: the same model
-# config, batch and thread count, each engine in f32 and in bf16 (PyTorch: autocast, and the
-# encoders with bf16 weights; clipforge: `--dtype bf16`, bf16 products where the CPU has AMX).
-# Prints a markdown table with each engine's best mode and their ratio.
+# config, batch and thread count, each engine in f32, in bf16 (PyTorch: autocast, and the
+# encoders with bf16 weights; clipforge: `--dtype bf16`, bf16 products where the CPU has AMX or
+# AVX512-BF16) and, for encoding, in int8 (PyTorch: quantize_dynamic of every nn.Linear;
+# clipforge: `--dtype int8`). Prints a markdown table with the ratio of each engine's best mode,
+# and the ratios at equal precision.
 #   scripts/bench_vs_pytorch.sh [MODEL] [BATCH] [STEPS] [THREADS] [ROUNDS]   e.g. tiny 256 10 2 2
 # The engines take turns, ROUNDS times (PyTorch, clipforge, PyTorch, clipforge, …), so a drift
 # of the machine's speed during the run (a VM's neighbours) falls on both; each engine's best
@@ -20,7 +22,7 @@ OUT="$(mktemp -d)"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads; model $MODEL, batch $BATCH, median of $STEPS, $ROUNDS rounds" >&2
 for r in $(seq 1 "$ROUNDS"); do
     "$VENV/bin/python" scripts/bench_pytorch.py "$CFG" "$BATCH" "$STEPS" "$WARMUP" "$THREADS" > "$OUT/torch.$r.json"
-    for dt in f32 bf16; do
+    for dt in f32 bf16 int8; do
         RAYON_NUM_THREADS="$THREADS" target/release/clipforge bench --model "$MODEL" --dtype "$dt" \
             --batch-size "$BATCH" --steps "$STEPS" --warmup "$WARMUP" --json > "$OUT/clipforge.$dt.$r.json"
     done
@@ -32,33 +34,42 @@ R = range(1, rounds + 1)
 ts = [json.load(open(f"{out}/torch.{r}.json")) for r in R]
 cf = [json.load(open(f"{out}/clipforge.f32.{r}.json")) for r in R]
 cb = [json.load(open(f"{out}/clipforge.bf16.{r}.json")) for r in R]
+ci = [json.load(open(f"{out}/clipforge.int8.{r}.json")) for r in R]
 step, img, txt = "train_step_s_median", "image_encode_per_s", "text_encode_per_s"
 low = lambda xs, k: min(x[k] for x in xs)     # best round of a time
 high = lambda xs, k: max(x[k] for x in xs)    # best round of a rate
 c0 = cf[0]
-kernel = cb[0]["encode_kernel"]
-print(f"CPU bf16 features: {ts[0]['cpu_flags'] or 'none'}; clipforge's bf16 products ran on: {kernel}")
+print(f"CPU bf16/int8 features: {ts[0]['cpu_flags'] or 'none'}; clipforge's products ran on: "
+      f"bf16 {cb[0]['encode_kernel']}, {ci[0]['encode_kernel']}; PyTorch's quantized engine: "
+      f"{ts[0]['quantized_engine']}")
 print()
 print(f"| {c0['model']}, batch {c0['batch_size']}, {c0['threads']} threads, best of {rounds} rounds "
-      f"| PyTorch f32 | PyTorch bf16 autocast | PyTorch bf16 weights | clipforge f32 | clipforge bf16 "
-      f"| clipforge's best / PyTorch's best |")
-print("|---|---|---|---|---|---|---|")
+      f"| PyTorch f32 | PyTorch bf16 autocast | PyTorch bf16 weights | PyTorch int8 "
+      f"| clipforge f32 | clipforge bf16 | clipforge int8 | clipforge's best / PyTorch's best |")
+print("|---|---|---|---|---|---|---|---|---|")
 t_best = min(low(ts, step), low(ts, step + "_bf16"))
 c_best = low(cf, step)
-print(f"| training step, s | {low(ts, step):.3f} | {low(ts, step + '_bf16'):.3f} | | {c_best:.3f} | (f32) "
-      f"| **{c_best / t_best:.2f}** (time) |")
+print(f"| training step, s | {low(ts, step):.3f} | {low(ts, step + '_bf16'):.3f} | | | {c_best:.3f} "
+      f"| (f32) | | **{c_best / t_best:.2f}** (time) |")
+same = []
 for key, name in [(img, "image encode, images/s"), (txt, "text encode, texts/s")]:
-    t3 = [high(ts, key), high(ts, key + "_bf16"), high(ts, key + "_bf16_weights")]
-    c2 = [high(cf, key), high(cb, key)]
-    print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in t3 + c2)
-          + f" | **{max(c2) / max(t3):.2f}×** |")
-print(f"| tokenizer, captions/s | {high(ts, 'tokenizer_per_s'):.0f} (OpenAI's Python) | | | "
-      f"{high(cf, 'tokenizer_per_s'):.0f} | | {high(cf, 'tokenizer_per_s') / high(ts, 'tokenizer_per_s'):.0f}× |")
+    t4 = [high(ts, key), high(ts, key + "_bf16"), high(ts, key + "_bf16_weights"), high(ts, key + "_int8")]
+    c3 = [high(cf, key), high(cb, key), high(ci, key)]
+    print(f"| {name} | " + " | ".join(f"{v:.1f}" for v in t4 + c3)
+          + f" | **{max(c3) / max(t4):.2f}×** |")
+    same.append(f"{name.split(',')[0]}: f32 {c3[0] / t4[0]:.2f}×, bf16 {c3[1] / max(t4[1:3]):.2f}×, "
+                f"int8 {c3[2] / t4[3]:.2f}×")
+print(f"| tokenizer, captions/s | {high(ts, 'tokenizer_per_s'):.0f} (OpenAI's Python) | | | | "
+      f"{high(cf, 'tokenizer_per_s'):.0f} | | | {high(cf, 'tokenizer_per_s') / high(ts, 'tokenizer_per_s'):.0f}× |")
 print()
-print("rounds (PyTorch f32 / autocast / bf16 weights ; clipforge f32 / bf16):")
-for r, (t, f, b) in enumerate(zip(ts, cf, cb), 1):
+print("at equal precision, clipforge / PyTorch's best of that precision: " + "; ".join(same))
+print()
+print("rounds (PyTorch f32 / autocast / bf16 weights / int8 ; clipforge f32 / bf16 / int8):")
+for r, (t, f, b, i) in enumerate(zip(ts, cf, cb, ci), 1):
     print(f"  {r}: step {t[step]:.3f} / {t[step + '_bf16']:.3f} ; {f[step]:.3f}   "
-          f"image {t[img]:.1f} / {t[img + '_bf16']:.1f} / {t[img + '_bf16_weights']:.1f} ; {f[img]:.1f} / {b[img]:.1f}   "
-          f"text {t[txt]:.1f} / {t[txt + '_bf16']:.1f} / {t[txt + '_bf16_weights']:.1f} ; {f[txt]:.1f} / {b[txt]:.1f}")
+          f"image {t[img]:.1f} / {t[img + '_bf16']:.1f} / {t[img + '_bf16_weights']:.1f} / {t[img + '_int8']:.1f} ; "
+          f"{f[img]:.1f} / {b[img]:.1f} / {i[img]:.1f}   "
+          f"text {t[txt]:.1f} / {t[txt + '_bf16']:.1f} / {t[txt + '_bf16_weights']:.1f} / {t[txt + '_int8']:.1f} ; "
+          f"{f[txt]:.1f} / {b[txt]:.1f} / {i[txt]:.1f}")
 PY
 rm -rf "$OUT"

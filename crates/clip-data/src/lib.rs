@@ -27,11 +27,11 @@ pub use synthetic::{Scene, Shapes, Split};
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// A file or directory that could not be read or written.
-    #[error("{}: {source}", path.display())]
+    // The reason is in the message, not also a `source` (which `{:#}` would print again).
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A file whose content is not what was expected (`path` may end in `:LINE`).
     #[error("{}: {msg}", path.display())]
@@ -52,9 +52,9 @@ pub enum DataError {
 
 /// `map_err` for I/O on `path`.
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
+    move |reason| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     }
 }
 

@@ -7,11 +7,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum SearchError {
     /// A file or directory that could not be read or written.
-    #[error("{}: {source}", path.display())]
+    // The reason is in the message, not also a `source` (which `{:#}` would print again).
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// An index file that is not what the index's manifest says it is.
     #[error("{}: {msg}", path.display())]
@@ -32,8 +32,8 @@ pub type Result<T> = std::result::Result<T, SearchError>;
 
 /// `map_err` for I/O on `path`.
 pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SearchError + '_ {
-    move |source| SearchError::Io {
+    move |reason| SearchError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     }
 }

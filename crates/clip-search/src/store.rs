@@ -219,7 +219,7 @@ impl Index {
     pub fn load(dir: &Path) -> Result<Self> {
         let manifest = read_manifest(dir)?.ok_or_else(|| SearchError::Io {
             path: dir.join(MANIFEST),
-            source: std::io::Error::new(
+            reason: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "no index here (clipforge index … --out DIR makes one)",
             ),

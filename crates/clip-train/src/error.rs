@@ -10,11 +10,11 @@ pub enum TrainError {
     #[error("{0}")]
     Config(String),
     /// A file or directory that could not be read or written.
-    #[error("{}: {source}", path.display())]
+    // The reason is in the message, not also a `source` (which `{:#}` would print again).
+    #[error("{}: {reason}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// A checkpoint that is missing, incomplete or does not fit the run.
     #[error("{}: {msg}", path.display())]
@@ -44,8 +44,8 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 
 /// `map_err` for I/O on `path`.
 pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io {
+    move |reason| TrainError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     }
 }

@@ -2,7 +2,7 @@
 //! `--features mpi`; `.ci/run` installs Open MPI and builds so): two processes of 32 pairs
 //! train like one process of 64 — losses every step for 20 steps, weights after; a rank
 //! killed with SIGKILL stops the launch instead of hanging it, and the run resumes exactly;
-//! a resume in a world of another size is refused. Without the feature, `--distributed` is
+//! a rank that fails with an error stops the launch with that error; a resume in a world of another size is refused. Without the feature, `--distributed` is
 //! a clear error; under CI (`CI` set) a build without it fails here instead of skipping.
 // Without the feature only the first test is built; the helpers wait for the others.
 #![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
@@ -415,4 +415,51 @@ fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
     let (a, b) = (losses(&straight), losses(&killed));
     assert_eq!(a, b, "the resumed run's losses are the uninterrupted run's");
     assert_eq!(max_weight_diff(&straight, &killed), 0.0);
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn a_rank_that_fails_with_an_error_stops_the_launch_with_that_error() {
+    if !has_mpirun() {
+        return;
+    }
+    let _one_launch = ONE_LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tmp("dist-failing");
+    std::fs::create_dir_all(&out).unwrap();
+    // Rank 0 cannot write its first checkpoint (a file stands where the folder goes) while
+    // rank 1, which writes nothing, goes on to the next step's collectives.
+    let blocker = out.join("checkpoints");
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let o = spawn(&mut mpirun(
+        2,
+        &[
+            "train",
+            "--distributed",
+            "--out",
+            out.to_str().unwrap(),
+            "--model",
+            "tiny",
+            "--batch-size",
+            "16",
+            "--steps",
+            "40",
+            "--checkpoint-every",
+            "4",
+            "--quiet",
+        ],
+    ))
+    .wait(
+        Duration::from_secs(120),
+        "the launch whose rank 0 failed (the other rank waits for it for ever)",
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rank 0") && stderr.contains(blocker.to_str().unwrap()),
+        "the failing rank and its error are named: {stderr}"
+    );
+    assert!(
+        losses(&out).len() < 40,
+        "the launch stopped at the failure: {stderr}"
+    );
 }

@@ -1,7 +1,9 @@
 //! The world of an MPI launch (`mpirun -np N clipforge train --distributed …`), through the
 //! `mpi` crate's bindings to the installed MPI (Open MPI here). A sum is reduced to rank 0
 //! and broadcast from it, so every process holds the same bits whatever order the reduction
-//! took; a process that dies makes `mpirun` stop the others.
+//! took. A process that dies makes `mpirun` stop the others; one that fails (an error or a
+//! panic) aborts the world through [`MpiLaunch`], since finalising MPI would wait for the
+//! others, who wait in a collective for it.
 
 use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
@@ -10,15 +12,15 @@ use mpi::traits::*;
 use super::{failed, Comm};
 use crate::error::Result;
 
-/// This process's place in `MPI_COMM_WORLD`; MPI is finalised when it is dropped.
-pub struct MpiComm {
-    world: SimpleCommunicator,
-    // Dropped after `world`: finalises MPI.
-    _universe: mpi::environment::Universe,
+/// MPI, initialised for this process's part in a launch. Dropped after a clean end, it
+/// finalises MPI; dropped while panicking, or told [`MpiLaunch::abort`], it aborts the whole
+/// launch (`MPI_Abort`), so that no other process waits forever in a collective.
+pub struct MpiLaunch {
+    universe: mpi::environment::Universe,
 }
 
-impl MpiComm {
-    /// Initialise MPI (once per process) and join the launch's world.
+impl MpiLaunch {
+    /// Initialise MPI (once per process).
     pub fn init() -> Result<Self> {
         let universe = mpi::initialize().ok_or_else(|| {
             failed(
@@ -26,12 +28,35 @@ impl MpiComm {
                 "already initialised in this process (one world per process)",
             )
         })?;
-        let world = universe.world();
-        Ok(Self {
-            world,
-            _universe: universe,
-        })
+        Ok(Self { universe })
     }
+
+    /// This process's place in the launch's world.
+    pub fn comm(&self) -> MpiComm {
+        MpiComm {
+            world: self.universe.world(),
+        }
+    }
+
+    /// End every process of the launch with `code`: `mpirun` stops the others and exits
+    /// with an error. For a process that cannot go on (it would otherwise leave the others
+    /// waiting for its part of the next collective).
+    pub fn abort(&self, code: i32) -> ! {
+        self.universe.world().abort(code)
+    }
+}
+
+impl Drop for MpiLaunch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.abort(101); // Rust's exit code for a panic
+        }
+    }
+}
+
+/// This process's place in `MPI_COMM_WORLD`, valid while its [`MpiLaunch`] lives.
+pub struct MpiComm {
+    world: SimpleCommunicator,
 }
 
 impl Comm for MpiComm {

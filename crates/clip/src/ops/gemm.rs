@@ -2,6 +2,7 @@
 //! for strided f32 operands, so fused ops can multiply straight into their own buffers.
 
 use super::amx::{self, PackedB};
+use super::bf16_avx512::{self, PackedPairs};
 use super::int8::{self, PackedI8};
 use super::mode::{products, Products};
 
@@ -83,57 +84,51 @@ const IN_PLACE_MAX_BYTES: usize = 512 << 10;
 /// values `gemm`'s kernel loads per step of k are one line, and successive steps' lines do not
 /// crowd into a few L1 sets as a power-of-two stride would. Built once per op call, it spares
 /// every task's product the copy `gemm` would otherwise make of it. Under
-/// [`autocast_bf16`](super::autocast_bf16) on a CPU with AMX it is kept in bf16 instead, in the
-/// tiles' layout, and its products run on [`amx`]; under
-/// [`quantize_int8`](super::quantize_int8) it is kept in i8 and its products run on [`int8`].
+/// [`autocast_bf16`](super::autocast_bf16) on a CPU with AMX or AVX512-BF16 it is kept in
+/// bf16 instead, in that kernel's layout, and its products run on [`amx`] or [`bf16_avx512`];
+/// under [`quantize_int8`](super::quantize_int8) it is kept in i8 and its products run on
+/// [`int8`].
 pub(crate) struct Kept {
-    bf16: Option<PackedB>,
-    int8: Option<PackedI8>,
-    buf: Vec<f32>,
-    start: usize,
     k: usize,
     n: usize,
-    ld: usize,
+    form: Form,
+}
+
+/// How a [`Kept`] operand is stored, by the products it serves.
+enum Form {
+    /// f32, rows `ld` floats apart from `buf[start]`.
+    F32 {
+        buf: Vec<f32>,
+        start: usize,
+        ld: usize,
+    },
+    Amx(PackedB),
+    Bf16Pairs(PackedPairs),
+    Int8(PackedI8),
 }
 
 impl Kept {
     /// A copy of `b`, in the layout above.
     fn of(b: View) -> Self {
         let (k, n) = (b.rows, b.cols);
-        let (bf16, int8) = match products() {
-            Products::F32 => (None, None),
-            Products::Bf16 => (Some(PackedB::of(b.data, k, n, b.rs, b.cs)), None),
-            Products::Int8 => (None, Some(PackedI8::of(b.data, k, n, b.rs, b.cs))),
-        };
-        if bf16.is_some() || int8.is_some() {
-            return Self {
-                bf16,
-                int8,
-                buf: Vec::new(),
-                start: 0,
-                k,
-                n,
-                ld: n,
-            };
-        }
-        let ld = (n.div_ceil(16) | 1) * 16;
-        let mut buf = vec![0f32; k * ld + 16];
-        let start = buf.as_ptr().align_offset(64).min(16);
-        for i in 0..k {
-            let row = &mut buf[start + i * ld..][..n];
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = b.data[i * b.rs + j * b.cs];
+        let form = match products() {
+            Products::Bf16 if amx::available() => Form::Amx(PackedB::of(b.data, k, n, b.rs, b.cs)),
+            Products::Bf16 => Form::Bf16Pairs(PackedPairs::of(b.data, k, n, b.rs, b.cs)),
+            Products::Int8 => Form::Int8(PackedI8::of(b.data, k, n, b.rs, b.cs)),
+            Products::F32 => {
+                let ld = (n.div_ceil(16) | 1) * 16;
+                let mut buf = vec![0f32; k * ld + 16];
+                let start = buf.as_ptr().align_offset(64).min(16);
+                for i in 0..k {
+                    let row = &mut buf[start + i * ld..][..n];
+                    for (j, o) in row.iter_mut().enumerate() {
+                        *o = b.data[i * b.rs + j * b.cs];
+                    }
+                }
+                Form::F32 { buf, start, ld }
             }
-        }
-        Self {
-            bf16: None,
-            int8: None,
-            buf,
-            start,
-            k,
-            n,
-            ld,
-        }
+        };
+        Self { k, n, form }
     }
 
     /// Wᵀ `[in, out]` of a weight W `[out, in]`, row-major: for `x·Wᵀ`.
@@ -146,18 +141,20 @@ impl Kept {
         self.n
     }
 
-    /// The bytes a product reads: k rows, `ld` floats apart.
-    fn bytes(&self) -> usize {
-        self.k * self.ld * std::mem::size_of::<f32>()
-    }
-
-    fn view(&self) -> View<'_> {
-        View {
-            data: &self.buf[self.start..],
-            rows: self.k,
-            cols: self.n,
-            rs: self.ld,
-            cs: 1,
+    /// The f32 operand as a view, and the bytes a product reads (k rows, `ld` floats apart).
+    fn f32_view(&self) -> Option<(View<'_>, usize)> {
+        match &self.form {
+            Form::F32 { buf, start, ld } => Some((
+                View {
+                    data: &buf[*start..],
+                    rows: self.k,
+                    cols: self.n,
+                    rs: *ld,
+                    cs: 1,
+                },
+                self.k * ld * std::mem::size_of::<f32>(),
+            )),
+            _ => None,
         }
     }
 }
@@ -172,14 +169,14 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
         "matmul_kept: {} values of x are not rows of {k}",
         x.len()
     );
-    if let Some(packed) = &b.bf16 {
-        return amx::matmul(x, packed, c, ldc, accumulate);
-    }
-    if let Some(packed) = &b.int8 {
-        return int8::matmul(x, packed, c, ldc, accumulate);
-    }
+    let (view, bytes) = match &b.form {
+        Form::F32 { .. } => b.f32_view().expect("an f32 operand"),
+        Form::Amx(packed) => return amx::matmul(x, packed, c, ldc, accumulate),
+        Form::Bf16Pairs(packed) => return bf16_avx512::matmul(x, packed, c, ldc, accumulate),
+        Form::Int8(packed) => return int8::matmul(x, packed, c, ldc, accumulate),
+    };
     let rows = x.len() / k; // x [rows, k] · B [k, n] → c [rows, n]
-    let per_call = if b.bytes() <= IN_PLACE_MAX_BYTES {
+    let per_call = if bytes <= IN_PLACE_MAX_BYTES {
         UNPACKED_ROWS
     } else {
         rows.max(1)
@@ -187,7 +184,7 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
     for start in (0..rows).step_by(per_call) {
         let n = per_call.min(rows - start);
         let xs = View::rows(&x[start * k..(start + n) * k], n, k);
-        gemm_into(xs, b.view(), &mut c[start * ldc..], ldc, accumulate, false);
+        gemm_into(xs, view, &mut c[start * ldc..], ldc, accumulate, false);
     }
 }
 
@@ -309,7 +306,7 @@ mod tests {
         let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let kept = Kept::transposed(&w, n);
-        assert!(kept.bytes() > IN_PLACE_MAX_BYTES);
+        assert!(kept.f32_view().unwrap().1 > IN_PLACE_MAX_BYTES);
         let want = naive(View::rows(&x, rows, k), View::rows(&w, n, k).t()); // [rows, n]
         let mut c = vec![7f32; rows * ldc];
         matmul_kept(&x, &kept, &mut c, ldc, false);

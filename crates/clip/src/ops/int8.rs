@@ -3,16 +3,19 @@
 //! rows of x quantised at each product, one scale per row (`max|x[i, :]| / 127`); the i8·i8
 //! products summed exactly in i32, then scaled back to f32 by `scale_x[i] · scale_b[j]`.
 //!
-//! The AVX2 kernel multiplies pairs of k at once (`vpmaddwd`: 16 i16 products summed in pairs
-//! into 8 i32): B is kept as i8 in blocks of 8 columns, each step of 2 along k one 16-byte
-//! row `[c0k0, c0k1, c1k0, c1k1, …, c7k1]` (widened to i16 as it is loaded); x's rows are
-//! kept as i16 pairs, each pair broadcast to all 8 columns. A register block is 4 rows × 16
-//! columns (8 accumulators). Without AVX2 the same arithmetic runs in plain Rust: the results
-//! are identical (integer sums), only slower.
+//! Where the CPU has AVX512-VNNI the products run on [`super::int8_vnni`]. Otherwise the AVX2
+//! kernel multiplies pairs of k at once (`vpmaddwd`: 16 i16 products summed in pairs into 8
+//! i32): B is kept as i8 in blocks of 8 columns, each step of 2 along k one 16-byte row
+//! `[c0k0, c0k1, c1k0, c1k1, …, c7k1]` (widened to i16 as it is loaded); x's rows are kept as
+//! i16 pairs, each pair broadcast to all 8 columns. A register block is 4 rows × 16 columns
+//! (8 accumulators). Without either the same arithmetic runs in plain Rust. All three give
+//! identical results (the same integer sums, scaled in the same order); only speed differs.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
+
+use super::int8_vnni::{self, PackedQuads};
 
 /// Columns per block of B (one register of 8 i32 sums).
 const NB: usize = 8;
@@ -40,31 +43,42 @@ pub(crate) fn avx2() -> bool {
 
 /// The kernel int8 products run on here, for reports.
 pub fn int8_kernel() -> &'static str {
-    if avx2() {
+    if int8_vnni::available() {
+        "AVX512-VNNI (vpdpbusd, i32 sums)"
+    } else if avx2() {
         "AVX2 (vpmaddwd, i32 sums)"
     } else {
         "portable (i32 sums)"
     }
 }
 
-/// A weight B `[k, n]` quantised to i8 per column, in the kernel's layout: column block `j`
-/// (columns `8j … 8j+7`), pair `p` (k = 2p, 2p+1) at `data[(j·kp/2 + p)·16 ..][..16]`. Columns
-/// past n and the odd k past the end are zeros.
+/// A weight B `[k, n]` quantised to i8 per column, in the layout of the kernel that runs here.
 pub(crate) struct PackedI8 {
     pub k: usize,
     pub n: usize,
-    /// k rounded up to even.
-    kp: usize,
-    data: Vec<i8>,
     /// `[n]`: the value of one quantisation step of each column.
     scale: Vec<f32>,
+    form: Form,
+}
+
+/// The quantised values' layout.
+enum Form {
+    /// For the AVX2 and portable kernels: column block `j` (columns `8j … 8j+7`), pair `p`
+    /// (k = 2p, 2p+1) at `data[(j·kp/2 + p)·16 ..][..16]`, kp being k rounded up to even;
+    /// columns past n and the odd k past the end are zeros.
+    Pairs { kp: usize, data: Vec<i8> },
+    /// For AVX512-VNNI.
+    Quads(PackedQuads),
 }
 
 impl PackedI8 {
     /// B with element (i, j) at `b[i·rs + j·cs]`.
     pub fn of(b: &[f32], k: usize, n: usize, rs: usize, cs: usize) -> Self {
-        let kp = k.next_multiple_of(2);
-        let blocks = n.div_ceil(NB);
+        Self::laid_out(b, k, n, rs, cs, int8_vnni::available())
+    }
+
+    /// As [`PackedI8::of`], for the VNNI kernel or (`vnni` false) the others.
+    fn laid_out(b: &[f32], k: usize, n: usize, rs: usize, cs: usize, vnni: bool) -> Self {
         let scale: Vec<f32> = (0..n)
             .map(|j| {
                 let m = (0..k).fold(0f32, |m, i| m.max(b[i * rs + j * cs].abs()));
@@ -75,40 +89,65 @@ impl PackedI8 {
                 }
             })
             .collect();
-        let mut data = vec![0i8; blocks * kp * NB];
-        for (j, &s) in scale.iter().enumerate() {
-            let (blk, col) = (j / NB, j % NB);
-            for i in 0..k {
-                let q = (b[i * rs + j * cs] / s)
-                    .round_ties_even()
-                    .clamp(-QMAX, QMAX) as i8;
-                data[(blk * kp / 2 + i / 2) * 2 * NB + col * 2 + i % 2] = q;
+        let q = |i: usize, j: usize| {
+            (b[i * rs + j * cs] / scale[j])
+                .round_ties_even()
+                .clamp(-QMAX, QMAX) as i8
+        };
+        let form = if vnni {
+            Form::Quads(PackedQuads::of(k, n, q))
+        } else {
+            let kp = k.next_multiple_of(2);
+            let mut data = vec![0i8; n.div_ceil(NB) * kp * NB];
+            for j in 0..n {
+                let (blk, col) = (j / NB, j % NB);
+                for i in 0..k {
+                    data[(blk * kp / 2 + i / 2) * 2 * NB + col * 2 + i % 2] = q(i, j);
+                }
             }
-        }
-        Self {
-            k,
-            n,
-            kp,
-            data,
-            scale,
-        }
-    }
-
-    /// The block of 8 columns `blk`: `kp/2` rows of 16 i8.
-    fn block(&self, blk: usize) -> &[i8] {
-        &self.data[blk * self.kp * NB..][..self.kp * NB]
+            Form::Pairs { kp, data }
+        };
+        Self { k, n, scale, form }
     }
 }
 
 thread_local! {
-    /// A calling thread's quantised rows of x, reused across products.
+    /// A calling thread's quantised rows of x, reused across products: as i16 for the AVX2
+    /// and portable kernels, offset to u8 for VNNI's.
     static XQ: RefCell<Vec<i16>> = const { RefCell::new(Vec::new()) };
+    static XU: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Quantises the rows of x `[rows, k]` into `buf` (rows `len` ≥ k apart, `padded_rows` rows,
+/// zeros past x), each value q given as `put(q)`; returns each row's scale.
+fn quantise_rows<T: Copy + Default>(
+    x: &[f32],
+    k: usize,
+    len: usize,
+    padded_rows: usize,
+    buf: &mut Vec<T>,
+    put: impl Fn(i16) -> T,
+) -> Vec<f32> {
+    buf.clear();
+    buf.resize(padded_rows * len, T::default());
+    let mut sx = vec![0f32; padded_rows];
+    for (r, (row, q)) in x.chunks(k).zip(buf.chunks_mut(len)).enumerate() {
+        let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if m > 0.0 { m / QMAX } else { 1.0 };
+        sx[r] = s;
+        let inv = 1.0 / s;
+        // Rounded to nearest, ties to even, as PyTorch rounds.
+        for (d, &v) in q.iter_mut().zip(row) {
+            *d = put((v * inv).round_ties_even().clamp(-QMAX, QMAX) as i16);
+        }
+    }
+    sx
 }
 
 /// `c = x·B` (or `c += x·B` with `accumulate`) on the calling thread, x row-major `[rows, k]`,
 /// c rows `ldc` apart; x quantised per row, B as packed.
 pub(crate) fn matmul(x: &[f32], b: &PackedI8, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (k, n, kp) = (b.k, b.n, b.kp);
+    let (k, n) = (b.k, b.n);
     assert!(
         k > 0 && x.len().is_multiple_of(k),
         "int8::matmul: {} values of x are not rows of {k}",
@@ -123,28 +162,27 @@ pub(crate) fn matmul(x: &[f32], b: &PackedI8, c: &mut [f32], ldc: usize, accumul
     if rows == 0 || n == 0 {
         return;
     }
+    let (kp, data) = match &b.form {
+        Form::Pairs { kp, data } => (*kp, data),
+        Form::Quads(quads) => {
+            return XU.with(|cell| {
+                let mut xu = cell.borrow_mut();
+                let padded = rows.next_multiple_of(int8_vnni::MR);
+                let sx = quantise_rows(x, k, quads.row_len(), padded, &mut xu, |q| (q + 128) as u8);
+                int8_vnni::matmul(&xu, &sx, rows, quads, &b.scale, n, c, ldc, accumulate);
+            })
+        }
+    };
+    let block = |blk: usize| &data[blk * kp * NB..][..kp * NB]; // `kp/2` rows of 16 i8
     XQ.with(|cell| {
         let mut xq = cell.borrow_mut();
-        let rp = rows.next_multiple_of(MR);
-        xq.clear();
-        xq.resize(rp * kp, 0);
-        let mut sx = vec![0f32; rp];
-        for (r, (row, q)) in x.chunks(k).zip(xq.chunks_mut(kp)).enumerate() {
-            let m = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if m > 0.0 { m / QMAX } else { 1.0 };
-            sx[r] = s;
-            let inv = 1.0 / s;
-            // Rounded to nearest, ties to even, as PyTorch rounds.
-            for (d, &v) in q.iter_mut().zip(row) {
-                *d = (v * inv).round_ties_even().clamp(-QMAX, QMAX) as i16;
-            }
-        }
+        let sx = quantise_rows(x, k, kp, rows.next_multiple_of(MR), &mut xq, |q| q);
         let mut acc = [[0i32; 2 * NB]; MR];
         for r0 in (0..rows).step_by(MR) {
             let xs = &xq[r0 * kp..(r0 + MR) * kp];
             for j0 in (0..n).step_by(2 * NB) {
                 let (b0, b1) = (j0 / NB, (j0 / NB + 1).min(n.div_ceil(NB) - 1));
-                kernel(xs, kp, b.block(b0), b.block(b1), &mut acc);
+                kernel(xs, kp, block(b0), block(b1), &mut acc);
                 for (r, sums) in acc.iter().enumerate().take(rows - r0) {
                     let row = &mut c[(r0 + r) * ldc..];
                     for (j, &v) in sums.iter().enumerate().take(n - j0) {
@@ -307,6 +345,32 @@ mod tests {
         kernel_portable(&xs, kp, b0, b1, &mut slow);
         assert_eq!(fast, slow);
         assert!(fast.iter().flatten().any(|&v| v.abs() > 1 << 20));
+    }
+
+    /// The VNNI kernel's products are the other kernels', to the bit: the same integer sums
+    /// (its unsigned offset taken off exactly) scaled in the same order; ±127 where the rows'
+    /// and columns' largest values fall; sizes across its 6-row and 64-column edges.
+    #[test]
+    fn vnni_products_equal_the_other_kernels() {
+        if !int8_vnni::available() {
+            eprintln!("no AVX512-VNNI here: its kernel was not checked");
+            return;
+        }
+        for &(rows, k, n) in &[(1, 1, 1), (7, 5, 70), (6, 64, 64), (13, 1100, 130)] {
+            let x = rand(rows * k, 3);
+            let w = rand(n * k, 4);
+            let (quads, pairs) = (
+                PackedI8::laid_out(&w, k, n, 1, k, true),
+                PackedI8::laid_out(&w, k, n, 1, k, false),
+            );
+            let ldc = n + 2;
+            let (mut fast, mut slow) = (vec![7f32; rows * ldc], vec![7f32; rows * ldc]);
+            for accumulate in [false, true] {
+                matmul(&x, &quads, &mut fast, ldc, accumulate);
+                matmul(&x, &pairs, &mut slow, ldc, accumulate);
+                assert_eq!(fast, slow, "{rows}×{k}×{n}, accumulate {accumulate}");
+            }
+        }
     }
 
     #[test]

@@ -13,12 +13,13 @@
 //!
 //! Modules depend downwards only: the block ops (`block`, `pooled_block`) → `block_tail` →
 //! `rows`, `block_params` → the kernels (`attention`, `norm`, `activation`, `linear`,
-//! `softmax`, `gemm` → `amx`, `int8`) → `cpu`, `math`, `lanes`, `mode`.
+//! `softmax`, `gemm` → `amx`, `bf16_avx512`, `int8` → `int8_vnni`) → `cpu`, `math`, `lanes`, `mode`.
 
 mod accumulate;
 mod activation;
 mod amx;
 mod attention;
+mod bf16_avx512;
 mod block;
 mod block_params;
 mod block_tail;
@@ -26,6 +27,7 @@ mod cpu;
 mod frozen;
 mod gemm;
 mod int8;
+mod int8_vnni;
 mod lanes;
 mod linear;
 mod math;

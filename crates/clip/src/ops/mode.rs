@@ -14,7 +14,7 @@ thread_local! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Products {
     F32,
-    /// bf16 operands, f32 sums (AMX).
+    /// bf16 operands, f32 sums (AMX or AVX512-BF16).
     Bf16,
     /// i8 operands, i32 sums, f32 scales ([`super::int8`]).
     Int8,
@@ -70,11 +70,18 @@ pub fn autocast_bf16<R>(f: impl FnOnce() -> R) -> R {
 
 /// Whether the caller is inside [`autocast_bf16`] and the CPU can act on it.
 fn bf16_products() -> bool {
-    BF16.with(|c| c.get()) && super::amx::available()
+    BF16.with(|c| c.get()) && bf16_kernel().is_some()
 }
 
-/// The kernel bf16 products run on here: `Some("AMX-BF16")`, or `None` where this CPU (or
-/// OS, or `CLIPFORGE_NO_AMX=1`) leaves them in f32.
+/// The kernel bf16 products run on here: `Some("AMX-BF16")` (tiles), else
+/// `Some("AVX512-BF16")` (`vdpbf16ps`), or `None` where this CPU (or OS, or
+/// `CLIPFORGE_NO_AMX=1` and `CLIPFORGE_NO_AVX512BF16=1`) leaves them in f32.
 pub fn bf16_kernel() -> Option<&'static str> {
-    super::amx::available().then_some("AMX-BF16")
+    if super::amx::available() {
+        Some("AMX-BF16")
+    } else if super::bf16_avx512::available() {
+        Some("AVX512-BF16")
+    } else {
+        None
+    }
 }

@@ -268,12 +268,16 @@ pub fn run_trainer(mut trainer: Trainer, quiet: bool) -> Result<Trainer> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = args.device.open()?;
-    let comm: Box<dyn Comm> = if args.distributed {
-        mpi_world()?
+    if args.distributed {
+        run_distributed(args)
     } else {
-        Box::new(Single)
-    };
+        train(args, Box::new(Single))
+    }
+}
+
+/// Train as one process of a launch. Only rank 0 writes the run directory.
+fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
+    let device = args.device.open()?;
     let (rank, world) = (comm.rank(), comm.size());
     let trainer = match &args.resume {
         Some(path) => Trainer::resume_in(path, args.steps, device, comm)?,
@@ -303,14 +307,24 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// This process's place in the MPI launch.
+/// This process's part in an MPI launch. A process that fails aborts the launch: the others
+/// would otherwise wait for it in the step's collectives for ever.
 #[cfg(feature = "mpi")]
-fn mpi_world() -> Result<Box<dyn Comm>> {
-    Ok(Box::new(clip_train::dist::mpi::MpiComm::init()?))
+fn run_distributed(args: Args) -> Result<()> {
+    let launch = clip_train::dist::mpi::MpiLaunch::init()?;
+    let comm = launch.comm();
+    let rank = comm.rank();
+    match train(args, Box::new(comm)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            eprintln!("error (rank {rank}, stopping the launch): {e:#}");
+            launch.abort(1)
+        }
+    }
 }
 
 #[cfg(not(feature = "mpi"))]
-fn mpi_world() -> Result<Box<dyn Comm>> {
+fn run_distributed(_args: Args) -> Result<()> {
     anyhow::bail!(
         "--distributed: this clipforge was built without MPI; build it with `cargo build --release --features mpi` (needs an MPI such as Debian's openmpi-bin + libopenmpi-dev, and libclang-dev; docs/distributed.md)"
     )
