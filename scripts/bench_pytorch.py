@@ -13,11 +13,10 @@ import random
 import statistics
 import sys
 import time
-import warnings
 
 import torch
 
-from torch_clip import adamw, build, random_batch, train_step
+from torch_clip import adamw, build, quantize_int8, random_batch, train_step
 
 
 def timed(warmup, runs, f):
@@ -57,8 +56,7 @@ def main():
         img = timed(warmup, steps, lambda: model.encode_image(images))
         txt = timed(warmup, steps, lambda: model.encode_text(ids))
     # Encoding with every nn.Linear dynamically quantised to int8 (fbgemm / oneDNN kernels).
-    warnings.filterwarnings("ignore")  # quantize_dynamic's deprecation notices
-    qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    qmodel = quantize_int8(model)
     with torch.inference_mode():
         img_int8 = timed(warmup, steps, lambda: qmodel.encode_image(images))
         txt_int8 = timed(warmup, steps, lambda: qmodel.encode_text(ids))

@@ -10,14 +10,13 @@ writes OUT_DIR/{weights,inputs,torch}.safetensors and prints one JSON object.
 import json
 import statistics
 import sys
-import warnings
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from bench_pytorch import timed
-from torch_clip import build, random_batch
+from torch_clip import build, quantize_int8, random_batch
 
 
 def median_time(runs, f):
@@ -48,11 +47,7 @@ def main():
     with torch.inference_mode():
         rates["image_f32"] = batch / median_time(steps, lambda: model.encode_image(images))
         rates["text_f32"] = batch / median_time(steps, lambda: model.encode_text(ids))
-    warnings.filterwarnings("ignore")  # quantize_dynamic's deprecation notices
-    q = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    # open_clip asks a block's c_fc for its weight dtype, which a quantised Linear has as a
-    # method: the towers' inputs stay f32.
-    q.transformer.get_cast_dtype = lambda: torch.float32
+    q = quantize_int8(model)
     int8 = embed(q)
     with torch.inference_mode():
         rates["image_int8"] = batch / median_time(steps, lambda: q.encode_image(images))

@@ -49,3 +49,14 @@ def train_step(model, opt, images, ids, autocast_bf16=False):
         loss.backward()
         opt.step()
     return step
+
+
+def quantize_int8(model):
+    """PyTorch's dynamic int8 quantisation of every nn.Linear of `model` (a copy), ready to
+    encode: open_clip asks a block's c_fc for its weight dtype, which a quantised Linear has as
+    a method, so the towers' inputs are told to stay f32."""
+    import warnings
+    warnings.filterwarnings("ignore")  # quantize_dynamic's deprecation notices
+    q = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    q.transformer.get_cast_dtype = lambda: torch.float32
+    return q

@@ -163,7 +163,11 @@ pub fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<BenchRep
 
     progress("training step");
     let step = time_runs(device, cfg.warmup, cfg.steps, || {
-        step_once(&model, &mut opt, &batch)?;
+        if autocast {
+            clip::ops::autocast_bf16(|| step_once(&model, &mut opt, &batch))?;
+        } else {
+            step_once(&model, &mut opt, &batch)?;
+        }
         Ok(())
     })?;
 

@@ -135,6 +135,12 @@ pub struct TrainConfig {
     /// (open_clip's `--local-loss`) instead of the whole global N×N; the gradient is the same.
     #[serde(default, skip_serializing_if = "is_false")]
     pub local_loss: bool,
+    /// The blocks' weight products in bf16 with f32 sums, forward and backward
+    /// ([`clip::ops::autocast_bf16`], as PyTorch's CPU autocast) where the CPU has AMX or
+    /// AVX512-BF16, else f32; parameters, optimiser state, LayerNorm, softmax and the loss
+    /// stay f32.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bf16: bool,
 }
 
 fn is_one(n: &usize) -> bool {
@@ -209,6 +215,7 @@ impl TrainConfig {
             loss: LossKind::Clip,
             world_size: 1,
             local_loss: false,
+            bf16: false,
         }
     }
 

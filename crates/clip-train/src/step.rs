@@ -165,7 +165,11 @@ impl Trainer {
     /// Run one optimisation step on `batch`; returns its metrics (samples/s left 0).
     pub fn train_step(&mut self, batch: &Batch) -> Result<StepMetrics> {
         let lr = cosine_lr(self.cfg.lr, self.step, self.cfg.warmup, self.cfg.steps);
-        let (loss, mut grads) = self.loss_and_grads(batch)?;
+        let (loss, mut grads) = if self.cfg.bf16 {
+            clip::ops::autocast_bf16(|| self.loss_and_grads(batch))?
+        } else {
+            self.loss_and_grads(batch)?
+        };
         if !loss.is_finite() {
             let step = self.step;
             return Err(TrainError::Diverged { step, loss, lr });

@@ -138,3 +138,71 @@ fn int8_products_stay_within_quantisation_error_of_f32_and_only_in_inference() {
     let f32_fwd = model.encode_image(&pixels).unwrap();
     assert_eq!(rows(&train_fwd), rows(&f32_fwd));
 }
+
+/// The loss and every parameter's gradient of one training step on `model`'s varmap.
+fn loss_and_grads(
+    model: &Clip,
+    varmap: &candle_nn::VarMap,
+    pixels: &Tensor,
+    ids: &Tensor,
+) -> (f32, Vec<(String, Vec<f32>)>) {
+    let out = model.forward(pixels, ids).unwrap();
+    let loss =
+        clip::loss::clip_loss(&out.image_embeds, &out.text_embeds, &out.logit_scale).unwrap();
+    let grads = loss.backward().unwrap();
+    let mut named: Vec<(String, Vec<f32>)> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, var)| {
+            let g = grads.get(var.as_tensor())?;
+            Some((name.clone(), g.flatten_all().unwrap().to_vec1().unwrap()))
+        })
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    (loss.to_scalar().unwrap(), named)
+}
+
+/// A training step under autocast (bf16 products forward and backward: the blocks' x·Wᵀ,
+/// dy·W and dyᵀ·x) against f32: the same loss and gradients within bf16 rounding — every
+/// block parameter's gradient at cosine ≥ 0.9999 to f32's — and not f32's bits.
+#[test]
+fn bf16_training_gradients_stay_within_bf16_rounding_of_f32() {
+    let cfg = ClipConfig::preset("tiny").unwrap();
+    let (model, varmap) = Clip::with_varmap(&cfg, &Device::Cpu).unwrap();
+    init::init_parameters(&varmap, &cfg, 5).unwrap();
+    let (pixels, ids) = inputs(&model, 16);
+    let (loss32, g32) = loss_and_grads(&model, &varmap, &pixels, &ids);
+    let (loss16, g16) = ops::autocast_bf16(|| loss_and_grads(&model, &varmap, &pixels, &ids));
+    let Some(kernel) = ops::bf16_kernel() else {
+        assert_eq!(
+            (loss32, &g32),
+            (loss16, &g16),
+            "the f32 fallback changes nothing"
+        );
+        eprintln!("no bf16 matrix hardware here: the f32 fallback was checked, not the kernels");
+        return;
+    };
+    assert!(
+        (loss32 - loss16).abs() < 1e-3 * loss32.abs(),
+        "loss {loss32} vs {loss16}"
+    );
+    let mut blocks = 0;
+    for ((name, a), (_, b)) in g32.iter().zip(&g16) {
+        if !name.contains("resblocks") || !name.ends_with("weight") || a.len() < 1000 {
+            continue; // the block products' weights; LayerNorm's are elementwise
+        }
+        blocks += 1;
+        assert_ne!(
+            a, b,
+            "{name}: bf16 products on {kernel} gave f32's exact gradient"
+        );
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+        let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let cos = dot / (norm(a) * norm(b));
+        assert!(cos > 0.9999, "{name}: gradient cosine {cos} to f32's");
+    }
+    // tiny: 4 + 4 blocks × (in_proj, out_proj, c_fc, c_proj).
+    assert_eq!(blocks, 32);
+}

@@ -17,7 +17,7 @@ use super::accumulate::par_accumulate;
 use super::attention::{attention, attn_bwd_one, attn_fwd_one, Dims};
 use super::block_params::{pack, packed_len, run_bwd, take_saved, Grads, Weights};
 use super::block_params::{BlockCfg, BlockParams};
-use super::block_tail::{tail_bwd, tail_fwd, KeptWeights, Tail, TailKept, TailScratch};
+use super::block_tail::{tail_bwd, tail_fwd, DxKept, KeptWeights, Tail, TailKept, TailScratch};
 use super::cpu::{contiguous_f32, fused_ok};
 use super::frozen::prepared;
 use super::gemm::Kept;
@@ -262,10 +262,11 @@ impl BwdScratch {
 }
 
 /// The block's backward over one task's rows: writes dx `[r, W]`, adds the parameters'
-/// gradients to `g`.
+/// gradients to `g`; with `dk`, its weight products in bf16.
 #[allow(clippy::too_many_arguments)]
 fn bwd_rows(
     p: &Weights,
+    dk: Option<&DxKept>,
     c: &BlockCfg,
     t: usize,
     x: &[f32],
@@ -279,7 +280,7 @@ fn bwd_rows(
     let r = x.len() / w;
     let (dx1, datt) = (&mut sc.dx1[..r * w], &mut sc.datt[..r * w]);
     let (dln1, dqkv) = (&mut sc.dln1[..r * w], &mut sc.dqkv[..r * 3 * w]);
-    tail_bwd(p, c, &s.tail, dy, g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
+    tail_bwd(p, dk, c, &s.tail, dy, g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
 
     // Attention: x1 = x + out_proj(attn(qkv)), qkv = ln1·in_projᵀ + b.
     let d = dims(c, t);
@@ -287,8 +288,8 @@ fn bwd_rows(
     for ((qe, oe), (ge, de)) in elems.zip(datt.chunks(t * w).zip(dqkv.chunks_mut(t * 3 * w))) {
         attn_bwd_one(qe, oe, ge, d, de, &mut sc.probs, &mut sc.ds); // [T, 3W] per element
     }
-    affine_param_grads(dqkv, s.ln1, g.in_w, g.in_b);
-    affine_dx(dqkv, p.in_w, 3 * w, dln1); // [r, W]
+    affine_param_grads(dqkv, s.ln1, g.in_w, g.in_b, dk.is_some());
+    affine_dx(dqkv, p.in_w, dk.map(|k| &k.in_w), 3 * w, dln1); // [r, W]
     for ((xr, gr), dr) in x.chunks(w).zip(dln1.chunks(w)).zip(dx.chunks_mut(w)) {
         ln_bwd_row(xr, p.ln1_w, gr, c.eps, dr);
     }
@@ -316,6 +317,7 @@ impl CustomOp3 for BlockBwdOp {
         let (b, t, w) = l1.shape().dims3()?;
         let c = &self.cfg;
         let p = Weights::of(packed, c);
+        let dk = DxKept::when_bf16(&p, c);
         let n = b * t * w;
         let rows = elems_per_task(b, t) * t;
         let len = n + packed_len(c);
@@ -332,7 +334,18 @@ impl CustomOp3 for BlockBwdOp {
             dp,
             || BwdScratch::new(rows, c, t),
             |(dxc, xc, dyc, s), g, sc| {
-                bwd_rows(&p, c, t, xc, dyc, s, dxc, &mut Grads::of(g, c), sc);
+                bwd_rows(
+                    &p,
+                    dk.as_ref(),
+                    c,
+                    t,
+                    xc,
+                    dyc,
+                    s,
+                    dxc,
+                    &mut Grads::of(g, c),
+                    sc,
+                );
             },
         );
         Ok((CpuStorage::F32(out), Shape::from(len)))

@@ -6,7 +6,8 @@ use super::activation::act_grad_slice;
 use super::block_params::{BlockCfg, Grads, Weights};
 use std::sync::OnceLock;
 
-use super::gemm::Kept;
+use super::gemm::{Kept, View};
+use super::mode::{products, Products};
 use super::norm::{ln_bwd_row, ln_param_grads_into, ln_row};
 use super::rows::{add_into, affine_act, affine_dx, affine_onto, affine_param_grads};
 use super::rows::{task_rows, task_rows_mut};
@@ -108,6 +109,29 @@ impl TailKept {
     }
 }
 
+/// A block's four weights kept as they are, in bf16, for the backward's `dx = dy·W` under
+/// [`autocast_bf16`](super::autocast_bf16): made once per backward op call, on its thread.
+pub(super) struct DxKept {
+    pub in_w: Kept,
+    out_w: Kept,
+    fc_w: Kept,
+    proj_w: Kept,
+}
+
+impl DxKept {
+    /// Kept when the calling thread's products are bf16; else `None` (f32 backward).
+    pub(super) fn when_bf16(p: &Weights, c: &BlockCfg) -> Option<Self> {
+        let (w, m) = (c.width, c.hidden);
+        let plain = |data, out, inp| Kept::bf16(View::rows(data, out, inp)); // W [out, in]
+        (products() == Products::Bf16).then(|| Self {
+            in_w: plain(p.in_w, 3 * w, w),
+            out_w: plain(p.out_w, w, w),
+            fc_w: plain(p.fc_w, m, w),
+            proj_w: plain(p.proj_w, w, m),
+        })
+    }
+}
+
 /// Forward over r rows: reads `a.att` and the residual `res` `[r, W]`, writes the rest of `a`
 /// and y `[r, W]`.
 pub(super) fn tail_fwd(
@@ -144,9 +168,11 @@ impl TailScratch {
 
 /// Backward over r rows from dy `[r, W]`: adds the tail's parameter gradients to `g`, writes
 /// dres `[r, W]` (the gradient reaching x1, and so the residual input) and datt `[r, W]`.
+/// With `dk`, the products run in bf16.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn tail_bwd(
     p: &Weights,
+    dk: Option<&DxKept>,
     c: &BlockCfg,
     s: &Tail<&[f32]>,
     dy: &[f32],
@@ -159,17 +185,18 @@ pub(super) fn tail_bwd(
     let r = dy.len() / w;
     let (dh, dln2) = (&mut sc.dh[..r * m], &mut sc.dln2[..r * w]);
     // y = x1 + hact·c_projᵀ + b
-    affine_param_grads(dy, s.hact, g.proj_w, g.proj_b);
-    affine_dx(dy, p.proj_w, w, dh); // [r, M]
+    let bf16 = dk.is_some();
+    affine_param_grads(dy, s.hact, g.proj_w, g.proj_b, bf16);
+    affine_dx(dy, p.proj_w, dk.map(|k| &k.proj_w), w, dh); // [r, M]
     act_grad_slice(c.act, s.hpre, dh);
-    affine_param_grads(dh, s.ln2, g.fc_w, g.fc_b);
-    affine_dx(dh, p.fc_w, m, dln2); // [r, W]
+    affine_param_grads(dh, s.ln2, g.fc_w, g.fc_b, bf16);
+    affine_dx(dh, p.fc_w, dk.map(|k| &k.fc_w), m, dln2); // [r, W]
     for ((xr, gr), dr) in s.x1.chunks(w).zip(dln2.chunks(w)).zip(dres.chunks_mut(w)) {
         ln_bwd_row(xr, p.ln2_w, gr, c.eps, dr);
     }
     add_into(dres, dy); // [r, W]
     ln_param_grads_into(s.x1, dln2, w, c.eps, g.ln2_w, g.ln2_b);
     // x1 = res + att·out_projᵀ + b
-    affine_param_grads(dres, s.att, g.out_w, g.out_b);
-    affine_dx(dres, p.out_w, w, datt); // [r, W]
+    affine_param_grads(dres, s.att, g.out_w, g.out_b, bf16);
+    affine_dx(dres, p.out_w, dk.map(|k| &k.out_w), w, datt); // [r, W]
 }

@@ -108,10 +108,21 @@ enum Form {
 }
 
 impl Kept {
-    /// A copy of `b`, in the layout above.
+    /// A copy of `b`, in the layout above, for the calling thread's products.
     fn of(b: View) -> Self {
+        Self::for_products(b, products())
+    }
+
+    /// A copy of `b` kept for bf16 products, whatever the calling thread's mode: for work
+    /// handed to other threads by an op that found itself under
+    /// [`autocast_bf16`](super::autocast_bf16). Only where [`super::bf16_kernel`] has one.
+    pub fn bf16(b: View) -> Self {
+        Self::for_products(b, Products::Bf16)
+    }
+
+    fn for_products(b: View, products: Products) -> Self {
         let (k, n) = (b.rows, b.cols);
-        let form = match products() {
+        let form = match products {
             Products::Bf16 if amx::available() => Form::Amx(PackedB::of(b.data, k, n, b.rs, b.cs)),
             Products::Bf16 => Form::Bf16Pairs(PackedPairs::of(b.data, k, n, b.rs, b.cs)),
             Products::Int8 => Form::Int8(PackedI8::of(b.data, k, n, b.rs, b.cs)),

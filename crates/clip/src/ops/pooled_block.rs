@@ -360,7 +360,7 @@ impl PooledBwdOp {
                 let r = pc.len();
                 let mut g = Grads::of(g, c);
                 let (datt, dq) = (&mut sc.datt[..r * w], &mut sc.dq[..r * w]);
-                tail_bwd(p, c, &tail, dy, &mut g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
+                tail_bwd(p, None, c, &tail, dy, &mut g, &mut sc.tail, dx1, datt); // dx1, datt [r, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     let kvr = i * t * 2 * w..(i + 1) * t * 2 * w;
                     query_attn_bwd(
@@ -376,8 +376,8 @@ impl PooledBwdOp {
                     );
                 }
                 // q = lnq·W_qᵀ + b_q: the first W rows of in_proj.
-                affine_param_grads(dq, lnq, &mut g.in_w[..w * w], &mut g.in_b[..w]);
-                affine_dx(dq, wq, w, dlnq); // [r, W]
+                affine_param_grads(dq, lnq, &mut g.in_w[..w * w], &mut g.in_b[..w], false);
+                affine_dx(dq, wq, None, w, dlnq); // [r, W]
             },
         );
 
@@ -419,8 +419,8 @@ impl PooledBwdOp {
                 let dln1s = &mut dln1[..xc.len()];
                 let g = Grads::of(g, c);
                 // k | v = ln1·W_kvᵀ + b_kv: the last 2W rows of in_proj.
-                affine_param_grads(dkv, ln1, &mut g.in_w[w * w..], &mut g.in_b[w..]);
-                affine_dx(dkv, wkv, 2 * w, dln1s); // [r, W]
+                affine_param_grads(dkv, ln1, &mut g.in_w[w * w..], &mut g.in_b[w..], false);
+                affine_dx(dkv, wkv, None, 2 * w, dln1s); // [r, W]
                 for (i, &qp) in pc.iter().enumerate() {
                     add_into(
                         &mut dln1s[(i * t + qp) * w..][..w],

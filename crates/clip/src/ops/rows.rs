@@ -50,21 +50,51 @@ pub(super) fn affine_act(
 }
 
 /// Backward of `y = x·Wᵀ + b` over r rows: adds dyᵀ·x to `dw` `[out, in]` and the column sums
-/// of dy to `db` `[out]`.
-pub(super) fn affine_param_grads(dy: &[f32], x: &[f32], dw: &mut [f32], db: &mut [f32]) {
+/// of dy to `db` `[out]`; with `bf16`, the product in bf16 (dyᵀ written out, x kept in bf16
+/// for it).
+pub(super) fn affine_param_grads(
+    dy: &[f32],
+    x: &[f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+    bf16: bool,
+) {
     let dout = db.len();
     let din = dw.len() / dout;
     let rows = dy.len() / dout;
-    let (dyt, xv) = (View::rows(dy, rows, dout).t(), View::rows(x, rows, din));
-    matmul_serial_into(dyt, xv, dw, din, true);
+    if bf16 && rows > 0 {
+        DYT.with(|cell| {
+            let mut dyt = cell.borrow_mut(); // [out, r]
+            dyt.resize(dout * rows, 0.0);
+            for (i, row) in dy.chunks(dout).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    dyt[j * rows + i] = v;
+                }
+            }
+            let xk = Kept::bf16(View::rows(x, rows, din)); // [r, in]
+            matmul_kept(&dyt, &xk, dw, din, true);
+        });
+    } else {
+        let (dyt, xv) = (View::rows(dy, rows, dout).t(), View::rows(x, rows, din));
+        matmul_serial_into(dyt, xv, dw, din, true);
+    }
     for row in dy.chunks(dout) {
         add_into(db, row);
     }
 }
 
-/// dx = dy·W `[r, in]` for W `[out, in]`, into `dx`.
-pub(super) fn affine_dx(dy: &[f32], w: &[f32], dout: usize, dx: &mut [f32]) {
+thread_local! {
+    /// A thread's dyᵀ for [`affine_param_grads`] in bf16.
+    static DYT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// dx = dy·W `[r, in]` for W `[out, in]`, into `dx`: from `kept` (W kept as it is, in bf16,
+/// [`Kept::bf16`]) where given, else in f32 from `w`.
+pub(super) fn affine_dx(dy: &[f32], w: &[f32], kept: Option<&Kept>, dout: usize, dx: &mut [f32]) {
     let din = w.len() / dout;
+    if let Some(k) = kept {
+        return matmul_kept(dy, k, dx, din, false);
+    }
     let rows = dy.len() / dout;
     let (dyv, wv) = (View::rows(dy, rows, dout), View::rows(w, dout, din));
     matmul_serial_into(dyv, wv, dx, din, false);

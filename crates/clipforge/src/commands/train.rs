@@ -137,6 +137,11 @@ pub struct Args {
     /// column (open_clip's --local-loss) instead of the whole N×N; the same gradient.
     #[arg(long, requires = "distributed")]
     pub local_loss: bool,
+    /// Precision of the blocks' weight products, forward and backward: bf16 with f32 sums
+    /// where the CPU has AMX or AVX512-BF16 (PyTorch's CPU autocast; parameters, optimiser,
+    /// LayerNorm, softmax and loss stay f32), else f32. CPU only.
+    #[arg(long, value_enum, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: TrainDtype,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -214,7 +219,15 @@ pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
     if args.siglip {
         cfg.use_siglip();
     }
+    cfg.bf16 = args.dtype == TrainDtype::Bf16;
     Ok(cfg)
+}
+
+/// Precision of training's products (`train --dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainDtype {
+    F32,
+    Bf16,
 }
 
 /// Parse `--data` (or `--dataset`, a fetched dataset's training split).
@@ -278,6 +291,12 @@ pub fn run(args: Args) -> Result<()> {
 /// Train as one process of a launch. Only rank 0 writes the run directory.
 fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
     let device = args.device.open()?;
+    if args.dtype == TrainDtype::Bf16 && !device.is_cpu() {
+        anyhow::bail!(
+            "--dtype bf16: bf16 training is the CPU's autocast (bf16 products on AMX or \
+             AVX512-BF16); on a GPU train in f32"
+        );
+    }
     let (rank, world) = (comm.rank(), comm.size());
     let trainer = match &args.resume {
         Some(path) => Trainer::resume_in(path, args.steps, device, comm)?,
@@ -288,6 +307,12 @@ fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
             Trainer::new_in(cfg, &args.out, device, comm)?
         }
     };
+    if trainer.cfg.bf16 && rank == 0 {
+        eprintln!(
+            "bf16 products: {}",
+            clip::ops::bf16_kernel().unwrap_or("none on this CPU, training in f32")
+        );
+    }
     if args.distributed && rank == 0 {
         let b = trainer.cfg.batch_size;
         eprintln!(
