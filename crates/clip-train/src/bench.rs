@@ -29,7 +29,7 @@ pub struct BenchConfig {
     pub device: Device,
     /// Dtype of the encoders (the training step always keeps f32 parameters): on a GPU the
     /// parameters' dtype; on the CPU bf16 means f32 parameters with bf16 products
-    /// ([`clip::ops::autocast_bf16`]), as PyTorch's CPU autocast.
+    /// ([`clip::ops::autocast_bf16`]), as PyTorch's CPU autocast, for the training step too.
     pub encode_dtype: DType,
     /// On the CPU, encode with int8 products ([`clip::ops::quantize_int8`], dynamic
     /// quantisation as PyTorch's `quantize_dynamic`); `encode_dtype` is then f32.
@@ -43,7 +43,7 @@ pub struct BenchReport {
     pub model: String,
     pub device: String,
     pub encode_dtype: String,
-    /// What the encoders' products ran on: `f32`, `AMX-BF16` (CPU autocast), or `bf16` (GPU).
+    /// What the encoders' products ran on: `f32`, `AMX-BF16` or `AVX512-BF16` (CPU autocast), `int8 …`, or `bf16` (GPU).
     pub encode_kernel: String,
     pub tf32: bool,
     pub batch_size: usize,

@@ -67,7 +67,7 @@ pub(crate) fn to_bf16(v: f32) -> u16 {
 
 /// bf16 → f32 (exact).
 #[cfg(test)]
-fn from_bf16(v: u16) -> f32 {
+pub(crate) fn from_bf16(v: u16) -> f32 {
     f32::from_bits((v as u32) << 16)
 }
 
@@ -358,21 +358,6 @@ unsafe fn block(
 mod tests {
     use super::*;
 
-    /// c = x·B with x and B rounded to bf16 first and products summed in f64: what the tiles
-    /// compute, up to the order of f32 sums.
-    fn reference(x: &[f32], b: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
-        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
-        let mut c = vec![0f32; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|p| r(x[i * k + p]) * r(b[p * n + j]))
-                    .sum::<f64>() as f32;
-            }
-        }
-        c
-    }
-
     #[test]
     fn rounding_is_to_nearest_even() {
         assert_eq!(to_bf16(1.0), 0x3f80);
@@ -391,46 +376,18 @@ mod tests {
             eprintln!("no AMX on this machine: the bf16 tile path is not exercised");
             return;
         }
-        // Rows, k and n on and off the 16/32 multiples; output rows wider than n.
-        for &(rows, k, n) in &[
+        // Rows, k and n on and off the 16/32 multiples.
+        let sizes = [
             (1, 1, 1),
             (16, 32, 16),
             (50, 70, 40),
             (100, 768, 96),
             (33, 64, 17),
-        ] {
-            let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want = reference(&x, &b, rows, k, n);
-            let packed = PackedB::of(&b, k, n, n, 1);
-            let ldc = n + 3;
-            let mut c = vec![7f32; rows * ldc];
-            matmul(&x, &packed, &mut c, ldc, false);
-            let tol = |w: f32| 1e-4 * (k as f32).sqrt() * (1.0 + w.abs());
-            for i in 0..rows {
-                for j in 0..ldc {
-                    let g = c[i * ldc + j];
-                    if j < n {
-                        let w = want[i * n + j];
-                        assert!(
-                            (g - w).abs() < tol(w),
-                            "{rows}×{k}×{n} ({i}, {j}): {g} vs {w}"
-                        );
-                    } else {
-                        assert_eq!(g, 7.0, "gap at ({i}, {j}) written");
-                    }
-                }
-            }
-            matmul(&x, &packed, &mut c, ldc, true);
-            for i in 0..rows {
-                for j in 0..n {
-                    let (g, w) = (c[i * ldc + j], 2.0 * want[i * n + j]);
-                    assert!(
-                        (g - w).abs() < 2.0 * tol(w),
-                        "accumulate ({i}, {j}): {g} vs {w}"
-                    );
-                }
-            }
-        }
+        ];
+        super::super::bf16_check::check(
+            &|x, b, _rows, k, n, c, ldc, acc| matmul(x, &PackedB::of(b, k, n, n, 1), c, ldc, acc),
+            &sizes,
+            1e-4,
+        );
     }
 }

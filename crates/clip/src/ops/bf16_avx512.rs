@@ -199,68 +199,28 @@ unsafe fn kernel(
 mod tests {
     use super::*;
 
-    /// c = x·B with x and B rounded to bf16 first and products summed in f64.
-    fn reference(x: &[f32], b: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
-        let r = |v: f32| f32::from_bits((to_bf16(v) as u32) << 16) as f64;
-        let mut c = vec![0f32; rows * n];
-        for i in 0..rows {
-            for j in 0..n {
-                c[i * n + j] = (0..k)
-                    .map(|p| r(x[i * k + p]) * r(b[p * n + j]))
-                    .sum::<f64>() as f32;
-            }
-        }
-        c
-    }
-
     #[test]
     fn products_match_bf16_arithmetic_at_every_edge() {
         if !available() {
             eprintln!("no AVX512-BF16 on this machine: its bf16 path is not exercised");
             return;
         }
-        // Rows on and off MR, k odd and even, n on and off 16 and 64; output wider than n.
-        for &(rows, k, n) in &[
+        // Rows on and off MR, k odd and even, n on and off 16 and 64.
+        let sizes = [
             (1, 1, 1),
             (6, 2, 64),
             (7, 3, 17),
             (50, 70, 40),
             (100, 768, 130),
             (13, 64, 200),
-        ] {
-            let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
-            let want = reference(&x, &b, rows, k, n);
-            let packed = PackedPairs::of(&b, k, n, n, 1);
-            let ldc = n + 3;
-            let mut c = vec![7f32; rows * ldc];
-            matmul(&x, &packed, &mut c, ldc, false);
-            let tol = |w: f32| 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
-            for i in 0..rows {
-                for j in 0..ldc {
-                    let g = c[i * ldc + j];
-                    if j < n {
-                        let w = want[i * n + j];
-                        assert!(
-                            (g - w).abs() < tol(w),
-                            "{rows}×{k}×{n} ({i}, {j}): {g} vs {w}"
-                        );
-                    } else {
-                        assert_eq!(g, 7.0, "gap at ({i}, {j}) written");
-                    }
-                }
-            }
-            matmul(&x, &packed, &mut c, ldc, true);
-            for i in 0..rows {
-                for j in 0..n {
-                    let (g, w) = (c[i * ldc + j], 2.0 * want[i * n + j]);
-                    assert!(
-                        (g - w).abs() < 2.0 * tol(w),
-                        "accumulate ({i}, {j}): {g} vs {w}"
-                    );
-                }
-            }
-        }
+        ];
+        super::super::bf16_check::check(
+            &|x, b, _rows, k, n, c, ldc, acc| {
+                matmul(x, &PackedPairs::of(b, k, n, n, 1), c, ldc, acc)
+            },
+            &sizes,
+            1e-5,
+        );
     }
 
     #[test]

@@ -152,20 +152,12 @@ impl Kept {
         self.n
     }
 
-    /// The f32 operand as a view, and the bytes a product reads (k rows, `ld` floats apart).
-    fn f32_view(&self) -> Option<(View<'_>, usize)> {
+    /// The bytes an f32 product reads: k rows, `ld` floats apart (0 for the other forms).
+    #[cfg(test)]
+    fn f32_bytes(&self) -> usize {
         match &self.form {
-            Form::F32 { buf, start, ld } => Some((
-                View {
-                    data: &buf[*start..],
-                    rows: self.k,
-                    cols: self.n,
-                    rs: *ld,
-                    cs: 1,
-                },
-                self.k * ld * std::mem::size_of::<f32>(),
-            )),
-            _ => None,
+            Form::F32 { ld, .. } => self.k * ld * std::mem::size_of::<f32>(),
+            _ => 0,
         }
     }
 }
@@ -181,7 +173,16 @@ pub(crate) fn matmul_kept(x: &[f32], b: &Kept, c: &mut [f32], ldc: usize, accumu
         x.len()
     );
     let (view, bytes) = match &b.form {
-        Form::F32 { .. } => b.f32_view().expect("an f32 operand"),
+        Form::F32 { buf, start, ld } => (
+            View {
+                data: &buf[*start..],
+                rows: k,
+                cols: b.n,
+                rs: *ld,
+                cs: 1,
+            },
+            k * ld * std::mem::size_of::<f32>(),
+        ),
         Form::Amx(packed) => return amx::matmul(x, packed, c, ldc, accumulate),
         Form::Bf16Pairs(packed) => return bf16_avx512::matmul(x, packed, c, ldc, accumulate),
         Form::Int8(packed) => return int8::matmul(x, packed, c, ldc, accumulate),
@@ -317,7 +318,7 @@ mod tests {
         let x: Vec<f32> = (0..rows * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let kept = Kept::transposed(&w, n);
-        assert!(kept.f32_view().unwrap().1 > IN_PLACE_MAX_BYTES);
+        assert!(kept.f32_bytes() > IN_PLACE_MAX_BYTES);
         let want = naive(View::rows(&x, rows, k), View::rows(&w, n, k).t()); // [rows, n]
         let mut c = vec![7f32; rows * ldc];
         matmul_kept(&x, &kept, &mut c, ldc, false);

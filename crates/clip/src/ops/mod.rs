@@ -20,6 +20,8 @@ mod activation;
 mod amx;
 mod attention;
 mod bf16_avx512;
+#[cfg(test)]
+mod bf16_check;
 mod block;
 mod block_params;
 mod block_tail;

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
     /// Precision of the products: bf16 rounds the blocks' weight products to bf16 and sums in
-    /// f32 (where the CPU has AMX; f32 elsewhere); int8 quantises them (weights per column,
+    /// f32 (where the CPU has AMX or AVX512-BF16; f32 elsewhere); int8 quantises them (weights per column,
     /// inputs per row, i32 sums). Embeddings move by about the rounding (docs/benchmarks.md).
     #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
     pub dtype: super::DtypeArg,

@@ -76,7 +76,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10_000)]
     pub test_limit: usize,
     /// Precision of the encoders' products: bf16 rounds the blocks' weight products to bf16
-    /// and sums in f32 (where the CPU has AMX; f32 elsewhere); int8 quantises them (weights
+    /// and sums in f32 (where the CPU has AMX or AVX512-BF16; f32 elsewhere); int8 quantises them (weights
     /// per column, inputs per row, i32 sums). To measure what each costs in accuracy.
     #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
     pub dtype: super::DtypeArg,

@@ -101,8 +101,8 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub export_npy: Option<PathBuf>,
     /// Precision of the products: bf16 rounds the image tower's weight products to bf16 and
-    /// sums in f32 (about 3× faster where the CPU has AMX; f32 elsewhere); int8 quantises
-    /// them (weights per column, inputs per row, i32 sums).
+    /// sums in f32 (about 3× faster where the CPU has AMX, 1.8× with AVX512-BF16; f32
+    /// elsewhere); int8 quantises them (weights per column, inputs per row, i32 sums).
     #[arg(long, value_enum, default_value_t = super::DtypeArg::F32)]
     pub dtype: super::DtypeArg,
     /// Print what was done as JSON (and no progress bar).

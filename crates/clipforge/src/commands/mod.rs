@@ -73,8 +73,8 @@ impl DeviceArg {
 pub enum DtypeArg {
     /// f32 throughout.
     F32,
-    /// bf16 products with f32 sums where the CPU has AMX (PyTorch's CPU autocast), else f32;
-    /// on a GPU, bf16 parameters.
+    /// bf16 products with f32 sums where the CPU has AMX or AVX512-BF16 (PyTorch's CPU
+    /// autocast), else f32; on a GPU, bf16 parameters.
     Bf16,
     /// int8 products with i32 sums, weights quantised per output column and inputs per row
     /// as they come (PyTorch's dynamic quantisation); CPU inference only.
@@ -83,7 +83,8 @@ pub enum DtypeArg {
 
 impl DtypeArg {
     /// Run CPU inference `f` in this precision (bf16: `clip::ops::autocast_bf16`, bf16
-    /// products where the CPU has AMX, f32 elsewhere; int8: `clip::ops::quantize_int8`), with the model's weights prepared once
+    /// products where the CPU has AMX or AVX512-BF16, f32 elsewhere; int8:
+    /// `clip::ops::quantize_int8`), with the model's weights prepared once
     /// for the whole job (`clip::ops::FrozenWeights`: nothing trains inside `f`).
     pub fn infer<R>(self, f: impl FnOnce() -> R) -> R {
         let frozen = clip::ops::FrozenWeights::new();

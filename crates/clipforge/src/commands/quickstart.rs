@@ -38,6 +38,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: super::DeviceArg,
+    /// Precision of the training products, as `train --dtype` (bf16: CPU autocast).
+    #[arg(long, value_enum, default_value = "f32", value_name = "DTYPE")]
+    pub dtype: train::TrainDtype,
     /// Print the metrics as one JSON object (and no progress bar).
     #[arg(long)]
     pub json: bool,
@@ -50,10 +53,13 @@ pub fn run(args: Args) -> Result<()> {
     cfg.warmup = defaults::warmup(args.steps);
     cfg.batch_size = args.batch_size;
     cfg.lr = args.lr;
+    cfg.bf16 = args.dtype == train::TrainDtype::Bf16;
     if let DataSpec::Builtin { hard_negatives, .. } = &mut cfg.data {
         *hard_negatives = args.hard_negatives;
     }
-    let trainer = Trainer::new_on(cfg, &args.out, args.device.open()?)?;
+    let device = args.device.open()?;
+    args.dtype.check_device(&device)?;
+    let trainer = Trainer::new_on(cfg, &args.out, device)?;
     let trainer = train::run_trainer(trainer, args.json)?;
     let device = trainer.device.clone();
     let report =

@@ -226,8 +226,23 @@ pub fn config_from_args(args: &Args) -> Result<TrainConfig> {
 /// Precision of training's products (`train --dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrainDtype {
+    /// f32 throughout.
     F32,
+    /// The blocks' weight products in bf16 with f32 sums, forward and backward.
     Bf16,
+}
+
+impl TrainDtype {
+    /// bf16 training is the CPU's autocast: refused on another device.
+    pub fn check_device(self, device: &candle_core::Device) -> Result<()> {
+        if self == TrainDtype::Bf16 && !device.is_cpu() {
+            anyhow::bail!(
+                "--dtype bf16: bf16 training is the CPU's autocast (bf16 products on AMX or \
+                 AVX512-BF16); on a GPU train in f32"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Parse `--data` (or `--dataset`, a fetched dataset's training split).
@@ -291,12 +306,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Train as one process of a launch. Only rank 0 writes the run directory.
 fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
     let device = args.device.open()?;
-    if args.dtype == TrainDtype::Bf16 && !device.is_cpu() {
-        anyhow::bail!(
-            "--dtype bf16: bf16 training is the CPU's autocast (bf16 products on AMX or \
-             AVX512-BF16); on a GPU train in f32"
-        );
-    }
+    args.dtype.check_device(&device)?;
     let (rank, world) = (comm.rank(), comm.size());
     let trainer = match &args.resume {
         Some(path) => Trainer::resume_in(path, args.steps, device, comm)?,
