@@ -321,23 +321,27 @@ fn ranks_of(launcher: u32) -> Vec<(u32, usize)> {
     out
 }
 
+/// A `tiny` run of 40 steps of 16 a process, a checkpoint every 4: long enough to be
+/// interrupted after its first checkpoint.
+const CHECKPOINTED_RUN: [&str; 9] = [
+    "--model",
+    "tiny",
+    "--batch-size",
+    "16",
+    "--steps",
+    "40",
+    "--checkpoint-every",
+    "4",
+    "--quiet",
+];
+
 #[cfg(feature = "mpi")]
 #[test]
 fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
     if !has_mpirun() {
         return;
     }
-    let common = [
-        "--model",
-        "tiny",
-        "--batch-size",
-        "16",
-        "--steps",
-        "40",
-        "--checkpoint-every",
-        "4",
-        "--quiet",
-    ];
+    let common = CHECKPOINTED_RUN;
     let _one_launch = ONE_LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
     let straight = tmp("dist-straight");
     let o = run(
@@ -430,24 +434,13 @@ fn a_rank_that_fails_with_an_error_stops_the_launch_with_that_error() {
     // rank 1, which writes nothing, goes on to the next step's collectives.
     let blocker = out.join("checkpoints");
     std::fs::write(&blocker, b"in the way").unwrap();
-    let o = spawn(&mut mpirun(
-        2,
-        &[
-            "train",
-            "--distributed",
-            "--out",
-            out.to_str().unwrap(),
-            "--model",
-            "tiny",
-            "--batch-size",
-            "16",
-            "--steps",
-            "40",
-            "--checkpoint-every",
-            "4",
-            "--quiet",
-        ],
-    ))
+    let o = spawn(
+        mpirun(
+            2,
+            &["train", "--distributed", "--out", out.to_str().unwrap()],
+        )
+        .args(CHECKPOINTED_RUN),
+    )
     .wait(
         Duration::from_secs(120),
         "the launch whose rank 0 failed (the other rank waits for it for ever)",
