@@ -54,6 +54,29 @@ impl SkipCounts {
         self.unreadable_shard += o.unreadable_shard;
         self.incomplete_sample += o.incomplete_sample;
     }
+    /// The counts in the order of the fields (for sending them between processes).
+    pub fn to_array(&self) -> [usize; 6] {
+        [
+            self.empty_caption,
+            self.missing_image,
+            self.corrupt_image,
+            self.truncated_shard,
+            self.unreadable_shard,
+            self.incomplete_sample,
+        ]
+    }
+    pub fn from_array(a: [usize; 6]) -> Self {
+        let [empty_caption, missing_image, corrupt_image, truncated_shard, unreadable_shard, incomplete_sample] =
+            a;
+        Self {
+            empty_caption,
+            missing_image,
+            corrupt_image,
+            truncated_shard,
+            unreadable_shard,
+            incomplete_sample,
+        }
+    }
 }
 
 /// Read a CSV/TSV (by extension; `.tsv` is tab-separated) with a header naming `img_key` and

@@ -83,4 +83,10 @@ pub trait BatchSource: Send + Sync {
     fn take_epoch_reports(&self) -> Vec<EpochReport> {
         Vec::new()
     }
+    /// Whether this process reads a stream of its own (shards dealt by rank): `start` then
+    /// counts this process's samples, not the global batches' (rank r's share of step s starts
+    /// at s·b, not at (s·W + r)·b).
+    fn per_rank(&self) -> bool {
+        false
+    }
 }

@@ -1,10 +1,11 @@
-//! WebDataset shards streamed rather than loaded: each epoch the shards are shuffled and dealt
-//! to worker threads (WebDataset's split by worker), each worker reads its shards entry by
+//! WebDataset shards streamed rather than loaded: each epoch the shards are shuffled, dealt to
+//! the processes of a distributed run (WebDataset's split by node: each reads only its own) and
+//! then to worker threads (its split by worker), each worker reads its shards entry by
 //! entry into a bounded channel (reading runs ahead of training, memory stays bounded), a
 //! seeded shuffle buffer mixes the samples, and each batch is decoded and augmented in parallel.
 //!
-//! The stream is a pure function of (seed, shards, workers, buffer size): workers are read in a
-//! fixed round-robin, so thread timing changes nothing. Batch `start..start+n` is therefore
+//! The stream is a pure function of (seed, shards, rank and ranks, workers, buffer size):
+//! workers are read in a fixed round-robin, so thread timing changes nothing. Batch `start..start+n` is therefore
 //! reproducible, and a resumed run replays the stream up to its position (reading, not
 //! decoding) and continues exactly. Skipped samples are counted per epoch and reported when
 //! the epoch's last sample has been through a batch.
@@ -34,12 +35,43 @@ pub struct StreamCfg {
     /// Samples held in the shuffle buffer (1: no shuffling beyond the shard order).
     pub shuffle_buffer: usize,
     pub seed: u64,
+    /// This process's place among the `ranks` processes sharing the shards: each epoch, after
+    /// the shuffle, rank r takes every `ranks`-th shard from the r-th on, so the processes read
+    /// disjoint shards that together are all of them. (0, 1): one process reads every shard.
+    pub rank: usize,
+    pub ranks: usize,
+}
+
+impl StreamCfg {
+    /// One process reading every shard.
+    pub fn new(workers: usize, shuffle_buffer: usize, seed: u64) -> Self {
+        Self {
+            workers,
+            shuffle_buffer,
+            seed,
+            rank: 0,
+            ranks: 1,
+        }
+    }
+
+    /// Rank `rank` of `ranks` processes, each reading its own shards.
+    pub fn for_rank(self, rank: usize, ranks: usize) -> Self {
+        assert!(rank < ranks, "rank {rank} of {ranks}");
+        Self {
+            rank,
+            ranks,
+            ..self
+        }
+    }
 }
 
 /// What one epoch read and skipped.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EpochReport {
     pub epoch: u64,
+    /// The process whose share of the shards this is, in a run of several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
     /// Usable samples the epoch yielded.
     pub samples: u64,
     pub skipped: SkipCounts,
@@ -96,12 +128,18 @@ impl ShardStream {
         s
     }
 
-    /// Shuffle the shards with the epoch's seed, deal them to fresh worker threads.
+    /// Shuffle the shards with the epoch's seed (the same on every rank), take this rank's
+    /// share and deal it to fresh worker threads.
     fn start_epoch(&mut self, epoch: u64) {
         let seed = self.cfg.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut order: Vec<usize> = (0..self.shards.len()).collect();
         order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        let workers = self.cfg.workers.clamp(1, self.shards.len().max(1));
+        let order: Vec<usize> = order
+            .into_iter()
+            .skip(self.cfg.rank)
+            .step_by(self.cfg.ranks.max(1))
+            .collect();
+        let workers = self.cfg.workers.clamp(1, order.len().max(1));
         self.receivers = (0..workers)
             .map(|w| {
                 let mine: Vec<PathBuf> = order
@@ -180,12 +218,17 @@ impl ShardStream {
             // The epoch is read out.
             self.ended.push(EpochReport {
                 epoch: self.epoch,
+                rank: (self.cfg.ranks > 1).then_some(self.cfg.rank),
                 samples: self.epoch_samples,
                 skipped: self.read_skips.clone(),
             });
             if self.epoch_samples == 0 {
+                let whose = match self.cfg.ranks {
+                    1 => String::new(),
+                    n => format!(" (rank {} of {n}'s share)", self.cfg.rank),
+                };
                 return Err(format!(
-                    "the shards yielded no usable sample in epoch {} ({} skipped)",
+                    "the shards{whose} yielded no usable sample in epoch {} ({} skipped)",
                     self.epoch,
                     self.read_skips.total()
                 ));
@@ -217,13 +260,20 @@ struct State {
 }
 
 impl StreamBatcher {
-    /// A stream over `shards` (at least one). Nothing is read until the first batch.
+    /// A stream over `shards` (at least one, and at least one per rank). Nothing is read until
+    /// the first batch. With several ranks, batch positions count this rank's samples only.
     pub fn new(
         shards: Vec<PathBuf>,
         cfg: StreamCfg,
         image_size: usize,
         context_length: usize,
     ) -> Self {
+        assert!(
+            shards.len() >= cfg.ranks.max(1),
+            "{} shards dealt to {} ranks",
+            shards.len(),
+            cfg.ranks
+        );
         let shards = Arc::new(shards);
         Self {
             state: Mutex::new(State {
@@ -342,5 +392,9 @@ impl BatchSource for StreamBatcher {
 
     fn take_epoch_reports(&self) -> Vec<EpochReport> {
         std::mem::take(&mut self.state.lock().expect("stream lock").fresh)
+    }
+
+    fn per_rank(&self) -> bool {
+        self.cfg.ranks > 1
     }
 }

@@ -43,11 +43,7 @@ fn write_shards(dir: &Path, count: u64, per_shard: usize) -> (Vec<PathBuf>, Vec<
 }
 
 fn cfg(workers: usize, shuffle_buffer: usize) -> StreamCfg {
-    StreamCfg {
-        workers,
-        shuffle_buffer,
-        seed: 11,
-    }
+    StreamCfg::new(workers, shuffle_buffer, 11)
 }
 
 /// Captions of batches `0..k` of `n`.
@@ -185,5 +181,64 @@ fn shards_with_nothing_usable_are_an_error_not_a_hang() {
     let b = StreamBatcher::new(vec![path], cfg(1, 4), 16, 32);
     let err = b.batch(0, 2, &Device::Cpu).unwrap_err().to_string();
     assert!(err.contains("no usable sample"), "{err}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Rank `rank` of `ranks`'s first `count` epochs: their captions, read until each is reported.
+fn epochs_of(shards: &[PathBuf], rank: usize, ranks: usize, count: usize) -> Vec<Vec<String>> {
+    let b = StreamBatcher::new(shards.to_vec(), cfg(2, 4).for_rank(rank, ranks), 16, 32);
+    let (mut caps, mut sizes) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    while sizes.len() < count {
+        caps.extend(b.batch(i, 1, &Device::Cpu).unwrap().captions);
+        for r in b.take_epoch_reports() {
+            assert_eq!((r.epoch, r.rank), (sizes.len() as u64, Some(rank)));
+            sizes.push(r.samples as usize);
+        }
+        i += 1;
+    }
+    let mut rest = &caps[..];
+    sizes
+        .iter()
+        .map(|&n| {
+            let (epoch, after) = rest.split_at(n);
+            rest = after;
+            epoch.to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn ranks_read_disjoint_whole_shards_that_make_up_each_epoch() {
+    let dir = tmp("ranks");
+    let (shards, caps) = write_shards(&dir, 30, 4); // 8 shards, the last of 2
+    let every: BTreeSet<String> = caps.iter().cloned().collect();
+    let shard_of = |c: &String| c.rsplit('#').next().unwrap().parse::<usize>().unwrap() / 4;
+    for ranks in [2, 3] {
+        let per_rank: Vec<Vec<Vec<String>>> = (0..ranks)
+            .map(|r| epochs_of(&shards, r, ranks, 2))
+            .collect();
+        for epoch in 0..2 {
+            let mut all = BTreeSet::new();
+            let mut owner = std::collections::BTreeMap::new();
+            for (rank, epochs) in per_rank.iter().enumerate() {
+                for c in &epochs[epoch] {
+                    assert!(all.insert(c.clone()), "{c} read twice, {ranks} ranks");
+                    let prev = owner.insert(shard_of(c), rank);
+                    assert!(
+                        prev.is_none_or(|r| r == rank),
+                        "a shard split between ranks"
+                    );
+                }
+            }
+            assert_eq!(all, every, "{ranks} ranks' epoch {epoch} is the whole data");
+        }
+        // Each epoch deals the shards afresh.
+        let shards_of = |e: &[String]| e.iter().map(shard_of).collect::<BTreeSet<_>>();
+        assert!(
+            (0..ranks).any(|r| shards_of(&per_rank[r][0]) != shards_of(&per_rank[r][1])),
+            "{ranks} ranks read the same shards every epoch"
+        );
+    }
     std::fs::remove_dir_all(dir).ok();
 }

@@ -7,8 +7,18 @@ use clip_data::{BatchSource, FileBatcher, SceneBatcher, Shapes, Split, StreamBat
 use crate::config::{DataSpec, TrainConfig};
 use crate::error::{Result, TrainError};
 
-/// Build the batch source a config names.
+/// Build the batch source a config names, for one process reading everything.
 pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
+    make_source_for(cfg, 0, 1)
+}
+
+/// Build the batch source of process `rank` of `ranks`: streamed shards are dealt by rank (each
+/// process reads only its own); the other sources are indexed by global sample position.
+pub fn make_source_for(
+    cfg: &TrainConfig,
+    rank: usize,
+    ranks: usize,
+) -> Result<Arc<dyn BatchSource>> {
     let (size, ctx) = (
         cfg.model.vision_cfg.image_size,
         cfg.model.text_cfg.context_length,
@@ -68,12 +78,23 @@ pub fn make_source(cfg: &TrainConfig) -> Result<Arc<dyn BatchSource>> {
             shuffle_buffer,
         } => {
             let shards = clip_data::files::shard_files(pattern)?;
-            tracing::info!(shards = shards.len(), workers, shuffle_buffer, "{pattern}");
-            let stream = StreamCfg {
-                workers: *workers,
-                shuffle_buffer: *shuffle_buffer,
-                seed: cfg.seed,
-            };
+            if shards.len() < ranks {
+                return Err(TrainError::Data(format!(
+                    "{pattern}: {} shard(s) for {ranks} processes; each process reads shards of \
+                     its own, so there must be at least one per process (better, several per \
+                     process and worker): split the data into more shards",
+                    shards.len()
+                )));
+            }
+            tracing::info!(
+                shards = shards.len(),
+                workers,
+                shuffle_buffer,
+                rank,
+                ranks,
+                "{pattern}"
+            );
+            let stream = StreamCfg::new(*workers, *shuffle_buffer, cfg.seed).for_rank(rank, ranks);
             Ok(Arc::new(
                 StreamBatcher::new(shards, stream, size, ctx)
                     .with_tokenizer(tokenizer)

@@ -4,8 +4,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clip_data::{BatchSource, SceneBatcher, Shapes, Split};
+use clip_data::{BatchSource, SceneBatcher, Shapes, SkipCounts, Split};
 
+use crate::config::DataSpec;
+use crate::dist::Comm;
 use crate::error::{io, Result};
 use crate::step::StepMetrics;
 use crate::trainer::Trainer;
@@ -61,13 +63,25 @@ pub(crate) fn keep_metrics_before(run_dir: &Path, step: u64) -> Result<()> {
     std::fs::write(&path, kept).map_err(io(&path))
 }
 
-/// Log the epochs the source has finished and append them to `epochs.jsonl`: how many samples
-/// each yielded and what it skipped, by reason.
-pub(crate) fn report_epochs(run_dir: &Path, source: &dyn BatchSource) -> Result<()> {
+/// Log the epochs the source has finished and, given the run directory (rank 0), append them
+/// to `epochs.jsonl`: how many samples each yielded and what it skipped, by reason. Every
+/// process logs its own; where the processes read shards of their own, the file holds rank 0's.
+pub(crate) fn report_epochs(run_dir: Option<&Path>, source: &dyn BatchSource) -> Result<()> {
     let reports = source.take_epoch_reports();
     if reports.is_empty() {
         return Ok(());
     }
+    for r in &reports {
+        let (epoch, samples) = (r.epoch, r.samples);
+        if r.skipped.total() > 0 {
+            tracing::warn!(epoch, rank = r.rank, samples, skipped = ?r.skipped, "epoch done; bad samples skipped");
+        } else {
+            tracing::info!(epoch, rank = r.rank, samples, "epoch done; nothing skipped");
+        }
+    }
+    let Some(run_dir) = run_dir else {
+        return Ok(());
+    };
     let path = run_dir.join("epochs.jsonl");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -75,21 +89,35 @@ pub(crate) fn report_epochs(run_dir: &Path, source: &dyn BatchSource) -> Result<
         .open(&path)
         .map_err(io(&path))?;
     for r in reports {
-        let (epoch, samples) = (r.epoch, r.samples);
-        if r.skipped.total() > 0 {
-            tracing::warn!(epoch, samples, skipped = ?r.skipped, "epoch done; bad samples skipped");
-        } else {
-            tracing::info!(epoch, samples, "epoch done; nothing skipped");
-        }
         let line = serde_json::to_string(&r).expect("serialises");
         writeln!(f, "{line}").map_err(io(&path))?;
     }
     Ok(())
 }
 
-/// `skipped.json`: what the source skipped over the whole run, where it can skip anything.
-pub(crate) fn write_skipped(run_dir: &Path, source: &dyn BatchSource) -> Result<()> {
+/// What the source skipped over the whole run, where it can skip anything; where the processes
+/// read shards of their own, summed over them (a collective: every process calls it).
+pub(crate) fn world_skipped(
+    source: &dyn BatchSource,
+    comm: &dyn Comm,
+) -> Result<Option<SkipCounts>> {
     let Some(skips) = source.skipped() else {
+        return Ok(None);
+    };
+    if !source.per_rank() || comm.size() == 1 {
+        return Ok(Some(skips));
+    }
+    // Counts travel as f32: exact to 2^24 per reason, summed over the world.
+    let mut buf: Vec<f32> = skips.to_array().iter().map(|&c| c as f32).collect();
+    comm.all_reduce_sum(&mut buf)?;
+    Ok(Some(SkipCounts::from_array(std::array::from_fn(|i| {
+        buf[i].round() as usize
+    }))))
+}
+
+/// `skipped.json`: what the run skipped, where its source can skip anything.
+pub(crate) fn write_skipped(run_dir: &Path, skips: Option<SkipCounts>) -> Result<()> {
+    let Some(skips) = skips else {
         return Ok(());
     };
     if skips.total() > 0 {
@@ -112,6 +140,11 @@ impl Trainer {
             )
             .with_tokenizer(clip::TextTokenizer::for_config(&self.cfg.model.text_cfg)?)
             .batch(0, PLOT_BATCH, &self.device)?,
+            // Streamed shards: from a stream of its own, so that plotting neither moves the
+            // training stream nor makes it read past samples it has not checked.
+            None if matches!(self.cfg.data, DataSpec::Wds { .. }) => {
+                crate::data::make_source(&self.cfg)?.batch(0, PLOT_BATCH, &self.device)?
+            }
             None => self.source.batch(0, PLOT_BATCH, &self.device)?,
         };
         let (img, txt) =

@@ -57,10 +57,10 @@ impl Trainer {
             self.drop_locked(&mut grads);
             return Ok((loss.to_scalar::<f32>()? as f64, grads));
         }
-        let m = batch.ids.dim(0)? / k;
-        let micro = |j: usize| micro_batch(batch, j * m, m);
-        let (mut cached_img, mut cached_txt) = (Vec::with_capacity(k), Vec::with_capacity(k));
-        for j in 0..k {
+        let parts = micro_ranges(batch.ids.dim(0)?, k);
+        let micro = |j: usize| micro_batch(batch, parts[j].0, parts[j].1);
+        let (mut cached_img, mut cached_txt) = (Vec::new(), Vec::new());
+        for j in 0..parts.len() {
             // Features without a graph: the backward runs per micro-batch below.
             let (img, txt) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
                 let b = micro(j)?;
@@ -71,7 +71,7 @@ impl Trainer {
         }
         let mut total: Option<GradStore> = None;
         let mut loss_value = 0.0;
-        for j in 0..k {
+        for j in 0..parts.len() {
             let (mut imgs, mut txts) = (cached_img.clone(), cached_txt.clone());
             let b = micro(j)?;
             imgs[j] = self.image_embeds(&b)?;
@@ -87,7 +87,7 @@ impl Trainer {
                 Some(acc) => self.add_grads(acc, &grads)?,
             });
         }
-        Ok((loss_value, total.expect("accum_freq ≥ 1")))
+        Ok((loss_value, total.expect("a batch of at least 2 pairs")))
     }
 
     /// The run's loss on unit embeddings `[N, E]`, `[N, E]`; the temperature (and SigLIP's
@@ -197,6 +197,15 @@ impl Trainer {
 }
 
 /// Rows `start .. start + m` of every part of a batch.
+/// The `k` micro-batches of a batch of `b` rows as (first row, rows), the empty ones left out:
+/// sizes differ by at most one, so a batch that lost samples to bad files keeps every row.
+pub(crate) fn micro_ranges(b: usize, k: usize) -> Vec<(usize, usize)> {
+    (0..k)
+        .map(|j| (j * b / k, (j + 1) * b / k - j * b / k))
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
 pub(crate) fn micro_batch(batch: &Batch, start: usize, m: usize) -> Result<Batch> {
     let cut = |t: &Tensor| t.narrow(0, start, m);
     Ok(Batch {

@@ -16,7 +16,9 @@ use crate::config::TrainConfig;
 use crate::dist::{Comm, Single, Timed};
 use crate::error::{io, Result, TrainError};
 use crate::optim::AdamW;
-use crate::run_log::{keep_metrics_before, report_epochs, write_skipped, MetricsLog};
+use crate::run_log::{
+    keep_metrics_before, report_epochs, world_skipped, write_skipped, MetricsLog,
+};
 use crate::step::StepMetrics;
 
 /// AdamW over the parameters the run trains (all but locked towers').
@@ -92,7 +94,7 @@ impl Trainer {
         clip::init::init_parameters(&varmap, &cfg.model, cfg.seed)?;
         let source = match crate::feature_cache::cached_source(&cfg, &model, &varmap)? {
             Some(cached) => cached,
-            None => crate::data::make_source(&cfg)?,
+            None => crate::data::make_source_for(&cfg, comm.rank(), comm.size())?,
         };
         let optim = optimiser(&varmap, &cfg)?;
         if comm.rank() == 0 {
@@ -153,7 +155,7 @@ impl Trainer {
         clip::weights::load_into(&varmap, &ckpt.join("model.safetensors"))?;
         let source = match crate::feature_cache::cached_source(&cfg, &model, &varmap)? {
             Some(cached) => cached,
-            None => crate::data::make_source(&cfg)?,
+            None => crate::data::make_source_for(&cfg, comm.rank(), comm.size())?,
         };
         let mut optim = optimiser(&varmap, &cfg)?;
         let (state, optim_state) = checkpoint::load(&ckpt, &device)?;
@@ -175,7 +177,8 @@ impl Trainer {
     }
 
     /// This process's share of the training batch of step `step` (a pure function of the
-    /// step: exact resume). Rank r of W takes samples `r·b .. (r+1)·b` of the global batch.
+    /// step: exact resume). Rank r of W takes samples `r·b .. (r+1)·b` of the global batch, or,
+    /// where it reads shards of its own, the step's b samples of its own stream.
     pub fn batch_for(&self, step: u64) -> Result<Batch> {
         let b = self.cfg.batch_size;
         Ok(self
@@ -183,10 +186,24 @@ impl Trainer {
             .batch(self.first_sample(step), b, &self.device)?)
     }
 
-    /// Where this process's share of step `step`'s batch starts in the sample stream.
+    /// Where this process's share of step `step`'s batch starts in the sample stream: in the
+    /// run's one stream, or in this process's own (its resume position is then step · b).
     fn first_sample(&self, step: u64) -> u64 {
         let b = self.cfg.batch_size as u64;
+        if self.source.per_rank() {
+            return step * b;
+        }
         step * b * self.comm.size() as u64 + self.comm.rank() as u64 * b
+    }
+
+    /// The pairs of the step's (global) batch that survived bad samples; in a world of
+    /// several processes a collective, so that all of them skip a step or none does.
+    fn usable_pairs(&self, local: &Batch) -> Result<usize> {
+        let mut n = [local.captions.len() as f32];
+        if self.comm.size() > 1 {
+            self.comm.all_reduce_sum(&mut n)?;
+        }
+        Ok(n[0] as usize)
     }
 
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
@@ -227,7 +244,7 @@ impl Trainer {
             let batch = rx.recv().map_err(|_| {
                 TrainError::Data("the batch thread stopped (it panicked: see above)".into())
             })??;
-            if batch.captions.len() < 2 {
+            if self.usable_pairs(&batch)? < 2 {
                 tracing::warn!(
                     step = self.step,
                     "batch has fewer than 2 usable pairs; skipped"
@@ -241,20 +258,22 @@ impl Trainer {
             tracing::debug!(step = m.step, loss = m.loss, lr = m.lr, "step");
             observer.on_step(&m, self.cfg.steps);
             let Some(metrics) = metrics.as_mut() else {
+                report_epochs(None, self.source.as_ref())?;
                 continue;
             };
             metrics.append(&m)?;
-            report_epochs(&self.run_dir, self.source.as_ref())?;
+            report_epochs(Some(&self.run_dir), self.source.as_ref())?;
             if self.step.is_multiple_of(self.cfg.checkpoint_every) || self.step == self.cfg.steps {
                 self.save_checkpoint()?;
             }
         }
         drop(rx);
         producer.join().ok();
+        let skipped = world_skipped(self.source.as_ref(), &self.comm)?;
         if !main {
             return Ok(());
         }
-        write_skipped(&self.run_dir, self.source.as_ref())?;
+        write_skipped(&self.run_dir, skipped)?;
         self.write_plots()
     }
 }

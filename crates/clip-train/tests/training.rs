@@ -30,33 +30,13 @@ fn resume_continues_exactly() {
     std::fs::remove_dir_all(straight).ok();
 }
 
-/// 40 built-in scenes as PNGs in shards of 8, the 7th a corrupt image.
-fn write_shards(dir: &std::path::Path) -> String {
-    let mut w = clip_data::files::ShardWriter::new(dir, "shard", 8).unwrap();
-    for i in 0..40 {
-        let scene = clip_data::Shapes::new(4, clip_data::Split::Train).scene(i);
-        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
-        let mut png = Vec::new();
-        image::RgbImage::from_raw(16, 16, px)
-            .unwrap()
-            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-            .unwrap();
-        if i == 6 {
-            png = b"\x89PNG\r\n\x1a\nbroken".to_vec();
-        }
-        w.write(&png, "png", &scene.caption()).unwrap();
-    }
-    w.finish().unwrap();
-    format!("{}/shard-{{000000..000004}}.tar", dir.display())
-}
-
 #[test]
 fn resume_continues_exactly_on_streamed_shards() {
     let shards = run_dir("shards");
     std::fs::create_dir_all(&shards).unwrap();
     let mut cfg = micro_config(8);
     cfg.data = clip_train::DataSpec::Wds {
-        pattern: write_shards(&shards),
+        pattern: common::write_scene_shards(&shards, 40, 8, Some(6)),
         workers: 3,
         shuffle_buffer: 10,
     };

@@ -1,7 +1,8 @@
 //! The gradient of one data-parallel step (open_clip's `--gather-with-grad`, exact):
 //!
 //! 1. each process encodes its share of the global batch, `[b, E]` per tower;
-//! 2. the features are all-gathered, `[N, E]` with N = b · processes, in global batch order;
+//! 2. the features are all-gathered, `[N, E]` with N = b · processes, in global batch order
+//!    (N is less, and the shares uneven, where bad samples were dropped from a share);
 //! 3. the loss runs on the gathered features as leaves — the whole N×N on every process, or
 //!    with `local_loss` only this process's rows against every column, whose feature
 //!    gradients are then summed over the processes (what the backward of an all-gather is);
@@ -34,25 +35,33 @@ impl Trainer {
     /// `local` of it.
     pub(crate) fn loss_and_grads_distributed(&self, local: &Batch) -> Result<(f64, GradStore)> {
         let comm = &self.comm;
-        let (rank, world) = (comm.rank(), comm.size());
-        let k = self.cfg.accum_freq;
+        let rank = comm.rank();
         let b = local.ids.dim(0)?;
-        let m = b / k;
-        let micro = |j: usize| crate::step::micro_batch(local, j * m, m);
+        let parts = crate::step::micro_ranges(b, self.cfg.accum_freq);
+        let micro = |&(first, len): &(usize, usize)| crate::step::micro_batch(local, first, len);
+        let (e, dtype, device) = (
+            self.cfg.model.embed_dim,
+            self.model.logit_scale.dtype(),
+            self.device.clone(),
+        );
 
         // 1. This process's features: with their graph when there is one micro-batch.
-        let live = if k == 1 {
+        let live = if parts.len() == 1 {
             Some((self.image_embeds(local)?, self.text_embeds(local)?)) // [b, E] each
         } else {
             None
         };
         let (img, txt) = match &live {
             Some((i, t)) => (i.detach(), t.detach()),
+            None if parts.is_empty() => {
+                let none = Tensor::zeros((0, e), dtype, &device)?; // every sample was bad
+                (none.clone(), none)
+            }
             None => {
-                let (mut imgs, mut txts) = (Vec::with_capacity(k), Vec::with_capacity(k));
-                for j in 0..k {
+                let (mut imgs, mut txts) = (Vec::new(), Vec::new());
+                for p in &parts {
                     let (i, t) = clip::ops::inference(|| -> Result<(Tensor, Tensor)> {
-                        let mb = micro(j)?;
+                        let mb = micro(p)?;
                         Ok((self.image_embeds(&mb)?, self.text_embeds(&mb)?))
                     })?;
                     imgs.push(i.detach());
@@ -61,14 +70,29 @@ impl Trainer {
                 (Tensor::cat(&imgs, 0)?, Tensor::cat(&txts, 0)?) // [b, E] each
             }
         };
-        let (e, dtype, device) = (img.dim(1)?, img.dtype(), img.device().clone());
 
-        // 2. The global batch's features, every process's rows in rank order.
-        let n = b * world;
+        // 2. The global batch's features, every process's rows in rank order. The shares are
+        //    b each, or fewer where bad samples were dropped: each is sent padded to the
+        //    largest and the padding left out.
+        let counts: Vec<usize> = comm
+            .all_gather(&[b as f32])?
+            .iter()
+            .map(|&c| c as usize)
+            .collect();
+        let (n, most) = (counts.iter().sum::<usize>(), counts.iter().max().copied());
+        let most = most.unwrap_or(0);
         let gathered = |local: &Tensor| -> Result<Var> {
-            let all = comm.all_gather(&values(local)?)?;
+            let mut mine = values(local)?;
+            mine.resize(most * e, 0.0);
+            let all = comm.all_gather(&mine)?; // [W, most, E]
+            let rows: Vec<f32> = counts
+                .iter()
+                .enumerate()
+                .flat_map(|(r, &c)| &all[r * most * e..(r * most + c) * e])
+                .copied()
+                .collect();
             Ok(Var::from_tensor(
-                &Tensor::from_vec(all, (n, e), &device)?.to_dtype(dtype)?,
+                &Tensor::from_vec(rows, (n, e), &device)?.to_dtype(dtype)?,
             )?)
         };
         let all_img = gathered(&img)?; // [N, E]
@@ -76,7 +100,7 @@ impl Trainer {
 
         // 3. The loss on them, and its gradient for every feature.
         let scale = &self.model.logit_scale;
-        let start = rank * b;
+        let start: usize = counts[..rank].iter().sum();
         let loss = match (self.cfg.loss, self.cfg.local_loss) {
             (LossKind::Clip, false) => clip::clip_loss(&all_img, &all_txt, scale)?,
             (LossKind::Clip, true) => clip_loss_rows(&all_img, &all_txt, scale, start, b)?,
@@ -108,28 +132,24 @@ impl Trainer {
         }
 
         // 4. This process's rows of that gradient, through its towers.
-        let rows = |d: &[f32], j: usize| -> Result<Tensor> {
-            let from = (start + j * m) * e;
-            Ok(Tensor::from_slice(&d[from..from + m * e], (m, e), &device)?.to_dtype(dtype)?)
+        let rows = |d: &[f32], (first, len): (usize, usize)| -> Result<Tensor> {
+            let from = (start + first) * e;
+            Ok(Tensor::from_slice(&d[from..from + len * e], (len, e), &device)?.to_dtype(dtype)?)
         };
-        let mut total: Option<GradStore> = None;
-        for j in 0..k {
+        let mut total = GradStore::default();
+        for p in &parts {
             let (fi, ft) = match &live {
                 Some((i, t)) => (i.clone(), t.clone()),
                 None => {
-                    let mb = micro(j)?;
+                    let mb = micro(p)?;
                     (self.image_embeds(&mb)?, self.text_embeds(&mb)?)
                 }
             };
             let surrogate =
-                ((fi * rows(&d_img, j)?)?.sum_all()? + (ft * rows(&d_txt, j)?)?.sum_all()?)?;
+                ((fi * rows(&d_img, *p)?)?.sum_all()? + (ft * rows(&d_txt, *p)?)?.sum_all()?)?;
             let grads = surrogate.backward()?;
-            total = Some(match total {
-                None => grads,
-                Some(acc) => self.add_grads(acc, &grads)?,
-            });
+            total = self.add_grads(total, &grads)?;
         }
-        let mut total = total.expect("accum_freq ≥ 1");
         // The temperature (and bias) are outside the towers: their gradient is the loss's,
         // whole on every process (counted once, on rank 0) or in parts (each adds its own).
         if self.cfg.local_loss || rank == 0 {

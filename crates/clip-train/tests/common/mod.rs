@@ -1,4 +1,5 @@
-//! What the training tests share: a model small enough to train in a test.
+//! What the training tests share: a model small enough to train in a test, and shards to
+//! stream.
 #![allow(dead_code)]
 
 use clip::ClipConfig;
@@ -18,4 +19,34 @@ pub fn micro_config(steps: u64) -> TrainConfig {
     cfg.warmup = 2;
     cfg.checkpoint_every = 1000;
     cfg
+}
+
+/// `count` built-in scenes as 16-px PNGs in WebDataset shards of `per_shard` in `dir`, sample
+/// `corrupt` (if any) a broken image; returns the shards' pattern.
+pub fn write_scene_shards(
+    dir: &std::path::Path,
+    count: u64,
+    per_shard: usize,
+    corrupt: Option<u64>,
+) -> String {
+    let mut w = clip_data::files::ShardWriter::new(dir, "shard", per_shard).unwrap();
+    for i in 0..count {
+        let scene = clip_data::Shapes::new(4, clip_data::Split::Train).scene(i);
+        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
+        let mut png = Vec::new();
+        image::RgbImage::from_raw(16, 16, px)
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        if Some(i) == corrupt {
+            png = b"\x89PNG\r\n\x1a\nbroken".to_vec();
+        }
+        w.write(&png, "png", &scene.caption()).unwrap();
+    }
+    let shards = w.finish().unwrap();
+    format!(
+        "{}/shard-{{000000..{:06}}}.tar",
+        dir.display(),
+        shards.len() - 1
+    )
 }

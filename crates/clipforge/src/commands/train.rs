@@ -25,8 +25,11 @@ jsonl:LIST.jsonl (image paths relative to the list; columns/keys by --csv-img-ke
 with KEY.txt or KEY.json's \"caption\", a sample's files adjacent). Shards are streamed: each\n\
 epoch they are shuffled and dealt to --workers reader threads, and a --shuffle-buffer of\n\
 samples mixes them; the order is a function of --seed alone, so --resume is exact here too.\n\
+Under --distributed each process reads shards of its own (each epoch's shuffled shards dealt by\n\
+rank, then to its workers), so there must be at least one shard per process.\n\
 Images that do not decode, empty captions and truncated shards are skipped and counted: each\n\
-epoch's counts are logged when it ends and appended to epochs.jsonl; totals in skipped.json."
+epoch's counts are logged when it ends and appended to epochs.jsonl (rank 0's shards under\n\
+--distributed); totals, of every process, in skipped.json."
 )]
 pub struct Args {
     /// Model preset (tiny, small, ViT-B-32, …) or an open_clip-format config JSON.
