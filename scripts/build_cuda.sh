@@ -4,7 +4,8 @@
 # the driver library (libcuda.so, present only where a GPU driver is) is replaced at link time by
 # a stub holding the same symbol names. The real libcuda.so.1 is loaded where the binary runs.
 #
-#   scripts/build_cuda.sh [COMPUTE_CAP]      # default 90 (Hopper: H100/H200)
+#   scripts/build_cuda.sh [COMPUTE_CAP] [FEATURES]   # default 90 (Hopper: H100/H200), cuda
+#   scripts/build_cuda.sh 90 nccl                     # + MPI and NCCL: train --distributed on GPUs
 #
 # Output: target-cuda/release/clipforge. Run it where the CUDA 13 driver and libraries are
 # (LD_LIBRARY_PATH must name the directories of libcublas.so.13, libcudart.so.13,
@@ -14,6 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CAP="${1:-90}"
+FEATURES="${2:-cuda}"
 TOOLS="${CUDA_TOOLS:-$PWD/.cuda-tools}"
 PKGS=(nvidia-cuda-nvcc==13.0.* nvidia-cuda-crt==13.0.* nvidia-nvvm==13.0.* nvidia-cuda-runtime==13.0.*
       nvidia-cuda-cccl==13.0.* nvidia-cublas==13.* nvidia-curand==10.* nvidia-cuda-nvrtc==13.0.*)
@@ -29,6 +31,18 @@ if [ ! -x "$ROOT/nvvm/bin/cicc" ] || [ ! -f "$ROOT/include/crt/host_config.h" ];
   for w in "$TOOLS"/wheels/*.whl; do unzip -q -o "$w" -d "$TOOLS/x.part"; done
   rm -rf "$TOOLS/x" && mv "$TOOLS/x.part" "$TOOLS/x"     # complete or absent
 fi
+# NCCL (feature nccl): its own wheel, libnccl.so.2 and nccl.h.
+NCCL="$TOOLS/nccl/nvidia/nccl"
+if [[ "$FEATURES" == *nccl* ]] && [ ! -f "$NCCL/lib/libnccl.so.2" ]; then
+  mkdir -p "$TOOLS/nccl-wheel"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_18_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$TOOLS/nccl-wheel" 'nvidia-nccl-cu13==2.*'
+  rm -rf "$TOOLS/nccl.part" && mkdir -p "$TOOLS/nccl.part"
+  unzip -q -o "$TOOLS"/nccl-wheel/*.whl -d "$TOOLS/nccl.part"
+  rm -rf "$TOOLS/nccl" && mv "$TOOLS/nccl.part" "$TOOLS/nccl"
+fi
+[ -f "$NCCL/lib/libnccl.so.2" ] && ln -sf libnccl.so.2 "$NCCL/lib/libnccl.so"
 # Unversioned names for the linker.
 for l in cudart cublas cublasLt nvrtc; do ln -sf "lib$l.so.13" "$ROOT/lib/lib$l.so"; done
 ln -sf libcurand.so.10 "$ROOT/lib/libcurand.so"
@@ -42,8 +56,8 @@ gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$TOOLS/stub/libcuda.so" "$TOOLS/s
 
 export CUDA_HOME="$ROOT" CUDA_PATH="$ROOT" CUDA_COMPUTE_CAP="$CAP"
 export PATH="$ROOT/bin:$PATH"
-export LIBRARY_PATH="$TOOLS/stub:$ROOT/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LIBRARY_PATH="$TOOLS/stub:$ROOT/lib:$NCCL/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 # A portable CPU target (the config's target-cpu=native would tie the binary to this CPU).
-export RUSTFLAGS="-C target-cpu=x86-64-v3 -L $TOOLS/stub -L $ROOT/lib"
-cargo build --release --features cuda -p clipforge --target-dir target-cuda
+export RUSTFLAGS="-C target-cpu=x86-64-v3 -L $TOOLS/stub -L $ROOT/lib -L $NCCL/lib"
+cargo build --release --features "$FEATURES" -p clipforge --target-dir target-cuda
 ls -la target-cuda/release/clipforge

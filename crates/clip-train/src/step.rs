@@ -45,7 +45,7 @@ impl Trainer {
     /// In a world of several processes `batch` is this process's share of the global batch,
     /// and the loss and gradient are the global batch's ([`crate::dist::grads`]).
     pub fn loss_and_grads(&self, batch: &Batch) -> Result<(f64, GradStore)> {
-        if self.comm.size() > 1 {
+        if self.comm.launched() {
             return self.loss_and_grads_distributed(batch);
         }
         let k = self.cfg.accum_freq;

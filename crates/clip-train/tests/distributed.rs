@@ -116,6 +116,11 @@ fn check_equivalence(mut cfg: TrainConfig, world: usize, tag: &str) {
 }
 
 #[test]
+fn a_world_of_one_takes_the_distributed_path_and_trains_like_one_process() {
+    check_equivalence(micro_config(6, 16), 1, "world-of-one");
+}
+
+#[test]
 fn two_processes_of_8_train_like_one_of_16() {
     check_equivalence(micro_config(12, 16), 2, "clip");
 }

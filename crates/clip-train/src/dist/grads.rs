@@ -25,11 +25,6 @@ use crate::dist::Comm;
 use crate::error::{Result, TrainError};
 use crate::trainer::Trainer;
 
-/// `t` as f32 values, row-major.
-fn values(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-}
-
 impl Trainer {
     /// Loss (of the global batch) and the global batch's gradient, from this process's share
     /// `local` of it.
@@ -73,27 +68,34 @@ impl Trainer {
 
         // 2. The global batch's features, every process's rows in rank order. The shares are
         //    b each, or fewer where bad samples were dropped: each is sent padded to the
-        //    largest and the padding left out.
+        //    largest and the padding left out. The features stay where they are (on a GPU
+        //    with NCCL); only the counts pass through host memory.
         let counts: Vec<usize> = comm
             .all_gather(&[b as f32])?
             .iter()
             .map(|&c| c as usize)
             .collect();
-        let (n, most) = (counts.iter().sum::<usize>(), counts.iter().max().copied());
-        let most = most.unwrap_or(0);
+        let n = counts.iter().sum::<usize>();
+        let most = counts.iter().max().copied().unwrap_or(0);
         let gathered = |local: &Tensor| -> Result<Var> {
-            let mut mine = values(local)?;
-            mine.resize(most * e, 0.0);
-            let all = comm.all_gather(&mine)?; // [W, most, E]
-            let rows: Vec<f32> = counts
+            let local = local.to_dtype(DType::F32)?;
+            let padded = if b < most {
+                let pad = Tensor::zeros((most - b, e), DType::F32, &device)?;
+                Tensor::cat(&[&local, &pad], 0)? // [most, E]
+            } else {
+                local
+            };
+            let all = comm
+                .all_gather_tensor(&padded)?
+                .reshape((counts.len(), most, e))?;
+            let shares: Vec<Tensor> = counts
                 .iter()
                 .enumerate()
-                .flat_map(|(r, &c)| &all[r * most * e..(r * most + c) * e])
-                .copied()
-                .collect();
+                .map(|(r, &c)| all.get(r)?.narrow(0, 0, c))
+                .collect::<candle_core::Result<_>>()?;
             Ok(Var::from_tensor(
-                &Tensor::from_vec(rows, (n, e), &device)?.to_dtype(dtype)?,
-            )?)
+                &Tensor::cat(&shares, 0)?.to_dtype(dtype)?,
+            )?) // [N, E]
         };
         let all_img = gathered(&img)?; // [N, E]
         let all_txt = gathered(&txt)?; // [N, E]
@@ -116,25 +118,24 @@ impl Trainer {
             }
         };
         let loss_grads = loss.backward()?;
-        let feature_grad = |v: &Var| -> Result<Vec<f32>> {
+        let feature_grad = |v: &Var| -> Result<Tensor> {
             match loss_grads.get(v.as_tensor()) {
-                Some(g) => values(g),
-                None => Ok(vec![0.0; n * e]),
+                Some(g) => Ok(g.to_dtype(DType::F32)?),
+                None => Ok(Tensor::zeros((n, e), DType::F32, &device)?),
             }
         };
-        let (mut d_img, mut d_txt) = (feature_grad(&all_img)?, feature_grad(&all_txt)?);
+        let (mut d_img, mut d_txt) = (feature_grad(&all_img)?, feature_grad(&all_txt)?); // [N, E]
         let mut value = vec![loss.to_scalar::<f32>()?];
         if self.cfg.local_loss {
             // Each process holds its rows' part: the sums are the whole loss and its gradient.
-            comm.all_reduce_sum(&mut d_img)?;
-            comm.all_reduce_sum(&mut d_txt)?;
+            d_img = comm.all_reduce_sum_tensor(&d_img)?;
+            d_txt = comm.all_reduce_sum_tensor(&d_txt)?;
             comm.all_reduce_sum(&mut value)?;
         }
 
         // 4. This process's rows of that gradient, through its towers.
-        let rows = |d: &[f32], (first, len): (usize, usize)| -> Result<Tensor> {
-            let from = (start + first) * e;
-            Ok(Tensor::from_slice(&d[from..from + len * e], (len, e), &device)?.to_dtype(dtype)?)
+        let rows = |d: &Tensor, (first, len): (usize, usize)| -> Result<Tensor> {
+            Ok(d.narrow(0, start + first, len)?.to_dtype(dtype)?) // [len, E]
         };
         let mut total = GradStore::default();
         for p in &parts {
@@ -167,9 +168,10 @@ impl Trainer {
         Ok((value[0] as f64, total))
     }
 
-    /// Replace every parameter's gradient by its sum over the processes: one buffer, the
-    /// parameters in name order (the same on every process), a flag per parameter that says
-    /// whether any process had a gradient for it.
+    /// Replace every parameter's gradient by its sum over the processes: one buffer where the
+    /// gradients are (the parameters in name order, the same on every process; zeros for a
+    /// gradient a process lacks), and a flag per parameter, summed in host memory, that says
+    /// whether any process had one.
     fn all_reduce_grads(&self, grads: &mut GradStore) -> Result<()> {
         let mut vars: Vec<(String, Var)> = self
             .varmap
@@ -180,29 +182,29 @@ impl Trainer {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut buf: Vec<f32> = Vec::new();
+        let mut had = Vec::with_capacity(vars.len());
+        let mut pieces = Vec::with_capacity(vars.len());
         for (_, v) in &vars {
-            match grads.get(v.as_tensor()) {
-                Some(g) => {
-                    buf.push(1.0);
-                    buf.extend(values(g)?);
-                }
-                None => {
-                    buf.push(0.0);
-                    buf.extend(std::iter::repeat_n(0.0, v.elem_count()));
-                }
-            }
+            let g = grads.get(v.as_tensor());
+            had.push(if g.is_some() { 1.0 } else { 0.0 });
+            pieces.push(match g {
+                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
+                None => Tensor::zeros(v.elem_count(), DType::F32, v.device())?,
+            });
         }
-        self.comm.all_reduce_sum(&mut buf)?;
+        self.comm.all_reduce_sum(&mut had)?;
+        let sum = self.comm.all_reduce_sum_tensor(&Tensor::cat(&pieces, 0)?)?; // [Σ params]
         let mut at = 0;
-        for (_, v) in &vars {
-            let (had, len) = (buf[at], v.elem_count());
-            let g = &buf[at + 1..at + 1 + len];
-            at += 1 + len;
+        for ((_, v), had) in vars.iter().zip(had) {
+            let len = v.elem_count();
             if had > 0.0 {
-                let t = Tensor::from_slice(g, v.shape(), v.device())?.to_dtype(v.dtype())?;
-                grads.insert(v.as_tensor(), t);
+                let g = sum
+                    .narrow(0, at, len)?
+                    .reshape(v.shape())?
+                    .to_dtype(v.dtype())?;
+                grads.insert(v.as_tensor(), g);
             }
+            at += len;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! Data-parallel training across processes: the collectives a step needs ([`Comm`]), a world
-//! of one ([`Single`]), a world of threads for tests ([`threads`]) and MPI's ([`mpi`], feature
-//! `mpi`); and the step's distributed gradient ([`grads`]).
+//! of one ([`Single`]), a world of threads for tests ([`threads`]), MPI's ([`mpi`], feature
+//! `mpi`) and NCCL's for GPUs ([`nccl`], feature `nccl`); and the step's distributed gradient
+//! ([`grads`]).
 //!
 //! Each process encodes its share of the global batch; the features are all-gathered so that
 //! every loss sees all N² pairs of the global batch; each process pushes the loss's gradient
@@ -10,7 +11,11 @@
 pub mod grads;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod threads;
+
+use candle_core::{DType, Tensor};
 
 use crate::error::{Result, TrainError};
 
@@ -25,6 +30,33 @@ pub trait Comm {
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()>;
     /// What carries the messages, for reports.
     fn transport(&self) -> &'static str;
+    /// Whether the step takes the distributed path (gather, surrogate, all-reduce): for every
+    /// launched world, a world of one included (it exercises the path), not for [`Single`].
+    fn launched(&self) -> bool {
+        true
+    }
+
+    /// [`Comm::all_gather`] on an f32 tensor of any shape, where it lives: every process's
+    /// `local` flattened and concatenated in rank order, `[size · local.elem_count()]`. By
+    /// default through host memory; a GPU transport overrides it to stay on the device.
+    fn all_gather_tensor(&self, local: &Tensor) -> Result<Tensor> {
+        let all = self.all_gather(&host(local)?)?;
+        let n = all.len();
+        Ok(Tensor::from_vec(all, n, local.device())?)
+    }
+
+    /// [`Comm::all_reduce_sum`] on an f32 tensor: the element-wise sum over the processes, in
+    /// `t`'s shape and place, the same bits on every process.
+    fn all_reduce_sum_tensor(&self, t: &Tensor) -> Result<Tensor> {
+        let mut buf = host(t)?;
+        self.all_reduce_sum(&mut buf)?;
+        Ok(Tensor::from_vec(buf, t.shape(), t.device())?)
+    }
+}
+
+/// `t`'s values, row-major, in host memory.
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// A world of one process: the collectives are the identity.
@@ -46,6 +78,9 @@ impl Comm for Single {
     }
     fn transport(&self) -> &'static str {
         "none"
+    }
+    fn launched(&self) -> bool {
+        false
     }
 }
 
@@ -92,6 +127,15 @@ impl Comm for Timed {
     }
     fn transport(&self) -> &'static str {
         self.inner.transport()
+    }
+    fn launched(&self) -> bool {
+        self.inner.launched()
+    }
+    fn all_gather_tensor(&self, local: &Tensor) -> Result<Tensor> {
+        self.timed(|| self.inner.all_gather_tensor(local))
+    }
+    fn all_reduce_sum_tensor(&self, t: &Tensor) -> Result<Tensor> {
+        self.timed(|| self.inner.all_reduce_sum_tensor(t))
     }
 }
 

@@ -59,6 +59,19 @@ pub struct MpiComm {
     world: SimpleCommunicator,
 }
 
+impl MpiComm {
+    /// Rank 0's `buf`, copied into every process's.
+    pub fn broadcast_bytes(&self, buf: &mut [u8]) {
+        self.world.process_at_rank(0).broadcast_into(buf);
+    }
+
+    /// This process's place among the launch's processes on its own machine (its GPU, with
+    /// one process per GPU).
+    pub fn local_rank(&self) -> usize {
+        self.world.split_shared(0).rank() as usize
+    }
+}
+
 impl Comm for MpiComm {
     fn rank(&self) -> usize {
         self.world.rank() as usize

@@ -20,8 +20,9 @@ pub mod train;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceArg {
     Cpu,
-    /// The GPU of this number.
-    Cuda(usize),
+    /// The GPU of this number; `cuda` alone: GPU 0, or under `train --distributed` the
+    /// process's local rank on its machine (one process per GPU).
+    Cuda(Option<usize>),
 }
 
 impl std::str::FromStr for DeviceArg {
@@ -30,11 +31,11 @@ impl std::str::FromStr for DeviceArg {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(0)),
+            "cuda" => Ok(Self::Cuda(None)),
             _ => match s.strip_prefix("cuda:") {
                 Some(n) => n
                     .parse()
-                    .map(Self::Cuda)
+                    .map(|n| Self::Cuda(Some(n)))
                     .map_err(|_| format!("expected cuda:N with N a GPU number, got {s:?}")),
                 None => Err(format!("expected cpu, cuda or cuda:N, got {s:?}")),
             },
@@ -46,7 +47,8 @@ impl std::fmt::Display for DeviceArg {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             Self::Cpu => write!(f, "cpu"),
-            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Cuda(None) => write!(f, "cuda"),
+            Self::Cuda(Some(n)) => write!(f, "cuda:{n}"),
         }
     }
 }
@@ -58,6 +60,7 @@ impl DeviceArg {
         let Self::Cuda(ordinal) = self else {
             return Ok(candle_core::Device::Cpu);
         };
+        let ordinal = ordinal.unwrap_or(0);
         if !candle_core::utils::cuda_is_available() {
             anyhow::bail!(
                 "--device {self}: this clipforge was built without CUDA; build it with \

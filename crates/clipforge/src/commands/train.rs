@@ -44,7 +44,8 @@ pub struct Args {
     /// Run directory.
     #[arg(long, default_value = "runs/train")]
     pub out: PathBuf,
-    /// cpu, cuda or cuda:N (CUDA needs a binary built with --features cuda).
+    /// cpu, cuda or cuda:N (CUDA needs a binary built with --features cuda). Under
+    /// --distributed, `cuda` is the GPU of the process's local rank: one process per GPU.
     #[arg(long, default_value = "cpu")]
     pub device: super::DeviceArg,
     /// Optimiser steps in total [default: 1000; with --resume, the run's].
@@ -302,15 +303,15 @@ pub fn run(args: Args) -> Result<()> {
     if args.distributed {
         run_distributed(args)
     } else {
-        train(args, Box::new(Single))
+        let device = args.device.open()?;
+        train(args, Box::new(Single), device)
     }
 }
 
 /// Train as one process of a launch. Only rank 0 writes the run directory.
-fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
-    let device = args.device.open()?;
+fn train(args: Args, comm: Box<dyn Comm>, device: candle_core::Device) -> Result<()> {
     args.dtype.check_device(&device)?;
-    let (rank, world) = (comm.rank(), comm.size());
+    let (rank, world, transport) = (comm.rank(), comm.size(), comm.transport());
     let trainer = match &args.resume {
         Some(path) => Trainer::resume_in(path, args.steps, device, comm)?,
         None => {
@@ -329,7 +330,7 @@ fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
     if args.distributed && rank == 0 {
         let b = trainer.cfg.batch_size;
         eprintln!(
-            "distributed: {world} processes × {b} pairs = a global batch of {}; loss: {}",
+            "distributed: {world} processes × {b} pairs = a global batch of {} ({transport}); loss: {}",
             world * b,
             if trainer.cfg.local_loss {
                 "each process's rows"
@@ -350,15 +351,39 @@ fn train(args: Args, comm: Box<dyn Comm>) -> Result<()> {
 #[cfg(feature = "mpi")]
 fn run_distributed(args: Args) -> Result<()> {
     let launch = clip_train::dist::mpi::MpiLaunch::init()?;
-    let comm = launch.comm();
-    let rank = comm.rank();
-    match train(args, Box::new(comm)) {
+    let mpi = launch.comm();
+    let rank = mpi.rank();
+    let local = mpi.local_rank(); // a collective: before anything can fail
+    let joined = world(&args, mpi, local);
+    match joined.and_then(|(comm, device)| train(args, comm, device)) {
         Ok(()) => Ok(()),
         Err(e) => {
             eprintln!("error (rank {rank}, stopping the launch): {e:#}");
             launch.abort(1)
         }
     }
+}
+
+/// This process's collectives and device. On the CPU, MPI's. On a GPU (`--device cuda`: the
+/// GPU of the process's local rank on its machine), NCCL's on the device where the binary is
+/// built with `nccl`, else MPI's through host memory.
+#[cfg(feature = "mpi")]
+fn world(
+    args: &Args,
+    mpi: clip_train::dist::mpi::MpiComm,
+    local_rank: usize,
+) -> Result<(Box<dyn Comm>, candle_core::Device)> {
+    let device = match args.device {
+        super::DeviceArg::Cuda(None) => super::DeviceArg::Cuda(Some(local_rank)),
+        given => given,
+    }
+    .open()?;
+    #[cfg(feature = "nccl")]
+    if device.is_cuda() {
+        let nccl = clip_train::dist::nccl::NcclComm::join(mpi, &device)?;
+        return Ok((Box::new(nccl), device));
+    }
+    Ok((Box::new(mpi), device))
 }
 
 #[cfg(not(feature = "mpi"))]
