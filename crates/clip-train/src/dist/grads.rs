@@ -168,8 +168,8 @@ impl Trainer {
         Ok((value[0] as f64, total))
     }
 
-    /// Replace every parameter's gradient by its sum over the processes: one buffer where the
-    /// gradients are (the parameters in name order, the same on every process; zeros for a
+    /// Replace every parameter's gradient by its sum over the processes: one message of the
+    /// gradients (the parameters in name order, the same on every process; zeros for a
     /// gradient a process lacks), and a flag per parameter, summed in host memory, that says
     /// whether any process had one.
     fn all_reduce_grads(&self, grads: &mut GradStore) -> Result<()> {
@@ -183,28 +183,21 @@ impl Trainer {
             .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut had = Vec::with_capacity(vars.len());
-        let mut pieces = Vec::with_capacity(vars.len());
+        let mut parts = Vec::with_capacity(vars.len());
         for (_, v) in &vars {
             let g = grads.get(v.as_tensor());
             had.push(if g.is_some() { 1.0 } else { 0.0 });
-            pieces.push(match g {
-                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
-                None => Tensor::zeros(v.elem_count(), DType::F32, v.device())?,
+            parts.push(match g {
+                Some(g) => g.to_dtype(DType::F32)?,
+                None => Tensor::zeros(v.shape(), DType::F32, v.device())?,
             });
         }
         self.comm.all_reduce_sum(&mut had)?;
-        let sum = self.comm.all_reduce_sum_tensor(&Tensor::cat(&pieces, 0)?)?; // [Σ params]
-        let mut at = 0;
-        for ((_, v), had) in vars.iter().zip(had) {
-            let len = v.elem_count();
+        let sums = self.comm.all_reduce_sum_tensors(&parts)?;
+        for (((_, v), had), sum) in vars.iter().zip(had).zip(sums) {
             if had > 0.0 {
-                let g = sum
-                    .narrow(0, at, len)?
-                    .reshape(v.shape())?
-                    .to_dtype(v.dtype())?;
-                grads.insert(v.as_tensor(), g);
+                grads.insert(v.as_tensor(), sum.to_dtype(v.dtype())?);
             }
-            at += len;
         }
         Ok(())
     }

@@ -5,6 +5,8 @@
 //! panic) aborts the world through [`MpiLaunch`], since finalising MPI would wait for the
 //! others, who wait in a collective for it.
 
+use std::cell::RefCell;
+
 use mpi::collective::SystemOperation;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -35,6 +37,7 @@ impl MpiLaunch {
     pub fn comm(&self) -> MpiComm {
         MpiComm {
             world: self.universe.world(),
+            sum: RefCell::new(Vec::new()),
         }
     }
 
@@ -57,6 +60,9 @@ impl Drop for MpiLaunch {
 /// This process's place in `MPI_COMM_WORLD`, valid while its [`MpiLaunch`] lives.
 pub struct MpiComm {
     world: SimpleCommunicator,
+    /// Rank 0's receive buffer for a reduction, kept from step to step: a fresh one of a
+    /// step's gradients (600 MB at ViT-B-32) would be paged in again inside every reduce.
+    sum: RefCell<Vec<f32>>,
 }
 
 impl MpiComm {
@@ -87,7 +93,8 @@ impl Comm for MpiComm {
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let root = self.world.process_at_rank(0);
         if self.rank() == 0 {
-            let mut sum = vec![0f32; buf.len()];
+            let mut sum = self.sum.borrow_mut();
+            sum.resize(buf.len(), 0.0);
             root.reduce_into_root(&*buf, &mut sum[..], SystemOperation::sum());
             buf.copy_from_slice(&sum);
         } else {

@@ -76,6 +76,21 @@ impl Comm for NcclComm {
         })?;
         Ok(sum.reshape(t.shape())?)
     }
+    fn all_reduce_sum_tensors(&self, parts: &[Tensor]) -> Result<Vec<Tensor>> {
+        let flat: Vec<Tensor> = parts
+            .iter()
+            .map(|t| t.to_dtype(DType::F32)?.flatten_all())
+            .collect::<candle_core::Result<_>>()?;
+        let sum = self.all_reduce_sum_tensor(&Tensor::cat(&flat, 0)?)?; // [Σ n]
+        let mut at = 0;
+        let mut sums = Vec::with_capacity(parts.len());
+        for t in parts {
+            let len = t.elem_count();
+            sums.push(sum.narrow(0, at, len)?.reshape(t.shape())?);
+            at += len;
+        }
+        Ok(sums)
+    }
 }
 
 /// An all-gather or an all-reduce (sum) of a contiguous f32 vector on the GPU, as a candle op:

@@ -106,4 +106,34 @@ mod tests {
             assert_eq!(s, vec![3.0, 3.0]);
         }
     }
+
+    #[test]
+    fn tensors_are_summed_in_their_shapes_whatever_their_layout() {
+        use candle_core::{Device, Tensor};
+        let handles: Vec<_> = world(2)
+            .into_iter()
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let r = c.rank() as f32;
+                    let dev = Device::Cpu;
+                    let a = Tensor::new(&[[r, 1.0, 2.0], [3.0, 4.0, r]], &dev).unwrap(); // [2, 3]
+                    let b = a.t().unwrap(); // [3, 2], not contiguous
+                    let c0 = Tensor::zeros(0, candle_core::DType::F32, &dev).unwrap(); // [0]
+                    c.all_reduce_sum_tensors(&[a, b, c0]).unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            let sums = h.join().unwrap();
+            assert_eq!(
+                sums[0].to_vec2::<f32>().unwrap(),
+                vec![vec![1.0, 2.0, 4.0], vec![6.0, 8.0, 1.0]]
+            );
+            assert_eq!(
+                sums[1].to_vec2::<f32>().unwrap(),
+                vec![vec![1.0, 6.0], vec![2.0, 8.0], vec![4.0, 1.0]]
+            );
+            assert_eq!(sums[2].dims(), &[0]);
+        }
+    }
 }
