@@ -1,9 +1,11 @@
 //! `clipforge train --distributed` under a real `mpirun -np 2` (a binary built with
 //! `--features mpi`; `.ci/run` installs Open MPI and builds so): two processes of 32 pairs
 //! train like one process of 64 — losses every step for 20 steps, weights after; a rank
-//! killed with SIGKILL stops the launch instead of hanging it, and the run resumes exactly;
-//! a rank that fails with an error stops the launch with that error; a resume in a world of another size is refused. Without the feature, `--distributed` is
-//! a clear error; under CI (`CI` set) a build without it fails here instead of skipping.
+//! killed with SIGKILL stops the launch instead of hanging it, and the run resumes exactly; a
+//! rank stopped with SIGSTOP ends it after `--collective-timeout`; a rank that fails with an
+//! error stops the launch with that error; a resume in a world of another size is refused.
+//! Without the feature, `--distributed` is a clear error; under CI (`CI` set) a build without
+//! it fails here instead of skipping.
 // Without the feature only the first test is built; the helpers wait for the others.
 #![cfg_attr(not(feature = "mpi"), allow(dead_code, unused_imports))]
 
@@ -419,6 +421,64 @@ fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
     let (a, b) = (losses(&straight), losses(&killed));
     assert_eq!(a, b, "the resumed run's losses are the uninterrupted run's");
     assert_eq!(max_weight_diff(&straight, &killed), 0.0);
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn a_stopped_rank_ends_the_launch_after_the_collective_timeout() {
+    if !has_mpirun() {
+        return;
+    }
+    let _one_launch = ONE_LAUNCH.lock().unwrap_or_else(|e| e.into_inner());
+    let out = tmp("dist-stopped");
+    let launch = spawn(
+        mpirun(
+            2,
+            &[
+                "train",
+                "--distributed",
+                "--collective-timeout",
+                "20",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        )
+        .args(CHECKPOINTED_RUN),
+    );
+    // After the first checkpoint, rank 1 is stopped (SIGSTOP): alive, so mpirun sees nothing
+    // wrong, and rank 0 waits for it in the next collective.
+    let t0 = Instant::now();
+    while clip_train::checkpoint::resolve(&out).is_err() {
+        if t0.elapsed() > Duration::from_secs(120) {
+            let o = launch.wait(Duration::ZERO, "the launch to stop a rank of");
+            panic!(
+                "no checkpoint after 2 minutes; stderr: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ranks = ranks_of(launch.child.id());
+    let &(victim, _) = ranks
+        .iter()
+        .find(|(_, r)| *r == 1)
+        .expect("rank 1 among mpirun's children");
+    Command::new("kill")
+        .args(["-STOP", &victim.to_string()])
+        .status()
+        .unwrap();
+    let o = launch.wait(
+        Duration::from_secs(120),
+        "the launch after rank 1 was stopped (rank 0 waits for it for ever)",
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error (rank 0, stopping the launch)")
+            && stderr.contains("--collective-timeout 20"),
+        "rank 0 says why it stops: {stderr}"
+    );
+    assert!(losses(&out).len() < 40, "stopped before the end");
 }
 
 #[cfg(feature = "mpi")]

@@ -14,6 +14,7 @@ pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod threads;
+pub mod watchdog;
 
 use candle_core::{DType, Storage, Tensor};
 

@@ -141,6 +141,17 @@ pub struct Args {
     /// column (open_clip's --local-loss) instead of the whole N×N; the same gradient.
     #[arg(long, requires = "distributed")]
     pub local_loss: bool,
+    /// With --distributed: a process that waits longer than this many seconds in one
+    /// collective (another process stopped, hung, or its machine gone) ends itself with an
+    /// error naming it, and the launch stops. Rank 0 writing a checkpoint makes the others
+    /// wait: keep it above the longest checkpoint write.
+    #[arg(
+        long,
+        requires = "distributed",
+        default_value_t = 600.0,
+        value_name = "SECS"
+    )]
+    pub collective_timeout: f64,
     /// Precision of the blocks' weight products, forward and backward: bf16 with f32 sums
     /// where the CPU has AMX or AVX512-BF16 (PyTorch's CPU autocast; parameters, optimiser,
     /// LayerNorm, softmax and loss stay f32), else f32. CPU only.
@@ -350,11 +361,25 @@ fn train(args: Args, comm: Box<dyn Comm>, device: candle_core::Device) -> Result
 /// would otherwise wait for it in the step's collectives for ever.
 #[cfg(feature = "mpi")]
 fn run_distributed(args: Args) -> Result<()> {
+    if !(args.collective_timeout.is_finite() && args.collective_timeout > 0.0) {
+        anyhow::bail!(
+            "--collective-timeout {}: expected a positive number of seconds",
+            args.collective_timeout
+        );
+    }
     let launch = clip_train::dist::mpi::MpiLaunch::init()?;
     let mpi = launch.comm();
     let rank = mpi.rank();
     let local = mpi.local_rank(); // a collective: before anything can fail
-    let joined = world(&args, mpi, local);
+    let joined = world(&args, mpi, local).map(|(comm, device)| {
+        let timeout = std::time::Duration::from_secs_f64(args.collective_timeout);
+        let comm = clip_train::dist::watchdog::Watchdog::new(comm, timeout, move |msg| {
+            // The collective cannot be left: this process ends, and mpirun stops the others.
+            eprintln!("error (rank {rank}, stopping the launch): {msg}");
+            std::process::exit(1)
+        });
+        (Box::new(comm) as Box<dyn Comm>, device)
+    });
     match joined.and_then(|(comm, device)| train(args, comm, device)) {
         Ok(()) => Ok(()),
         Err(e) => {
