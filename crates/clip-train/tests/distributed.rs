@@ -2,7 +2,7 @@
 //! collectives as MPI's): two processes of 8 pairs train like one process of 16 on the same
 //! global batches — losses step by step and the weights after — with the whole N×N loss on
 //! every process and with each process's rows only (local loss), with CLIP's loss and
-//! SigLIP's, with accumulation; rank 0 alone writes the run; a world of the wrong size is
+//! SigLIP's, with accumulation, with a locked image tower's cached features; rank 0 alone writes the run; a world of the wrong size is
 //! refused on resume; on streamed shards each rank reads its own and resumes exactly.
 
 mod common;
@@ -140,6 +140,28 @@ fn siglip_and_accumulation_in_a_world_of_two() {
     check_equivalence(cfg.clone(), 2, "siglip-accum");
     cfg.local_loss = true;
     check_equivalence(cfg, 2, "siglip-accum-local");
+}
+
+/// A locked image tower (LiT) on file data, its features computed once and cached: each
+/// process takes its share of the cached features, and trains like one process.
+#[test]
+fn a_locked_image_tower_with_cached_features_trains_like_one_process() {
+    let data = run_dir("locked-data");
+    let mut cfg = micro_config(6, 16);
+    cfg.data = clip_train::config::DataSpec::Csv {
+        path: common::write_listing(&data),
+        img_key: "filepath".into(),
+        caption_key: "title".into(),
+    };
+    cfg.lock.image = true;
+    cfg.augment = false;
+    cfg.feature_cache = Some(data.join("cache"));
+    check_equivalence(cfg, 2, "locked-cached");
+    assert!(
+        std::fs::read_dir(data.join("cache")).unwrap().count() > 0,
+        "the features were cached"
+    );
+    std::fs::remove_dir_all(data).ok();
 }
 
 #[test]

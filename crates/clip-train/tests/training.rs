@@ -314,25 +314,6 @@ fn weights(t: &Trainer) -> std::collections::HashMap<String, Vec<f32>> {
         .collect()
 }
 
-/// 24 built-in scenes as PNG files and a CSV listing of them; returns the listing.
-fn write_listing(dir: &std::path::Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut csv = String::from("filepath,title\n");
-    for i in 0..24 {
-        let scene = clip_data::Shapes::new(5, clip_data::Split::Train).scene(i);
-        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
-        let name = format!("s{i}.png");
-        image::RgbImage::from_raw(16, 16, px)
-            .unwrap()
-            .save(dir.join(&name))
-            .unwrap();
-        csv.push_str(&format!("{name},\"{}\"\n", scene.caption()));
-    }
-    let path = dir.join("list.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
-}
-
 /// A locked image tower's features, cached: the same losses as running the tower every step
 /// (the batches are the same samples in the same order), a file per tower in the cache
 /// directory, read again by the next run; with the text tower locked too, its features are
@@ -340,7 +321,7 @@ fn write_listing(dir: &std::path::Path) -> PathBuf {
 #[test]
 fn cached_features_train_as_the_tower_would() {
     let data = run_dir("cache-data");
-    let listing = write_listing(&data);
+    let listing = common::write_listing(&data);
     let cache = data.join("cache");
     let config = |cached: bool, lock_text: bool| {
         let mut cfg = micro_config(4);

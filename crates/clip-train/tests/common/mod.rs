@@ -1,5 +1,5 @@
-//! What the training tests share: a model small enough to train in a test, and shards to
-//! stream.
+//! What the training tests share: a model small enough to train in a test, shards to stream
+//! and a file listing.
 #![allow(dead_code)]
 
 use clip::ClipConfig;
@@ -49,4 +49,23 @@ pub fn write_scene_shards(
         dir.display(),
         shards.len() - 1
     )
+}
+
+/// 24 built-in scenes as PNG files and a CSV listing of them; returns the listing.
+pub fn write_listing(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut csv = String::from("filepath,title\n");
+    for i in 0..24 {
+        let scene = clip_data::Shapes::new(5, clip_data::Split::Train).scene(i);
+        let px: Vec<u8> = scene.render(16).iter().map(|v| (v * 255.0) as u8).collect();
+        let name = format!("s{i}.png");
+        image::RgbImage::from_raw(16, 16, px)
+            .unwrap()
+            .save(dir.join(&name))
+            .unwrap();
+        csv.push_str(&format!("{name},\"{}\"\n", scene.caption()));
+    }
+    let path = dir.join("list.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
 }
