@@ -136,6 +136,34 @@ impl Launch {
     }
 }
 
+#[cfg(feature = "mpi")]
+impl Launch {
+    /// Once the run in `run_dir` has a checkpoint, `kill SIGNAL` (`-9`, `-STOP`) to rank 1.
+    fn signal_rank_1_after_a_checkpoint(self, run_dir: &Path, signal: &str) -> Self {
+        let t0 = Instant::now();
+        while clip_train::checkpoint::resolve(run_dir).is_err() {
+            if t0.elapsed() > Duration::from_secs(120) {
+                let o = self.wait(Duration::ZERO, "the launch to signal a rank of");
+                panic!(
+                    "no checkpoint after 2 minutes; stderr: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ranks = ranks_of(self.child.id());
+        let &(victim, _) = ranks
+            .iter()
+            .find(|(_, r)| *r == 1)
+            .expect("rank 1 among mpirun's children");
+        Command::new("kill")
+            .args([signal, &victim.to_string()])
+            .status()
+            .unwrap();
+        self
+    }
+}
+
 /// `cmd` run to its end within [`LAUNCH_LIMIT`].
 fn run(cmd: &mut Command, what: &str) -> Output {
     spawn(cmd).wait(LAUNCH_LIMIT, what)
@@ -369,27 +397,8 @@ fn a_killed_rank_stops_the_launch_and_the_run_resumes_exactly() {
         )
         .args(common),
     );
-    // Wait for a checkpoint, then kill rank 1 mid-run.
-    let t0 = Instant::now();
-    while clip_train::checkpoint::resolve(&killed).is_err() {
-        if t0.elapsed() > Duration::from_secs(120) {
-            let o = launch.wait(Duration::ZERO, "the launch to kill a rank of");
-            panic!(
-                "no checkpoint after 2 minutes; stderr: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let ranks = ranks_of(launch.child.id());
-    let &(victim, _) = ranks
-        .iter()
-        .find(|(_, r)| *r == 1)
-        .expect("rank 1 among mpirun's children");
-    Command::new("kill")
-        .args(["-9", &victim.to_string()])
-        .status()
-        .unwrap();
+    // Rank 1 killed mid-run.
+    let launch = launch.signal_rank_1_after_a_checkpoint(&killed, "-9");
     let o = launch.wait(
         Duration::from_secs(60),
         "the launch after rank 1 was killed (it hangs instead of stopping)",
@@ -447,26 +456,7 @@ fn a_stopped_rank_ends_the_launch_after_the_collective_timeout() {
     );
     // After the first checkpoint, rank 1 is stopped (SIGSTOP): alive, so mpirun sees nothing
     // wrong, and rank 0 waits for it in the next collective.
-    let t0 = Instant::now();
-    while clip_train::checkpoint::resolve(&out).is_err() {
-        if t0.elapsed() > Duration::from_secs(120) {
-            let o = launch.wait(Duration::ZERO, "the launch to stop a rank of");
-            panic!(
-                "no checkpoint after 2 minutes; stderr: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let ranks = ranks_of(launch.child.id());
-    let &(victim, _) = ranks
-        .iter()
-        .find(|(_, r)| *r == 1)
-        .expect("rank 1 among mpirun's children");
-    Command::new("kill")
-        .args(["-STOP", &victim.to_string()])
-        .status()
-        .unwrap();
+    let launch = launch.signal_rank_1_after_a_checkpoint(&out, "-STOP");
     let o = launch.wait(
         Duration::from_secs(120),
         "the launch after rank 1 was stopped (rank 0 waits for it for ever)",
