@@ -2,8 +2,9 @@
 //! collectives as MPI's): two processes of 8 pairs train like one process of 16 on the same
 //! global batches — losses step by step and the weights after — with the whole N×N loss on
 //! every process and with each process's rows only (local loss), with CLIP's loss and
-//! SigLIP's, with accumulation, with a locked image tower's cached features; rank 0 alone writes the run; a world of the wrong size is
-//! refused on resume; on streamed shards each rank reads its own and resumes exactly.
+//! SigLIP's, with accumulation, with a locked image tower's cached features; rank 0 alone
+//! writes the run; a world of the wrong size is refused on resume; on streamed shards each
+//! rank reads its own and resumes exactly.
 
 mod common;
 
